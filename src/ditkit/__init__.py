@@ -1,0 +1,1 @@
+"""ditkit: train, sample, accelerate, compress and serve Diffusion Transformers."""

@@ -1,0 +1,134 @@
+"""Files: safetensors + JSON, written atomically, read without executing code.
+
+* ``atomic_write(path)`` — a context manager yielding a temporary path in the same
+  directory; on success it is fsynced and ``os.replace``d onto ``path``; on failure it is
+  removed, so a reader never sees a half-written file and an old file is never lost.
+* ``save_model`` / ``load_model_files`` — a model folder: ``model.safetensors`` (weights) and
+  ``config.json`` (``{"kind": ..., "config": {...}, ...}``).
+* ``load_torch_file`` — reads reference ``.pt`` files with ``weights_only=True`` only.
+
+Every failure to read a user's file raises ``CheckpointError`` with one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, unsafe or does not fit the model."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike):
+    """Yield a temp file path next to ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temp directory; on success it replaces ``path`` (an old one is removed only after)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_json(path: str | os.PathLike, obj) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt JSON in {path}: {e}") from None
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"corrupt safetensors file {path}: {str(e).splitlines()[0]}") from None
+
+
+def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], info: dict) -> None:
+    """Write a model folder (``model.safetensors`` + ``config.json``) atomically as a whole."""
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def load_model_files(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a model folder (or the ``model.safetensors`` inside one): (state_dict, info)."""
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    if not folder.exists():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{folder} is not a ditkit model folder (needs model.safetensors and config.json)")
+    info = load_json(folder / "config.json")
+    return load_tensors(folder / "model.safetensors"), info
+
+
+def load_torch_file(path: str | os.PathLike):
+    """Load a ``.pt``/``.pth`` file with ``weights_only=True`` (no code from the file is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing checkpoint file: {path}")
+    try:
+        # The reference training checkpoints store their argparse Namespace under "args";
+        # it carries only plain values, so it is the one class allowed beyond tensors.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types; all mean "refused or corrupt"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: not a weights-only torch file ({first[:200]})"
+        ) from None
