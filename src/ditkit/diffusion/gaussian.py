@@ -166,12 +166,12 @@ class GaussianDiffusion:
             betas = base
         else:
             self.timestep_map = tuple(space_timesteps(cfg.num_timesteps, cfg.respacing))
+            if len(self.timestep_map) < 2:
+                raise ValueError(f"respacing {cfg.respacing!r} keeps a single step; a chain needs at least 2")
             base_ab = torch.cumprod(1.0 - base, dim=0)
             kept_ab = base_ab[list(self.timestep_map)]  # ab[s_k], (K,)
             prev_ab = torch.cat([kept_ab.new_ones(1), kept_ab[:-1]])  # ab[s_{k-1}], ab[s_{-1}] = 1
             betas = 1.0 - kept_ab / prev_ab  # beta'_k
-            if len(self.timestep_map) < 2:
-                raise ValueError(f"respacing {cfg.respacing!r} keeps {len(self.timestep_map)} step; need >= 2")
         self._set_schedule(betas)
 
     def _set_schedule(self, betas: torch.Tensor) -> None:

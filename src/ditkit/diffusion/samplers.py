@@ -171,10 +171,8 @@ def dpm_solver_2m_sample(model_fn: ModelFn, noise: torch.Tensor, process: Gaussi
             t_net = process.network_time(t)
             pred, _ = process.split_output(model_fn(x, t_net, **kwargs), c)
             return process.predict_x0(x, t, pred), t_net
-        s = torch.full((n,), sigmas[i], dtype=torch.float32, device=x.device)
-        t_net = process.network_time(s)
-        v = process.velocity(model_fn(x, t_net, **kwargs), c)
-        return process.predict_x0(x, v, s), t_net
+        v, t_net = _velocity(model_fn, process, x, sigmas[i], kwargs)
+        return x - sigmas[i] * v, t_net  # x0 = x_s - s v (FlowMatching.predict_x0 with a Python-float s)
 
     x0_prev, h_prev = None, None
     for i in _steps(steps, progress):
