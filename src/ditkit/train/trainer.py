@@ -1,0 +1,320 @@
+"""The training loop: AdamW, EMA, clipping, accumulation, atomic checkpoints with exact resume,
+single-process or under ``torchrun`` with DistributedDataParallel.
+
+Determinism. Everything random in a step — which samples form the global batch, the noise,
+the timesteps, the label drop for CFG — is drawn from a generator seeded by (seed, step) for
+the *global* batch, and each rank takes its rows. So a run resumed from a checkpoint repeats
+the same steps exactly, and N processes over a global batch follow the same trajectory (up to
+float reduction order) as one process over the same global batch.
+
+Layout of ``out_dir``::
+
+    train_config.json            the TrainConfig (and model config) of the run
+    train_log.jsonl              one JSON line per log interval: step, loss, lr, wall time, ...
+    checkpoints/step_0001000/    model.safetensors, ema.safetensors, optimizer.safetensors, state.json
+    checkpoints/latest           name of the newest complete checkpoint (written last, atomically)
+    snapshots/ema_0001000.safetensors   EMA weights at snapshot intervals (learning curves)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..config import DiTConfig
+from ..diffusion.flow import FlowConfig, FlowMatching
+from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
+from ..models.dit import DiT
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: DiTConfig = field(default_factory=DiTConfig)
+    process: str = "flow"  # "flow" (flow matching) or "gaussian" (DDPM eps/VLB objective)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    dataset: str = "shapes"  # "shapes" or a path to an image folder
+    dataset_size: int = 1_000_000  # virtual size of the procedural dataset (rendered on the fly)
+    dataset_seed: int = 0
+    steps: int = 10_000
+    batch_size: int = 64  # global batch (over all processes and accumulation steps)
+    grad_accum: int = 1
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    lr_schedule: str = "constant"  # "constant" or "cosine" (after warmup)
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    snapshot_every: int = 0  # save EMA snapshots for learning curves (0 = never)
+    bf16: bool = True  # autocast to bf16 on CUDA only (bf16 is slow on CPUs without AMX)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        d["model"] = DiTConfig.from_dict(d["model"])
+        d["flow"] = FlowConfig(**d["flow"])
+        d["betas"] = tuple(d["betas"])
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Initialise the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank, world = _dist_info()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    return cfg.lr
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - decay)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "scalars": {}}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value
+            else:
+                meta["scalars"][f"{idx}.{name}"] = value
+    return tensors, meta
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Train a DiT on a dataset of (image, label) pairs. Call `run()`; it resumes by itself."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | os.PathLike, dataset=None, log=print, progress=True):
+        self.cfg, self.out_dir, self.log, self.progress = cfg, Path(out_dir), log, progress
+        if cfg.process != "flow":
+            raise ValueError("the trainer currently supports process='flow'; use ditkit.diffusion.gaussian directly")
+        if cfg.batch_size <= 0 or cfg.steps <= 0 or cfg.grad_accum <= 0:
+            raise ValueError("batch_size, steps and grad_accum must be positive")
+        self.rank, self.world, self.device = init_distributed()
+        if cfg.batch_size % (self.world * cfg.grad_accum):
+            raise ValueError(
+                f"global batch {cfg.batch_size} is not divisible by processes x grad_accum = "
+                f"{self.world} x {cfg.grad_accum}"
+            )
+        self.micro = cfg.batch_size // (self.world * cfg.grad_accum)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
+        self.process = FlowMatching(cfg.flow)
+
+        torch.manual_seed(cfg.seed)  # identical init on every rank
+        self.model = DiT(cfg.model).to(self.device)
+        self.ema = DiT(cfg.model).to(self.device).requires_grad_(False)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.eval()
+        self.ddp = (
+            nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.world > 1 else self.model
+        )
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.step, self.elapsed = 0, 0.0
+        self.ckpt_dir = self.out_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ data for one step
+    def _batch(self, step: int):
+        """The global batch of `step` (deterministic), and this rank's rows of it."""
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(len(self.dataset), (cfg.batch_size,), generator=g)
+        noise_seed = int(torch.randint(2**62, (1,), generator=g))
+        lo = self.rank * cfg.batch_size // self.world
+        hi = lo + cfg.batch_size // self.world
+        items = [self.dataset[int(i)] for i in idx[lo:hi]]
+        x = torch.stack([it[0] for it in items])
+        y = torch.tensor([int(it[1]) for it in items])
+        g2 = torch.Generator().manual_seed(noise_seed)
+        noise = torch.randn((cfg.batch_size, *x.shape[1:]), generator=g2)[lo:hi]
+        s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
+        drop = (torch.rand(cfg.batch_size, generator=g2) < cfg.model.class_dropout_prob).long()[lo:hi]
+        return x, y, noise, s, drop
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        name = f"step_{self.step:07d}"
+        opt_tensors, opt_meta = _optimizer_tensors(self.opt)
+        state = {
+            "step": self.step,
+            "elapsed_seconds": self.elapsed,
+            "train_config": self.cfg.to_dict(),
+            "optimizer": opt_meta,
+        }
+        with atomic_dir(self.ckpt_dir / name) as tmp:
+            save_tensors(tmp / "model.safetensors", self.model.state_dict())
+            save_tensors(tmp / "ema.safetensors", self.ema.state_dict())
+            save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+            save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
+            (tmp / "state.json").write_text(json.dumps(state, indent=2))
+        with atomic_write(self.ckpt_dir / "latest") as tmp:
+            tmp.write_text(name + "\n")
+        old = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and p.name != name)
+        for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+        return self.ckpt_dir / name
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = load_json(path / "state.json")
+        saved = TrainConfig.from_dict(state["train_config"])
+        if saved.model != self.cfg.model:
+            raise CheckpointError(f"checkpoint {path} was trained with a different model config")
+        self.model.load_state_dict(load_tensors(path / "model.safetensors"))
+        self.ema.load_state_dict(load_tensors(path / "ema.safetensors"))
+        self.opt.load_state_dict(_optimizer_state(load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
+        torch.set_rng_state(load_tensors(path / "rng.safetensors")["torch"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed_seconds"])
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.ckpt_dir / "latest"
+        if not pointer.is_file():
+            return None
+        path = self.ckpt_dir / pointer.read_text().strip()
+        return path if path.is_dir() else None
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self) -> float:
+        cfg = self.cfg
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(cfg, self.step)
+        x, y, noise, s, drop = self._batch(self.step)
+        x, y, noise, s, drop = (v.to(self.device) for v in (x, y, noise, s, drop))
+        y = torch.where(drop.bool(), torch.full_like(y, cfg.model.num_classes), y)  # CFG label drop
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
+        )
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for k in range(cfg.grad_accum):
+            sl = slice(k * self.micro, (k + 1) * self.micro)
+            last = k == cfg.grad_accum - 1
+            with (nullcontext() if last or self.world == 1 else self.ddp.no_sync()), autocast:
+                loss = self.process.training_loss(self.ddp, x[sl], {"y": y[sl]}, noise=noise[sl], s=s[sl]).mean()
+                loss = loss / cfg.grad_accum
+            loss.backward()
+            total += float(loss.detach())
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))  # EMA warm-up
+        ema_update(self.ema, self.model, decay)
+        self.step += 1
+        if self.world > 1:
+            t = torch.tensor([total], device=self.device)
+            dist.all_reduce(t)
+            total = float(t) / self.world
+        return total
+
+    def run(self, max_seconds: float | None = None) -> dict:
+        """Train until cfg.steps (or `max_seconds` of this sitting). Resumes from the latest checkpoint."""
+        cfg = self.cfg
+        self.model.train()
+        resume = self.latest_checkpoint()
+        if resume is not None:
+            self.load_checkpoint(resume)
+            if self.rank == 0:
+                self.log(f"resumed from {resume} at step {self.step}")
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_write(self.out_dir / "train_config.json") as tmp:
+                tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        start, losses = time.time(), []
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
+        last_t = time.time()
+        while self.step < cfg.steps:
+            losses.append(self.train_step())
+            now = time.time()
+            self.elapsed += now - last_t
+            last_t = now
+            bar.update(1)
+            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                rec = {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr_at(cfg, self.step - 1),
+                       "elapsed_seconds": round(self.elapsed, 2)}
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                with open(self.out_dir / "train_log.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                losses = []
+            if cfg.snapshot_every and self.step % cfg.snapshot_every == 0 and self.rank == 0:
+                save_tensors(self.out_dir / "snapshots" / f"ema_{self.step:07d}.safetensors", self.ema.state_dict(),
+                             metadata={"step": str(self.step), "elapsed_seconds": f"{self.elapsed:.2f}"})
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+            if max_seconds is not None and now - start >= max_seconds:
+                if self.step % cfg.ckpt_every:
+                    self.save_checkpoint()
+                break
+        bar.close()
+        return {"step": self.step, "elapsed_seconds": self.elapsed, "done": self.step >= cfg.steps}
+
+
+def build_dataset(cfg: TrainConfig):
+    from ..data.folder import ImageFolderDataset
+    from ..data.shapes import ShapesDataset
+
+    h, w = cfg.model.hw
+    if cfg.dataset == "shapes":
+        if h != w:
+            raise ValueError("the shapes dataset is square; use a square input_size")
+        return ShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, image_size=h)
+    return ImageFolderDataset(cfg.dataset, image_size=(h, w))
