@@ -41,6 +41,7 @@ Command (until the CLI wires ``ditkit train-classifier``)::
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -293,8 +294,14 @@ def train_classifier(
         "kind": KIND,
         "config": asdict(config),
         "training": {
-            "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "weight_decay": weight_decay,
-            "warmup_frac": warmup_frac, "num_train": num_train, "train_seed": TRAIN_SEED,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "weight_decay": weight_decay,
+            "warmup_frac": warmup_frac,
+            "num_train": num_train,
+            "train_seed": TRAIN_SEED,
             "augment": asdict(augment_config),
         },
         "metrics": metrics,
@@ -316,7 +323,8 @@ def load_classifier(path) -> ShapesClassifier:
         model = ShapesClassifier(config)
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: weights/config do not fit a ShapesClassifier ({str(e).splitlines()[0]})") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: weights/config do not fit a ShapesClassifier ({first})") from None
     return model.eval()
 
 
@@ -330,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    return train_classifier(args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    log = functools.partial(print, flush=True)
+    return train_classifier(args.out, args.steps, args.batch_size, args.lr, args.seed, log=log)
 
 
 if __name__ == "__main__":
