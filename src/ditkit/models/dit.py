@@ -194,6 +194,14 @@ class DiT(nn.Module):
         self._ctx_cache.clear()  # device/dtype moves invalidate cached position tables
         return super()._apply(fn, *args, **kwargs)
 
+    @classmethod
+    def from_reference(cls, source, **config_overrides) -> DiT:
+        """A DiT (eval mode) from a reference facebookresearch/DiT checkpoint: a path (.pt, .safetensors)
+        or a loaded dict; config inferred from shapes, `config_overrides` win. See `models/reference.py`."""
+        from .reference import load_reference
+
+        return load_reference(source, **config_overrides)
+
 
 def macs_per_forward(cfg: DiTConfig, batch: int = 1) -> int:
     """Multiply-accumulates of one forward (linear layers + attention matmuls + patch/final).
