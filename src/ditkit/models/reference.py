@@ -233,7 +233,7 @@ def load_reference(source, **config_overrides) -> DiT:
                 f"shape mismatch for {ref_key}: checkpoint {tuple(src.shape)}, model {tuple(want.shape)}"
             )
         t = src.detach().to(device="cpu", dtype=torch.float32)
-        ours[key] = t if (owned or t is not src) else t.clone()
+        ours[key] = t if owned else t.clone()
 
     if POS_EMBED_KEY in sd:
         _check_pos_embed(sd[POS_EMBED_KEY], cfg)
