@@ -1,1 +1,27 @@
-"""ditkit: train, sample, accelerate, compress and serve Diffusion Transformers."""
+"""ditkit: train, sample, accelerate, compress and serve Diffusion Transformers.
+
+The public API is small:
+
+    import ditkit
+    pipe = ditkit.load_pipeline("assets/shapes-dit")          # a model folder
+    images = pipe.generate(["circle", "star"], cfg_scale=2.0)  # (N, 3, 32, 32) in [-1, 1]
+
+    model = ditkit.DiT(ditkit.get_preset("DiT-XL/2"))           # any preset or DiTConfig
+    model = ditkit.DiT.from_reference("DiT-XL-2-256x256.pt")    # reference checkpoints
+    x = ditkit.sample(model, labels, process=ditkit.GaussianDiffusion(), sampler="ddim", steps=50)
+"""
+
+from .config import PRESETS, DiTConfig, get_preset
+from .diffusion.flow import FlowConfig, FlowMatching
+from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
+from .diffusion.guidance import cfg
+from .models.dit import DiT
+from .pipeline import Pipeline, load_pipeline, sample, save_pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiT", "DiTConfig", "PRESETS", "get_preset",
+    "FlowConfig", "FlowMatching", "GaussianConfig", "GaussianDiffusion", "cfg",
+    "Pipeline", "load_pipeline", "sample", "save_pipeline",
+]

@@ -1,17 +1,75 @@
-"""ditkit command line: generate, train, eval, info (and more as capabilities land).
+"""ditkit command line: generate, train, train-classifier, eval, info.
 
 Every user error (bad argument, unknown class, missing or corrupt checkpoint, shape mismatch)
-ends in one line on stderr and exit status 2 — never a traceback.
+ends in one line on stderr and exit status 2 — never a traceback. Set DITKIT_DEBUG=1 to see
+the traceback of an unexpected internal error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
 
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _interval(s: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in network time (0-1000), got {s!r}") from None
+    return lo, hi
+
+
+def _load(model: str | None):
+    from .assets import default_model_dir
+    from .pipeline import load_pipeline
+
+    return load_pipeline(model or default_model_dir())
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_generate(args) -> None:
+    from .io.media import save_grid
+
+    pipe = _load(args.model)
+    if args.classes == "all":
+        classes = list(range(pipe.config.num_classes))
+    else:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if not classes:
+            raise UserError("--classes is empty")
+    labels = [pipe.class_index(c) for c in classes for _ in range(args.n_per_class)]
+    t0 = time.time()
+    images = pipe.generate(labels, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+                           batch_size=args.batch_size, shift=args.shift, guidance_interval=args.guidance_interval,
+                           progress=not args.no_progress)
+    path = save_grid(images, args.out, nrow=args.n_per_class if len(classes) > 1 else None, upscale=args.upscale)
+    print(f"wrote {len(labels)} samples to {path} in {time.time() - t0:.1f}s")
 
 
 def cmd_train(args) -> None:
@@ -31,20 +89,135 @@ def cmd_train(args) -> None:
     print(f"{state}: step {result['step']}/{cfg.steps}, {result['elapsed_seconds'] / 60:.1f} min of training, in {out}")
 
 
+def cmd_train_classifier(args) -> None:
+    from .eval.classifier import train_classifier
+
+    _threads(args)
+    info = train_classifier(args.out, steps=args.steps, seed=args.seed)
+    print(json.dumps(info.get("metrics", {}), indent=2))
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from .assets import default_classifier_dir
+    from .data.shapes import ShapesDataset, to_tensor
+    from .eval.classifier import load_classifier
+    from .eval.metrics import evaluate_samples
+    from .io.checkpoint import save_json
+
+    _threads(args)
+    pipe = _load(args.model)
+    clf = load_classifier(args.classifier or default_classifier_dir())
+    n_cls = pipe.config.num_classes
+    labels = torch.arange(args.num_samples) % n_cls
+    t0 = time.time()
+    images = pipe.generate(labels.tolist(), sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                           seed=args.seed, batch_size=args.batch_size, shift=args.shift,
+                           guidance_interval=args.guidance_interval, progress=not args.no_progress)
+    seconds = time.time() - t0
+    ref_images, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
+    result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images))
+    result.update({"sampler": args.sampler or pipe.defaults.sampler, "steps": args.steps or pipe.defaults.steps,
+                   "cfg_scale": pipe.defaults.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                   "seed": args.seed, "sampling_seconds": round(seconds, 1),
+                   "reference": f"{args.reference_samples} held-out shapes (seed {args.reference_seed})"})
+    print(f"class accuracy {result['accuracy'] * 100:.1f}% over {args.num_samples} samples; "
+          f"FD {result['fd']:.2f} vs held-out data; sampling took {seconds:.0f}s")
+    if args.json:
+        save_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.grid:
+        from .io.media import save_grid
+
+        order = torch.argsort(labels, stable=True)[: n_cls * 8]
+        save_grid(images[order], args.grid, nrow=8, upscale=2)
+
+
+def cmd_info(args) -> None:
+    from .config import get_preset
+    from .models.dit import DiT, macs_per_forward
+
+    if args.preset:
+        import torch
+
+        cfg = get_preset(args.preset)
+        with torch.device("meta"):
+            params = DiT(cfg).num_parameters()
+        source = f"preset {args.preset}"
+    else:
+        pipe = _load(args.model)
+        cfg, params, source = pipe.config, pipe.model.num_parameters(), str(args.model or "bundled model")
+    macs = macs_per_forward(cfg)
+    h, w = cfg.hw
+    print(f"model:            {source}")
+    print(f"parameters:       {params:,}")
+    print(f"input:            {cfg.in_channels} x {h} x {w}, patch {cfg.patch_size}, {cfg.num_tokens} tokens")
+    print(f"width/depth/heads {cfg.hidden_size} / {cfg.depth} / {cfg.num_heads}")
+    print(f"forward:          {macs / 1e9:.3f} GMACs = {2 * macs / 1e9:.3f} GFLOPs per image")
+    print(f"sampling step:    {2 * macs / 1e9:.3f} GFLOPs per image ({4 * macs / 1e9:.3f} with classifier-free guidance)")
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    p.add_argument("--sampler", choices=["euler", "heun", "dpm++2m", "ddim", "ddpm"], help="default: the model's")
+    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
+    p.add_argument("--guidance-interval", type=_interval, help="LO,HI network time where guidance applies")
+    p.add_argument("--shift", type=float, help="flow timestep shift at sampling (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditkit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="ditkit", description="Train, sample, accelerate, compress and serve DiTs.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="sample a PNG grid from a model")
+    _sampling_args(g)
+    g.add_argument("--classes", default="all", help="comma-separated class names or indices, or 'all'")
+    g.add_argument("--n-per-class", type=_positive_int, default=8)
+    g.add_argument("--out", default="samples.png", help="output PNG grid")
+    g.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the grid")
+    g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)")
     t.add_argument("--preset", required=True, help="training recipe, e.g. shapes-small")
     t.add_argument("--out", help="run directory (default runs/<preset>)")
-    t.add_argument("--steps", type=int, help="override the total number of steps")
-    t.add_argument("--batch-size", type=int, help="override the global batch size")
+    t.add_argument("--steps", type=_positive_int, help="override the total number of steps")
+    t.add_argument("--batch-size", type=_positive_int, help="override the global batch size")
     t.add_argument("--lr", type=float, help="override the learning rate")
     t.add_argument("--data", help="image folder to train on instead of the shapes dataset")
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("train-classifier", help="train the shapes classifier used for evaluation")
+    c.add_argument("--out", default="assets/classifier")
+    c.add_argument("--steps", type=_positive_int, default=1500)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=_positive_int, default=1)
+    c.set_defaults(func=cmd_train_classifier)
+
+    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples")
+    _sampling_args(e)
+    e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
+    e.add_argument("--classifier", help="classifier folder (default: the bundled one)")
+    e.add_argument("--reference-samples", type=_positive_int, default=2000, help="held-out images for FD")
+    e.add_argument("--reference-seed", type=int, default=3000)
+    e.add_argument("--json", help="write the metrics to this JSON file")
+    e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
+    e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("info", help="parameters and FLOPs of a model or preset")
+    i.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    i.add_argument("--preset", help="a named preset instead of a model folder, e.g. DiT-XL/2")
+    i.set_defaults(func=cmd_info)
     return p
 
 
@@ -52,12 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"ditkit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ditkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
+        if os.environ.get("DITKIT_DEBUG"):
+            raise
+        print(f"ditkit {args.command}: internal error: {type(e).__name__}: {e} (set DITKIT_DEBUG=1 for details)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -181,9 +181,10 @@ def render(spec: ShapeSpec, size: int = 32) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.BOX))
 
 
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) or (N, H, W, 3) -> float in [-1, 1], channels first."""
-    t = torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).float().div(127.5).sub(1.0)
+def to_tensor(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (H, W, 3) or (N, H, W, 3), array or tensor -> float in [-1, 1], channels first."""
+    t = pixels if torch.is_tensor(pixels) else torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True))
+    t = t.float().div(127.5).sub(1.0)
     return t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)  # (..., 3, H, W)
 
 

@@ -1,0 +1,185 @@
+"""A model folder and everything needed to sample from it: network, process, class names, defaults.
+
+A ditkit model folder holds ``model.safetensors`` and ``config.json``::
+
+    {"kind": "ditkit-dit", "config": {DiTConfig}, "process": {"type": "flow", "flow": {FlowConfig}},
+     "class_names": [...], "sampling": {"sampler": "euler", "steps": 50, "cfg_scale": 2.0}, ...}
+
+`sample(...)` is the one entry point for sampling: it turns labels and a seed into images,
+wrapping the network with guidance (a model-callable wrapper) and running any sampler.
+Initial noise is drawn once for all samples from ``seed``, so results do not depend on the
+batch size used to compute them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import DiTConfig
+from .diffusion.flow import FlowConfig, FlowMatching
+from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
+from .diffusion.guidance import cfg as cfg_wrapper
+from .diffusion.samplers import sample as run_sampler
+from .io.checkpoint import CheckpointError, load_model_files, save_model
+from .models.dit import DiT
+
+FLOW_SAMPLERS = ("euler", "heun", "dpm++2m")
+GAUSSIAN_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+
+
+@dataclass
+class SamplingDefaults:
+    sampler: str = "euler"
+    steps: int = 50
+    cfg_scale: float = 1.0
+    shift: float = 1.0  # flow timestep shift at sampling (SD3); 1 = none
+
+
+@dataclass
+class Pipeline:
+    model: DiT
+    process: FlowMatching | GaussianDiffusion
+    class_names: list[str] = field(default_factory=list)
+    defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> DiTConfig:
+        return self.model.config
+
+    def class_index(self, name_or_index: str | int) -> int:
+        n = self.config.num_classes
+        s = str(name_or_index)
+        if s.lstrip("-").isdigit():
+            idx = int(s)
+            if 0 <= idx < n:
+                return idx
+        elif s in self.class_names:
+            return self.class_names.index(s)
+        names = ", ".join(self.class_names) if self.class_names else f"indices 0-{n - 1}"
+        raise ValueError(f"unknown class {name_or_index!r}; this model knows {names}")
+
+    def generate(self, labels, **kwargs) -> torch.Tensor:
+        """Images in [-1, 1], (N, C, H, W), for labels given as names or indices."""
+        y = torch.tensor([self.class_index(lab) for lab in labels], dtype=torch.long)
+        d = self.defaults
+        opts = {"sampler": d.sampler, "steps": d.steps, "cfg_scale": d.cfg_scale, "shift": d.shift}
+        opts.update({k: v for k, v in kwargs.items() if v is not None})
+        return sample(self.model, y, process=self.process, **opts)
+
+
+def sample(model, labels: torch.Tensor, *, process: FlowMatching | GaussianDiffusion, sampler: str = "euler",
+           steps: int = 50, cfg_scale: float = 1.0, cfg_channels: int | None = None,
+           guidance_interval: tuple[float, float] | None = None, seed: int = 0, batch_size: int = 64,
+           shift: float = 1.0, eta: float = 0.0, noise: torch.Tensor | None = None, progress: bool = False,
+           model_wrapper=None) -> torch.Tensor:
+    """Sample len(labels) images from `model` (any callable (x, t, y) -> output with a `.config`).
+
+    guidance_interval is in network time (see `ditkit.diffusion`); cfg_channels=3 reproduces the
+    reference DiT guidance quirk. `model_wrapper(fn) -> fn` is applied inside guidance (caches etc.).
+    """
+    cfg: DiTConfig = model.config
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if cfg.num_classes and ((labels < 0) | (labels >= cfg.num_classes)).any():
+        raise ValueError(f"labels must lie in 0..{cfg.num_classes - 1}")
+    n = labels.shape[0]
+    h, w = cfg.hw
+    if noise is None:
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn((n, cfg.in_channels, h, w), generator=gen)
+    device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
+
+    fn = model_wrapper(model) if model_wrapper is not None else model
+    if cfg_scale != 1.0 and cfg.num_classes:
+        if cfg.class_dropout_prob <= 0:
+            raise ValueError("this model was trained without label dropout, so it has no null class for guidance")
+        fn = cfg_wrapper(fn, cfg_scale, null_label=cfg.num_classes, channels=cfg_channels, interval=guidance_interval)
+
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    if isinstance(process, FlowMatching):
+        extra["shift"] = shift
+    outs = []
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                x = noise[lo:lo + batch_size].to(device)
+                kwargs = {"y": labels[lo:lo + batch_size].to(device)} if cfg.num_classes else {}
+                gen = torch.Generator(device=device).manual_seed(seed + lo)
+                out = run_sampler(fn, x, process=process, sampler=sampler, steps=steps, model_kwargs=kwargs,
+                                  generator=gen, progress=progress, **extra)
+                outs.append(out[:, : cfg.in_channels].float().cpu())
+    finally:
+        if was_training:
+            model.train()
+    return torch.cat(outs)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def process_from_info(info: dict) -> FlowMatching | GaussianDiffusion:
+    proc = info.get("process", {"type": "flow"})
+    if proc.get("type") == "flow":
+        return FlowMatching(FlowConfig(**proc.get("flow", {})))
+    if proc.get("type") == "gaussian":
+        return GaussianDiffusion(GaussianConfig(**proc.get("gaussian", {})))
+    raise CheckpointError(f"unknown process type {proc.get('type')!r} in config.json")
+
+
+def process_info(process: FlowMatching | GaussianDiffusion) -> dict:
+    if isinstance(process, FlowMatching):
+        return {"type": "flow", "flow": dataclasses.asdict(process.config)}
+    return {"type": "gaussian", "gaussian": dataclasses.asdict(process.config)}
+
+
+def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, defaults: SamplingDefaults | None = None,
+                  dtype: torch.dtype = torch.float32, extra: dict | None = None) -> None:
+    """Write a model folder atomically; weights may be stored in half precision to save space."""
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    info = {
+        "kind": "ditkit-dit",
+        "config": model.config.to_dict(),
+        "process": process_info(process),
+        "class_names": list(class_names or []),
+        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
+        "weights_dtype": str(dtype).replace("torch.", ""),
+        **(extra or {}),
+    }
+    save_model(folder, state, info)
+
+
+def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
+    """Load a ditkit model folder. Raises CheckpointError (one clear line) on any problem."""
+    state, info = load_model_files(path)
+    if info.get("kind") != "ditkit-dit":
+        raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={info.get('kind')!r})")
+    try:
+        config = DiTConfig.from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad model config in {path}: {e}") from None
+    model = DiT(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, the config needs {tuple(expected[k].shape)}")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.to(device).eval()
+    defaults = SamplingDefaults(**info.get("sampling", {}))
+    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info)

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+
+import ditkit
+from ditkit.io.checkpoint import CheckpointError
+from ditkit.pipeline import load_pipeline
+
+
+def test_roundtrip_and_defaults(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir)
+    assert pipe.config == ditkit.get_preset("shapes-tiny")
+    assert pipe.defaults.steps == 4 and pipe.defaults.cfg_scale == 2.0
+    assert pipe.class_index("star") == pipe.class_names.index("star")
+    with pytest.raises(ValueError, match="unknown class"):
+        pipe.class_index("blob")
+
+
+def test_generate_is_deterministic_and_batch_independent(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir)
+    a = pipe.generate(["circle", "star", 3], seed=1, batch_size=3)
+    b = pipe.generate(["circle", "star", 3], seed=1, batch_size=1)
+    c = pipe.generate(["circle", "star", 3], seed=2, batch_size=3)
+    assert a.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a, c)
+
+
+def test_guidance_changes_output_and_scale_one_is_conditional(tiny_model_dir):
+    pipe = load_pipeline(tiny_model_dir)
+    g1 = pipe.generate([0, 1], cfg_scale=1.0)
+    g3 = pipe.generate([0, 1], cfg_scale=3.0)
+    assert not torch.allclose(g1, g3)
+
+
+def test_half_precision_storage(tmp_path):
+    model = ditkit.DiT(ditkit.get_preset("shapes-tiny"))
+    ditkit.save_pipeline(tmp_path / "m", model, ditkit.FlowMatching(), dtype=torch.float16)
+    pipe = load_pipeline(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(pipe.model.state_dict()[k], v.half().float())
+
+
+def test_bad_inputs(tiny_model_dir, tmp_path):
+    pipe = load_pipeline(tiny_model_dir)
+    with pytest.raises(ValueError, match="steps"):
+        pipe.generate([0], steps=-1)
+    with pytest.raises(ValueError, match="labels"):
+        ditkit.sample(pipe.model, torch.tensor([12]), process=pipe.process)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_pipeline(tmp_path / "missing")
+    # a folder whose weights do not fit its config
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    info = json.loads((tiny_model_dir / "config.json").read_text())
+    info["config"]["hidden_size"] = 128
+    (bad / "config.json").write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_pipeline(bad)
+    # a corrupt weights file
+    (bad / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_pipeline(bad)
+
+
+def test_gaussian_pipeline_samples(tmp_path):
+    cfg = ditkit.get_preset("shapes-tiny").replace(learn_sigma=True)
+    model = ditkit.DiT(cfg)
+    proc = ditkit.GaussianDiffusion()
+    ditkit.save_pipeline(tmp_path / "g", model, proc)
+    pipe = load_pipeline(tmp_path / "g")
+    assert isinstance(pipe.process, ditkit.GaussianDiffusion)
+    out = pipe.generate([0, 1], sampler="ddim", steps=5)
+    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
