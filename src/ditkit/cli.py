@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ditkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        return 0
     except Exception as e:  # noqa: BLE001 - the promise is one line, never a traceback
         if os.environ.get("DITKIT_DEBUG"):
             raise

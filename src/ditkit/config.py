@@ -113,8 +113,8 @@ PRESETS["shapes-tiny"] = DiTConfig(
     num_classes=10, learn_sigma=False,
 )
 PRESETS["shapes-small"] = DiTConfig(
-    input_size=32, patch_size=4, in_channels=3, hidden_size=256, depth=8, num_heads=4,
-    num_classes=10, learn_sigma=False,
+    input_size=32, patch_size=4, in_channels=3, hidden_size=192, depth=8, num_heads=3,
+    num_classes=10, learn_sigma=False, use_rope=True, qk_norm=True,
 )
 
 

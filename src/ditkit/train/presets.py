@@ -1,9 +1,12 @@
 """Named training recipes: `ditkit train --preset NAME` (model preset of the same name + TrainConfig).
 
 shapes-small — the bundled class-conditional model (assets/shapes-dit). Pixel-space flow
-matching on 32x32 shapes: patch 4 (64 tokens), D=256, depth 8, 4 heads (9.8 M parameters),
-logit-normal timestep sampling (SD3 §3.1: concentrates training on mid noise levels, where
-class and layout are decided), AdamW lr 8e-4 with 300 warm-up steps then constant, global
+matching on 32x32 shapes: patch 4 (64 tokens), D=192, depth 8, 3 heads (3.7 M parameters),
+2D RoPE on top of the absolute positions (relative positions suit shapes placed anywhere) and
+QK-norm (stable at a high learning rate; both LightningDiT switches), logit-normal timestep
+sampling (SD3 §3.1: concentrates training on mid noise levels, where class and layout are
+decided), AdamW lr 1e-3 with 300 warm-up steps then constant (any stopping point is usable;
+the EMA does the annealing), global
 batch 64, grad-clip 1.0, EMA 0.999 with warm-up (a horizon of ~1k steps suits a run of a few
 thousand steps; the reference's 0.9999 would still be mostly the initialisation), 10 % label
 drop for classifier-free guidance.
@@ -22,7 +25,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
     "shapes-small": TrainConfig(
         model=get_preset("shapes-small"), flow=FlowConfig(time_sampling="logit_normal"),
-        steps=12_000, batch_size=64, lr=8e-4, warmup_steps=300, log_every=25, ckpt_every=250,
+        steps=12_000, batch_size=64, lr=1e-3, warmup_steps=300, log_every=25, ckpt_every=250,
         snapshot_every=500, ema_decay=0.999,
     ),
 }

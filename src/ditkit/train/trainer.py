@@ -164,10 +164,16 @@ class Trainer:
         self.ema = DiT(cfg.model).to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.eval()
-        self.ddp = (
-            nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.world > 1 else self.model
-        )
+        # The CFG label drop is drawn in `_batch` for the global batch (so ranks and resumes agree);
+        # the label embedder's own random drop in train mode would apply it a second time, from each
+        # process's global RNG. Turn that one off (the null row of the table stays).
+        for m in (self.model, self.ema):
+            if m.y_embedder is not None:
+                m.y_embedder.dropout_prob = 0.0
+        self.ddp = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.step, self.elapsed = 0, 0.0
         self.ckpt_dir = self.out_dir / "checkpoints"
