@@ -74,3 +74,17 @@ def test_train_tiny_and_resume(tmp_path, capsys):
     assert code == 0 and "step 6/6" in stdout
     code, _, err = run(capsys, "train", "--preset", "nope")
     assert code == 2 and "unknown training preset" in err
+
+
+def test_export_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--preset", "shapes-tiny", "--steps", "3", "--out", str(run_dir), "--no-progress"]) == 0
+    code, out, err = run(capsys, "export", "--run", str(run_dir), "--out", str(tmp_path / "m"), "--cfg-scale", "2.5")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", "--model", str(tmp_path / "m"))
+    assert code == 0 and "parameters" in out
+    info = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert info["sampling"]["cfg_scale"] == 2.5 and info["training"]["steps"] == 3
+    assert (tmp_path / "m" / "train_log.jsonl").is_file()
+    code, _, err = run(capsys, "export", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2"))
+    assert code == 2 and "no checkpoint" in err

@@ -89,6 +89,15 @@ def cmd_train(args) -> None:
     print(f"{state}: step {result['step']}/{cfg.steps}, {result['elapsed_seconds'] / 60:.1f} min of training, in {out}")
 
 
+def cmd_export(args) -> None:
+    from .pipeline import SamplingDefaults
+    from .train.export import export_run
+
+    defaults = SamplingDefaults(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, shift=args.shift)
+    summary = export_run(args.run, args.out, defaults=defaults, dtype=args.dtype, command=args.command_line)
+    print(f"exported step {summary['steps']} ({summary['training_minutes']} min of training) to {args.out}")
+
+
 def cmd_train_classifier(args) -> None:
     from .eval.classifier import train_classifier
 
@@ -196,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("export", help="write a run's EMA weights as a model folder")
+    x.add_argument("--run", required=True, help="training run directory")
+    x.add_argument("--out", required=True, help="model folder to write")
+    x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    x.add_argument("--sampler", default="euler", choices=["euler", "heun", "dpm++2m"], help="default sampler")
+    x.add_argument("--steps", type=_positive_int, default=50, help="default sampler steps")
+    x.add_argument("--cfg-scale", type=float, default=1.0, help="default guidance scale")
+    x.add_argument("--shift", type=float, default=1.0, help="default flow timestep shift")
+    x.add_argument("--command-line", help="the training command, recorded in config.json")
+    x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("train-classifier", help="train the shapes classifier used for evaluation")
     c.add_argument("--out", default="assets/classifier")

@@ -1,0 +1,53 @@
+"""Turn a training run into a model folder (the EMA weights + everything needed to sample).
+
+    ditkit export --run runs/shapes-small --out assets/shapes-dit --dtype float32 --cfg-scale 3
+
+The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipeline`), with the run's
+training summary (steps, wall time, recipe) in config.json and a copy of ``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..data.shapes import CLASSES
+from ..diffusion.flow import FlowMatching
+from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
+from ..models.dit import DiT
+from ..pipeline import SamplingDefaults, save_pipeline
+from .trainer import TrainConfig
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDefaults | None = None,
+               dtype: str = "float32", command: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        raise CheckpointError(f"{run_dir} has no checkpoint to export (missing checkpoints/latest)")
+    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+    state = load_json(ckpt / "state.json")
+    cfg = TrainConfig.from_dict(state["train_config"])
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+    model = DiT(cfg.model)
+    model.load_state_dict(load_tensors(ckpt / "ema.safetensors"))
+    summary = {
+        "steps": state["step"],
+        "training_minutes": round(state["elapsed_seconds"] / 60, 1),
+        "samples_seen": state["step"] * cfg.batch_size,
+        "recipe": cfg.to_dict(),
+        "command": command,
+    }
+    class_names = list(CLASSES) if cfg.dataset == "shapes" else []
+    save_pipeline(out_dir, model, FlowMatching(cfg.flow), class_names=class_names, defaults=defaults,
+                  dtype=DTYPES[dtype], extra={"training": summary})
+    log = run_dir / "train_log.jsonl"
+    if log.is_file():
+        with atomic_write(Path(out_dir) / "train_log.jsonl") as tmp:
+            shutil.copyfile(log, tmp)
+    return summary
