@@ -1,0 +1,324 @@
+"""Forward-pass benchmark: ditkit `DiT` against diffusers' `DiTTransformer2DModel`.
+
+Both models get the same configuration, the same weights (ditkit's, copied into diffusers through
+the explicit key map below, REFERENCE.md §4) and the same input; the timings of the two are
+interleaved repetition by repetition so that both see the same machine load, and the ratio
+(diffusers time / ditkit time, > 1 means ditkit is faster) is taken from medians of one run.
+
+    python benchmarks/forward.py                                  # shapes-small-ref and DiT-B/2, batch 2
+    python benchmarks/forward.py --presets DiT-B/2 --batch 8 --threads 2 --json bench.json
+
+On a machine shared with other work, `--threads 1` gives far steadier figures: with every core
+requested, OpenMP threads wait on the busy ones and single forwards vary several-fold.
+
+The two outputs are not bit-identical; diffusers differs from the reference DiT in two documented
+numerics details (REFERENCE.md §4):
+  1. timestep frequencies exp(-ln(1e4) i / 127) instead of / 128 (vanishes at t = 0, grows with t);
+  2. the pre-MLP LayerNorm (`norm3`) uses eps 1e-5 instead of 1e-6.
+The max |difference| is printed as a sanity line, at the benchmark's t and at t = 0 (eps only).
+
+diffusers keeps a copy of the t/y embedders in every block (`transformer_blocks.{i}.norm1.emb`) and
+recomputes the conditioning in every block; the parameter counts printed show the duplication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from ditkit.config import DiTConfig, get_preset
+from ditkit.models.dit import DiT, macs_per_forward
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Benchmark-only configs, looked up before ditkit's presets. ditkit's `shapes-small` training preset
+# uses RoPE + QK-norm (no diffusers equivalent), so the small case pins the reference-architecture
+# shape: 32x32x3, patch 4, D=256, depth 8, 4 heads, 10 classes, no learned sigma.
+BENCH_PRESETS = {
+    "shapes-small-ref": DiTConfig(
+        input_size=32, patch_size=4, in_channels=3, hidden_size=256, depth=8, num_heads=4,
+        num_classes=10, learn_sigma=False,
+    ),
+}
+DEFAULT_PRESETS = ("shapes-small-ref", "DiT-B/2")
+
+
+def bench_config(name: str) -> DiTConfig:
+    return BENCH_PRESETS[name] if name in BENCH_PRESETS else get_preset(name)
+
+
+# ----------------------------------------------------------------------------- key map (REFERENCE.md §4)
+
+# ditkit module (outside the blocks) -> diffusers module; the leaf (weight / bias) is kept.
+TOP_MAP = {
+    "x_embedder.proj": "pos_embed.proj",
+    "final_layer.adaLN_modulation.1": "proj_out_1",
+    "final_layer.linear": "proj_out_2",
+}
+# ditkit embedder -> diffusers `transformer_blocks.{i}.norm1.emb.<name>`, copied into every block i.
+EMBEDDER_MAP = {
+    "t_embedder.mlp.0": "timestep_embedder.linear_1",
+    "t_embedder.mlp.2": "timestep_embedder.linear_2",
+    "y_embedder.embedding_table": "class_embedder.embedding_table",
+}
+# ditkit `blocks.{i}.<name>` -> diffusers `transformer_blocks.{i}.<name>`.
+BLOCK_MAP = {
+    "adaLN_modulation.1": "norm1.linear",
+    "attn.proj": "attn1.to_out.0",
+    "mlp.fc1": "ff.net.0.proj",
+    "mlp.fc2": "ff.net.2",
+}
+# ditkit `blocks.{i}.attn.qkv` has rows [q; k; v] (3D, D): split along dim 0.
+QKV_SPLIT = ("attn1.to_q", "attn1.to_k", "attn1.to_v")
+
+
+def diffusers_config(cfg: DiTConfig, **overrides) -> dict:
+    """DiTTransformer2DModel kwargs for a reference-architecture ditkit config (as the conversion script)."""
+    h, w = cfg.hw
+    unsupported = {
+        "non-square input": h != w,
+        "use_rope": cfg.use_rope,
+        "qk_norm": cfg.qk_norm,
+        "norm_type != layernorm": cfg.norm_type != "layernorm",
+        "mlp_type != gelu": cfg.mlp_type != "gelu",
+        "use_abs_pos=False": not cfg.use_abs_pos,
+        "mlp_ratio != 4": cfg.mlp_ratio != 4.0,
+        "frequency_embedding_size != 256": cfg.frequency_embedding_size != 256,
+        "unconditional (num_classes=0)": cfg.num_classes <= 0,
+        "class_dropout_prob=0 (no null row)": cfg.class_dropout_prob <= 0,
+    }
+    bad = [name for name, hit in unsupported.items() if hit]
+    if bad:
+        raise ValueError(f"diffusers' DiTTransformer2DModel has no equivalent for: {', '.join(bad)}")
+    kwargs = dict(
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        in_channels=cfg.in_channels,
+        out_channels=cfg.out_channels,
+        num_layers=cfg.depth,
+        patch_size=cfg.patch_size,
+        sample_size=h,
+        num_embeds_ada_norm=cfg.num_classes,
+        norm_type="ada_norm_zero",
+        norm_elementwise_affine=False,
+        activation_fn="gelu-approximate",
+        attention_bias=True,
+    )  # norm_eps stays at diffusers' default 1e-5 (numerics difference 2) unless overridden
+    kwargs.update(overrides)
+    return kwargs
+
+
+def to_diffusers_state_dict(sd: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """Rename a ditkit DiT state dict to diffusers' keys: qkv split, embedders copied into every block."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        module, _, leaf = key.rpartition(".")  # e.g. ("blocks.3.attn.qkv", "weight")
+        if module in TOP_MAP:
+            out[f"{TOP_MAP[module]}.{leaf}"] = value
+        elif module in EMBEDDER_MAP:
+            for i in range(depth):
+                out[f"transformer_blocks.{i}.norm1.emb.{EMBEDDER_MAP[module]}.{leaf}"] = value
+        elif module.startswith("blocks."):
+            _, i, name = module.split(".", 2)
+            if name == "attn.qkv":
+                for target, part in zip(QKV_SPLIT, value.chunk(3, dim=0)):  # 3 x (D, D) / (D,)
+                    out[f"transformer_blocks.{i}.{target}.{leaf}"] = part
+            elif name in BLOCK_MAP:
+                out[f"transformer_blocks.{i}.{BLOCK_MAP[name]}.{leaf}"] = value
+            else:
+                raise KeyError(f"no diffusers counterpart for ditkit key {key!r}")
+        else:
+            raise KeyError(f"no diffusers counterpart for ditkit key {key!r}")
+    return out
+
+
+def build_diffusers(model: DiT, **config_overrides) -> torch.nn.Module:
+    """A DiTTransformer2DModel computing `model`'s function (up to the numerics differences above).
+
+    The load is strict and every shape is checked, so every diffusers parameter comes from ditkit.
+    """
+    from diffusers import DiTTransformer2DModel
+
+    cfg = model.config
+    dmodel = DiTTransformer2DModel(**diffusers_config(cfg, **config_overrides))
+    mapped = to_diffusers_state_dict(model.state_dict(), cfg.depth)
+    expected = dmodel.state_dict()
+    missing, unexpected = sorted(set(expected) - set(mapped)), sorted(set(mapped) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f"key map mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for k, v in mapped.items():
+        if v.shape != expected[k].shape:
+            raise ValueError(f"{k}: ditkit gives {tuple(v.shape)}, diffusers expects {tuple(expected[k].shape)}")
+    dmodel.load_state_dict(mapped, strict=True)
+    first = next(model.parameters())
+    return dmodel.to(device=first.device, dtype=first.dtype).eval()
+
+
+def randomize_zero_init(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
+    """Fill the adaLN-Zero / final-layer zeros with N(0, std): at init the output is exactly 0,
+    which would make the parity check vacuous."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def embedder_parameters(model: DiT) -> int:
+    return sum(p.numel() for m in (model.t_embedder, model.y_embedder) for p in m.parameters())
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _time_once(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3  # ms
+
+
+def bench_preset(name: str, batch: int, repeats: int, warmup: int, dtype: torch.dtype, seed: int = 0) -> dict:
+    cfg = bench_config(name)
+    torch.manual_seed(seed)
+    model = randomize_zero_init(DiT(cfg), seed).to(dtype).eval()
+    dmodel = build_diffusers(model)
+
+    g = torch.Generator().manual_seed(seed + 1)
+    h, w = cfg.hw
+    x = torch.randn(batch, cfg.in_channels, h, w, generator=g).to(dtype)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    y = torch.randint(0, cfg.num_classes, (batch,), generator=g)
+
+    def run_ditkit(t=t):
+        return model(x, t, y)
+
+    def run_diffusers(t=t):
+        return dmodel(x, timestep=t, class_labels=y, return_dict=False)[0]
+
+    with torch.inference_mode():
+        out_ditkit, out_diffusers = run_ditkit().float(), run_diffusers().float()
+        max_diff = (out_ditkit - out_diffusers).abs().max().item()
+        t0 = torch.zeros_like(t)
+        max_diff_t0 = (run_ditkit(t0).float() - run_diffusers(t0).float()).abs().max().item()
+        out_scale = out_ditkit.abs().max().item()
+
+        for _ in range(warmup):
+            run_ditkit()
+            run_diffusers()
+        times_ditkit, times_diffusers = [], []
+        for r in range(repeats):  # interleaved, alternating which goes first
+            if r % 2 == 0:
+                times_ditkit.append(_time_once(run_ditkit))
+                times_diffusers.append(_time_once(run_diffusers))
+            else:
+                times_diffusers.append(_time_once(run_diffusers))
+                times_ditkit.append(_time_once(run_ditkit))
+
+    ms_ditkit, ms_diffusers = statistics.median(times_ditkit), statistics.median(times_diffusers)
+    n_ditkit = model.num_parameters()
+    n_diffusers = sum(p.numel() for p in dmodel.parameters())
+    return {
+        "preset": name,
+        "batch": batch,
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "ms_ditkit": ms_ditkit,
+        "ms_diffusers": ms_diffusers,
+        "ratio": ms_diffusers / ms_ditkit,
+        "paired_ratio_median": statistics.median(df / dk for dk, df in zip(times_ditkit, times_diffusers)),
+        "gmacs_per_forward": macs_per_forward(cfg, batch) / 1e9,
+        "params_ditkit": n_ditkit,
+        "params_diffusers": n_diffusers,
+        "params_duplicated_embedders": (cfg.depth - 1) * embedder_parameters(model),
+        "max_abs_diff": max_diff,
+        "max_abs_diff_t0": max_diff_t0,
+        "max_abs_output": out_scale,
+        "times_ditkit_ms": times_ditkit,
+        "times_diffusers_ms": times_diffusers,
+    }
+
+
+def format_line(r: dict) -> str:
+    return (
+        f"{r['preset']:<16} batch {r['batch']}: ditkit {r['ms_ditkit']:8.1f} ms | diffusers {r['ms_diffusers']:8.1f} ms"
+        f" | ratio {r['ratio']:.2f}x (paired {r['paired_ratio_median']:.2f}x)"
+        f" | params ditkit {r['params_ditkit']:,} diffusers {r['params_diffusers']:,}"
+        f" (+{r['params_duplicated_embedders']:,} = embedders copied into every block)"
+    )
+
+
+def markdown_table(results: list[dict]) -> str:
+    rows = [
+        "| preset | batch | dtype | threads | GMAC/fwd | ditkit ms | diffusers ms | ratio (diffusers/ditkit) "
+        "| params ditkit | params diffusers | max abs diff: bench t (t=0) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r['preset']} | {r['batch']} | {r['dtype']} | {r['threads']} | {r['gmacs_per_forward']:.1f} "
+            f"| {r['ms_ditkit']:.1f} | {r['ms_diffusers']:.1f} | {r['ratio']:.2f}x "
+            f"| {r['params_ditkit']:,} | {r['params_diffusers']:,} "
+            f"| {r['max_abs_diff']:.2e} ({r['max_abs_diff_t0']:.1e}) |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS),
+                    help=f"{', '.join(BENCH_PRESETS)} or a ditkit preset with the reference architecture")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10, help="timed forwards per implementation (median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed forwards per implementation")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="PATH", help="also write the results (with every timing) as JSON")
+    args = ap.parse_args(argv)
+
+    try:
+        import diffusers
+    except ImportError:
+        print("diffusers is not installed; install the benchmark extras: pip install ditkit[bench]")
+        return 2
+    diffusers.utils.logging.set_verbosity_error()  # silence its dtype-cast advice for the --dtype cast
+    for name in args.presets:  # fail on a typo or an unmappable architecture before any model is built
+        try:
+            diffusers_config(bench_config(name))
+        except ValueError as e:
+            ap.error(f"preset {name}: {e}")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    print(
+        f"torch {torch.__version__}, diffusers {diffusers.__version__}, threads {torch.get_num_threads()}, "
+        f"dtype {args.dtype}, batch {args.batch}, warmup {args.warmup}, repeats {args.repeats} (interleaved)"
+    )
+    results = []
+    for name in args.presets:
+        r = bench_preset(name, args.batch, args.repeats, args.warmup, DTYPES[args.dtype], args.seed)
+        results.append(r)
+        print(format_line(r))
+        print(
+            f"{'':<16} sanity: max|ditkit - diffusers| = {r['max_abs_diff']:.3e} at the benchmark's t, "
+            f"{r['max_abs_diff_t0']:.3e} at t=0 (max|output| {r['max_abs_output']:.3f}; "
+            "diffusers' t-frequency divisor and norm3 eps differ, REFERENCE.md §4)"
+        )
+        sys.stdout.flush()
+    print()
+    print(markdown_table(results))
+    if args.json:
+        meta = {"torch": torch.__version__, "diffusers": diffusers.__version__, "threads": torch.get_num_threads()}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""benchmarks/forward.py: the ditkit -> diffusers key map, output parity, and the CLI."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ditkit.config import DiTConfig
+from ditkit.models.dit import DiT
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "forward.py"
+_spec = importlib.util.spec_from_file_location("bench_forward", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+TINY = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=3, num_heads=2, num_classes=10)
+
+
+def _tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return bench.randomize_zero_init(DiT(TINY), seed).eval()
+
+
+def _inputs(t_values):
+    g = torch.Generator().manual_seed(1)
+    n = len(t_values)
+    x = torch.randn(n, TINY.in_channels, *TINY.hw, generator=g)
+    y = torch.randint(0, TINY.num_classes, (n,), generator=g)
+    return x, torch.tensor(t_values), y
+
+
+def _both(model, dmodel, t_values):
+    x, t, y = _inputs(t_values)
+    with torch.inference_mode():
+        return model(x, t, y), dmodel(x, timestep=t, class_labels=y, return_dict=False)[0]
+
+
+def test_key_map_covers_every_diffusers_parameter():
+    pytest.importorskip("diffusers")
+    from diffusers import DiTTransformer2DModel
+
+    model = _tiny_model()
+    sd = model.state_dict()
+    mapped = bench.to_diffusers_state_dict(sd, TINY.depth)
+    dmodel = DiTTransformer2DModel(**bench.diffusers_config(TINY))
+    expected = dmodel.state_dict()
+    assert set(mapped) == set(expected)
+    assert all(mapped[k].shape == v.shape for k, v in expected.items())
+    # every diffusers parameter (not only state-dict entry) receives a ditkit tensor
+    assert {name for name, _ in dmodel.named_parameters()} <= set(mapped)
+
+    d = TINY.hidden_size
+    qkv = sd["blocks.1.attn.qkv.weight"]  # rows [q; k; v]
+    assert torch.equal(mapped["transformer_blocks.1.attn1.to_k.weight"], qkv[d : 2 * d])
+    assert torch.equal(mapped["transformer_blocks.1.attn1.to_v.bias"], sd["blocks.1.attn.qkv.bias"][2 * d :])
+    for i in range(TINY.depth):  # embedders duplicated into every block
+        assert torch.equal(
+            mapped[f"transformer_blocks.{i}.norm1.emb.class_embedder.embedding_table.weight"],
+            sd["y_embedder.embedding_table.weight"],
+        )
+    n_diffusers = sum(p.numel() for p in dmodel.parameters())
+    assert n_diffusers == model.num_parameters() + (TINY.depth - 1) * bench.embedder_parameters(model)
+
+
+def test_unmappable_config_and_key_are_rejected():
+    with pytest.raises(ValueError, match="qk_norm"):
+        bench.diffusers_config(TINY.replace(qk_norm=True))
+    with pytest.raises(KeyError, match="q_norm"):
+        bench.to_diffusers_state_dict({"blocks.0.attn.q_norm.weight": torch.ones(16)}, 1)
+
+
+def test_mapped_model_is_exact_where_numerics_agree():
+    """At t = 0 the timestep-frequency divisor does not matter (cos 0 = 1, sin 0 = 0), and with
+    norm_eps=1e-6 diffusers' norm3 matches ditkit's LayerNorm: the two must agree to float rounding."""
+    pytest.importorskip("diffusers")
+    model = _tiny_model()
+    dmodel = bench.build_diffusers(model, norm_eps=1e-6)
+    a, b = _both(model, dmodel, [0, 0, 0, 0])
+    assert a.abs().max() > 0.1  # not the vacuous all-zero adaLN-Zero init
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+def test_mapped_model_is_close_with_diffusers_defaults():
+    """diffusers as shipped (norm_eps 1e-5, frequencies / 127): close at small t, where the frequency
+    difference is at most ~3e-3 per feature (REFERENCE.md §4); measured ~2e-6 here, tolerance 1e-4."""
+    pytest.importorskip("diffusers")
+    model = _tiny_model()
+    dmodel = bench.build_diffusers(model)
+    a, b = _both(model, dmodel, [0, 1, 2, 3])
+    assert a.abs().max() > 0.1
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+
+
+def test_cli_runs_and_writes_json(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("diffusers")
+    monkeypatch.setitem(bench.BENCH_PRESETS, "tiny", TINY)
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--presets", "tiny", "--batch", "1", "--repeats", "2", "--warmup", "0", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| tiny | 1 | float32 | " in text and "sanity: max|ditkit - diffusers|" in text
+    r = json.loads(out.read_text())["results"][0]
+    assert r["ratio"] > 0 and len(r["times_ditkit_ms"]) == len(r["times_diffusers_ms"]) == 2
+    assert r["max_abs_diff_t0"] < 1e-3
+
+
+def test_cli_rejects_unmappable_preset(monkeypatch, capsys):
+    pytest.importorskip("diffusers")
+    monkeypatch.setitem(bench.BENCH_PRESETS, "tiny-rope", TINY.replace(use_rope=True))
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--presets", "tiny-rope"])
+    assert exc.value.code == 2 and "use_rope" in capsys.readouterr().err
+
+
+def test_benchmark_small_config_is_the_reference_architecture():
+    cfg = bench.BENCH_PRESETS["shapes-small-ref"]
+    assert (cfg.hidden_size, cfg.depth, cfg.num_heads, cfg.patch_size, cfg.in_channels) == (256, 8, 4, 4, 3)
+    bench.diffusers_config(cfg)  # mappable: no RoPE / QK-norm / RMSNorm / SwiGLU
+
+
+def test_cli_without_diffusers_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # makes `import diffusers` raise ImportError
+    assert bench.main(["--presets", "shapes-tiny"]) == 2
+    assert "pip install ditkit[bench]" in capsys.readouterr().out
