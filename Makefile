@@ -4,25 +4,31 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.ditkit-installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+CORE := $(VENV)/.ditkit-core
+DEV := $(VENV)/.ditkit-dev
 
 .PHONY: demo test setup lint clean
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)" 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import torch" || { echo "torch install failed"; exit 1; }
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import ditkit, pytest, ruff" || { echo "ditkit install failed"; exit 1; }
-	touch $(STAMP)
+	$(PIP) "$(TORCH_SPEC)" 2>&1 | grep -v "is ignored" || true
+	$(PIP) -e . 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import torch, ditkit" || { echo "setup failed: torch or ditkit did not install"; exit 1; }
+	touch $(CORE)
 
-setup: $(STAMP)
+$(DEV): $(CORE)
+	$(PIP) -e ".[dev,bench]" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import pytest, ruff" || { echo "setup failed: test tools did not install"; exit 1; }
+	touch $(DEV)
 
-demo: $(STAMP)
+setup: $(DEV)
+
+demo: $(CORE)
 	$(VENV)/bin/ditkit generate --classes all --n-per-class 6 --out demo.png
-	@echo "open demo.png (one row per class: $$($(PY) -c 'from ditkit.data.shapes import CLASSES; print(", ".join(CLASSES))'))"
+	@echo "demo.png: one row per class ($$($(PY) -c 'from ditkit.data.shapes import CLASSES; print(", ".join(CLASSES))'))"
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
 
 test: lint
