@@ -1,0 +1,162 @@
+"""`quantize_model`: replace a DiT's Linear layers by real low-bit layers, with a measured report.
+
+    qmodel, report = quantize_model(model, "w8a8", calib=collect_calibration(model, process, labels))
+
+Steps (ViDiT-Q, Zhao et al. 2025, with SmoothQuant, Xiao et al. 2023):
+
+1. Pick candidate layers: every ``nn.Linear`` whose name matches none of ``keep_fp``. The default
+   keeps the timestep MLP, all adaLN modulation layers and the final layer in float, as ViDiT-Q
+   keeps its embedders and final layer (they act on N rows, not N·T tokens, so they cost little,
+   and adaLN outputs scale every token of a block).
+2. With calibration inputs: per-channel activation ranges (per timestep group if
+   ``timestep_groups > 1``) -> SmoothQuant factors for schemes with quantized activations.
+3. Build each quantized layer; with calibration, measure every layer's sensitivity (output error
+   with only that layer quantized) and keep the ``keep_sensitive`` most sensitive ones in float.
+4. Swap the layers into a deep copy; the input model is left untouched.
+
+Without ``calib`` nothing is calibrated: per-token dynamic activation scales make W8A8 work
+calibration-free, just without smoothing or measured mixed precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_batches, timestep_bounds
+from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear
+from .sensitivity import layer_sensitivity, most_sensitive
+from .smooth import smoothing_factors
+
+DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
+
+
+def _build_w8a8(linear: nn.Linear, smooth, t_bounds, group_size) -> nn.Module:
+    return Int8Linear.from_linear(linear, smooth, t_bounds)
+
+
+# scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, group_size), quantizes activations?)
+SCHEMES: dict[str, tuple[Callable, bool]] = {
+    "w8a8": (_build_w8a8, True),
+}
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def is_kept(name: str, keep_fp: Sequence[str]) -> bool:
+    """A layer stays float if any pattern is a dotted component or a dotted prefix/infix of its name."""
+    dotted = f".{name}."
+    return any(f".{p.strip('.')}." in dotted for p in keep_fp)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Resident bytes of all parameters and persistent buffers (what a checkpoint holds)."""
+    tensors = list(model.state_dict().values())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | None = None, *,
+                   alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP, keep_sensitive: int = 0,
+                   sensitivity: bool = True, timestep_groups: int = 1, group_size: int = 128,
+                   max_batch: int = 64) -> tuple[nn.Module, dict]:
+    """A quantized deep copy of ``model`` and a report.
+
+    Args:
+        scheme: one of `SCHEMES` ("w8a8", ...).
+        calib: calibration inputs [(x, t, y), ...] (see `collect_calibration`); None = no calibration.
+        alpha: SmoothQuant migration strength (None: no smoothing). Needs ``calib``.
+        keep_fp: name patterns of Linear layers left in float (dotted components, e.g. "final_layer").
+        keep_sensitive: also keep this many of the most sensitive layers (measured; needs ``calib``).
+        sensitivity: measure per-layer sensitivity when ``calib`` is given (reported).
+        timestep_groups: G > 1 calibrates one smoothing factor per timestep range (ViDiT-Q), with
+            ranges split at quantiles of the calibration timesteps; costs G× weight memory.
+        group_size: K-group size of 4-bit schemes.
+
+    Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
+    """
+    builder, quantizes_acts = SCHEMES[check_scheme(scheme)]
+    if (keep_sensitive > 0 or timestep_groups > 1) and calib is None:
+        raise ValueError("keep_sensitive and timestep_groups need calibration inputs (calib=...)")
+    if timestep_groups > 1 and not (quantizes_acts and alpha is not None):
+        raise ValueError(f"timestep_groups > 1 only changes smoothing, which scheme {scheme!r} with alpha={alpha} lacks")
+    start = time.perf_counter()
+    qmodel = copy.deepcopy(model).eval()
+    linears = [n for n, m in qmodel.named_modules() if isinstance(m, nn.Linear)]
+    targets = [n for n in linears if not is_kept(n, keep_fp)]
+    batches = calibration_batches(calib, max_batch) if calib is not None else []
+
+    t_bounds = timestep_bounds(calib, timestep_groups) if timestep_groups > 1 else None
+    smooth = {}
+    if calib is not None and quantizes_acts and alpha is not None:
+        act = activation_absmax(qmodel, targets, batches, t_bounds)
+        smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in targets}
+
+    new = {n: builder(qmodel.get_submodule(n), smooth.get(n), t_bounds, group_size) for n in targets}
+    router = None
+    if t_bounds is not None:
+        router = TimestepRouter().attach(qmodel)
+        for m in new.values():
+            m.router = router
+
+    sens = layer_sensitivity(qmodel, new, batches) if calib is not None and (sensitivity or keep_sensitive) else {}
+    keep_measured = most_sensitive(sens, keep_sensitive)
+    for n in targets:
+        if n not in keep_measured:
+            qmodel.set_submodule(n, new[n])
+    for m in qmodel.modules():
+        if hasattr(m, "calls"):
+            m.calls = {k: 0 for k in m.calls}
+    qmodel.quantization = {"scheme": scheme, "alpha": alpha if smooth else None, "group_size": group_size,
+                           "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
+
+    quantized = [n for n in targets if n not in keep_measured]
+    report = {
+        "scheme": scheme,
+        "alpha": alpha if smooth else None,
+        "timestep_bounds": qmodel.quantization["timestep_bounds"],
+        "quantized": quantized,
+        "kept_fp": [n for n in linears if n not in quantized],
+        "kept_by_sensitivity": keep_measured,
+        "kernels": {n: kernel_label(qmodel.get_submodule(n)) for n in quantized},
+        "sensitivity": sens,
+        "bytes": {
+            "model_fp32": weight_bytes(model),
+            "model_quantized": weight_bytes(qmodel),
+            "quantized_layers_fp32": sum(weight_bytes(model.get_submodule(n)) for n in quantized),
+            "quantized_layers": sum(weight_bytes(qmodel.get_submodule(n)) for n in quantized),
+        },
+        "calibration_inputs": sum(b[0].shape[0] for b in batches),
+        "calibration_s": round(time.perf_counter() - start, 3),
+    }
+    return qmodel, report
+
+
+def kernel_label(module: nn.Module) -> str:
+    """How a quantized layer computes, as reports should state it."""
+    label = getattr(module, "kernel", None)
+    if label is not None:
+        return label
+    if isinstance(module, Int8Linear):
+        dev = module.weight.device
+        return f"{PATH_INT_MM} (int8 x int8 -> int32, {dev.type})"
+    return "float"
+
+
+def kernel_calls(model: nn.Module) -> dict[str, int]:
+    """How many matmuls of every quantized layer ran through each path since quantization."""
+    total = {PATH_INT_MM: 0, PATH_FALLBACK: 0}
+    for m in model.modules():
+        for k, v in getattr(m, "calls", {}).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def scheme_names() -> list[str]:
+    return list(SCHEMES)

@@ -1,0 +1,119 @@
+"""quantize_model on a tiny DiT: accuracy, original untouched, report, mixed precision, sampling with CFG."""
+
+import pytest
+import torch
+from torch import nn
+
+import ditkit
+from ditkit import DiT, FlowMatching, get_preset
+from ditkit.compress import Int8Linear, collect_calibration, kernel_calls, quantize_model
+from ditkit.compress.calibrate import timestep_bounds
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny shapes: threads only add sync overhead
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(_one_thread):
+    torch.manual_seed(0)
+    model = DiT(get_preset("shapes-tiny")).eval()
+    for p in model.parameters():  # random non-zero weights (no adaLN-Zero)
+        nn.init.normal_(p, std=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def calib(tiny):
+    return collect_calibration(tiny, FlowMatching(), torch.arange(4), steps=4, cfg_scale=2.0)
+
+
+def _inputs(n=3):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.tensor([100.0, 500.0, 900.0][:n]), torch.arange(n)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_w8a8_close_to_fp32_and_original_untouched(tiny, calib):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    x, t, y = _inputs()
+    with torch.no_grad():
+        ref = tiny(x, t, y)
+    qmodel, report = quantize_model(tiny, "w8a8", calib=calib)
+    with torch.no_grad():
+        out = qmodel(x, t, y)
+    assert _rel(out, ref) < 1e-2
+    assert kernel_calls(qmodel)["int_mm"] == len(report["quantized"]) and kernel_calls(qmodel)["fallback_float_mm"] == 0
+    # the input model is untouched: same weights, plain Linears only
+    assert all(torch.equal(v, before[k]) for k, v in tiny.state_dict().items())
+    assert not any(isinstance(m, Int8Linear) for m in tiny.modules())
+
+
+def test_report_and_default_keep_fp(tiny, calib):
+    qmodel, report = quantize_model(tiny, "w8a8", calib=calib)
+    assert report["quantized"] == [f"blocks.{i}.{n}" for i in range(2) for n in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+    assert all(("adaLN_modulation" in n or "final_layer" in n or "t_embedder" in n) for n in report["kept_fp"])
+    for n in report["quantized"]:
+        assert isinstance(qmodel.get_submodule(n), Int8Linear)
+        assert report["kernels"][n].startswith("int_mm")
+    for n in report["kept_fp"]:
+        assert type(qmodel.get_submodule(n)) is nn.Linear
+    b = report["bytes"]
+    assert b["quantized_layers"] < 0.3 * b["quantized_layers_fp32"] and b["model_quantized"] < b["model_fp32"]
+    assert set(report["sensitivity"]) == set(report["quantized"]) and report["alpha"] == 0.5
+
+
+def test_mixed_precision_keeps_the_most_sensitive(tiny, calib):
+    _, full = quantize_model(tiny, "w8a8", calib=calib)
+    qmodel, report = quantize_model(tiny, "w8a8", calib=calib, keep_sensitive=2)
+    sens = full["sensitivity"]
+    top2 = sorted(sens, key=lambda n: -sens[n])[:2]
+    assert report["kept_by_sensitivity"] == top2
+    for n in top2:
+        assert type(qmodel.get_submodule(n)) is nn.Linear and n not in report["quantized"]
+    # keeping layers in float brings the output closer to fp32
+    x, t, y = _inputs()
+    with torch.no_grad():
+        ref = tiny(x, t, y)
+        qfull, _ = quantize_model(tiny, "w8a8", calib=calib, sensitivity=False)
+        assert _rel(qmodel(x, t, y), ref) <= _rel(qfull(x, t, y), ref)
+
+
+def test_calibration_free_and_timestep_groups(tiny, calib):
+    x, t, y = _inputs()
+    with torch.no_grad():
+        ref = tiny(x, t, y)
+        q0, r0 = quantize_model(tiny, "w8a8")  # dynamic per-token scales need no calibration
+        assert r0["alpha"] is None and r0["sensitivity"] == {}
+        assert _rel(q0(x, t, y), ref) < 1e-2
+        qg, rg = quantize_model(tiny, "w8a8", calib=calib, timestep_groups=2)
+        assert len(rg["timestep_bounds"]) == 1
+        assert _rel(qg(x, t, y), ref) < 1e-2  # a batch spanning both groups
+    assert qg.get_submodule("blocks.0.attn.qkv").weight.shape[0] == 2
+    assert timestep_bounds(calib, 1).numel() == 0
+
+
+def test_bad_arguments_raise(tiny, calib):
+    with pytest.raises(ValueError, match="unknown quantization scheme"):
+        quantize_model(tiny, "w3a3")
+    with pytest.raises(ValueError, match="calib"):
+        quantize_model(tiny, "w8a8", keep_sensitive=1)
+    with pytest.raises(ValueError, match="timestep"):
+        quantize_model(tiny, "w8a8", calib=calib, alpha=None, timestep_groups=2)
+
+
+def test_w8a8_model_samples_with_cfg(tiny, calib):
+    qmodel, _ = quantize_model(tiny, "w8a8", calib=calib, timestep_groups=2)
+    kw = {"process": FlowMatching(), "steps": 3, "cfg_scale": 2.0, "seed": 5}
+    ref = ditkit.sample(tiny, torch.tensor([1, 7]), **kw)
+    out = ditkit.sample(qmodel, torch.tensor([1, 7]), **kw)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert _rel(out, ref) < 2e-2
+    assert kernel_calls(qmodel)["int_mm"] > 0
