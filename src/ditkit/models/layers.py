@@ -169,13 +169,23 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=True)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, kv_hook=None) -> torch.Tensor:
+        """x: (N, T, D) -> (N, T, D).
+
+        ``kv_hook(k, v) -> (k, v)``, if given, sees the keys and values of the T query tokens
+        (after QK-norm and RoPE, each (N, H, T, hd)) and returns those to attend over, which may
+        be longer (N, H, S, hd): a KV cache lets a token subset attend to every token
+        (region-adaptive sampling, ``ditkit.accel.ras``). ``rope`` tables may be (T, hd) or
+        per sample (N, 1, T, hd).
+        """
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim)  # (N, T, 3, H, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, H, T, hd)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv_hook is not None:
+            k, v = kv_hook(k, v)  # (N, H, S, hd) each
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, H, T, hd)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
 
