@@ -128,7 +128,8 @@ def _log_snr(alpha: float, sigma: float) -> float:
 @torch.no_grad()
 def dpm_solver_2m_sample(model_fn: ModelFn, noise: torch.Tensor, process: GaussianDiffusion | FlowMatching, *,
                          steps: int | None = None, shift: float = 1.0, model_kwargs: dict | None = None,
-                         progress: bool = False, callback: Callback | None = None) -> torch.Tensor:
+                         progress: bool = False, callback: Callback | None = None,
+                         lower_order_final: int | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), multistep data prediction (Lu et al. 2022, Alg. 2), ``steps`` model calls.
 
     For x_t = alpha_t x0 + sigma_t eps and lambda = log(alpha/sigma), h_i = lambda_i - lambda_{i-1}:
@@ -145,6 +146,10 @@ def dpm_solver_2m_sample(model_fn: ModelFn, noise: torch.Tensor, process: Gaussi
     the linear schedule), and the 2M extrapolation overshoots there.
     Flow: ``flow_time_grid(steps, shift)``, alpha = 1 - s, sigma = s. The grid starts at s = 1 where
     lambda = -inf, so h_1 = inf and the second step is first order too (r = inf).
+
+    ``lower_order_final`` (>= 1) overrides how many final steps are first order: None keeps the rule above
+    (2 on a Gaussian grid, 1 on a flow grid); 1 is diffusers' ``DPMSolverMultistepScheduler`` with
+    ``final_sigmas_type="zero"`` (tests/test_scheduler_parity.py).
     """
     kwargs = model_kwargs or {}
     x = noise
@@ -164,6 +169,10 @@ def dpm_solver_2m_sample(model_fn: ModelFn, noise: torch.Tensor, process: Gaussi
         alphas = [1.0 - s for s in grid]
         sigmas = grid
         first_order_from = steps - 1  # the step into s = 0
+    if lower_order_final is not None:
+        if lower_order_final < 1:
+            raise ValueError(f"lower_order_final must be >= 1 (the step into sigma = 0 is first order), got {lower_order_final}")
+        first_order_from = steps - lower_order_final
 
     def denoise(x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(process, GaussianDiffusion):
