@@ -11,8 +11,9 @@ dequantize-then-float-matmul labelled as such.
 from .calibrate import TimestepRouter, collect_calibration
 from .int8 import Int8Linear
 from .quantize import DEFAULT_KEEP_FP, SCHEMES, kernel_calls, quantize_model, weight_bytes
+from .w4 import W4A8Linear, W4A16Linear
 
 __all__ = [
     "DEFAULT_KEEP_FP", "Int8Linear", "SCHEMES", "TimestepRouter", "collect_calibration", "kernel_calls",
-    "quantize_model", "weight_bytes",
+    "quantize_model", "W4A8Linear", "W4A16Linear", "weight_bytes",
 ]

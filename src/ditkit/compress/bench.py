@@ -37,8 +37,8 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], repeats: int = 5, 
 
 
 def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = ("w8a8",), repeats: int = 7,
-                  shapes: Mapping[str, tuple[int, int]] = DIT_B2_LINEARS) -> list[dict]:
-    """One row per layer shape: fp32 ms and, per scheme, ms and speed-up over fp32."""
+                  shapes: Mapping[str, tuple[int, int]] = DIT_B2_LINEARS, group_size: int = 128) -> list[dict]:
+    """One row per layer shape: fp32 ms and, per scheme, ms, speed-up over fp32 and weight bytes."""
     from .quantize import SCHEMES
 
     rows = []
@@ -47,15 +47,17 @@ def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = 
         torch.manual_seed(0)
         lin = nn.Linear(k, n)
         x = torch.randn(m, k)
-        fns = {"fp32": lambda lin=lin, x=x: lin(x)}
-        for s in schemes:
-            q = SCHEMES[s][0](lin, None, None, 128)
-            fns[s] = lambda q=q, x=x: q(x)
+        mods = {"fp32": lin}
+        for s in schemes:  # "w4a8-cached": W4A8 keeping its unpacked int8 weight (cache_int8)
+            opts = {"group_size": group_size, "cache_int8": s.endswith("-cached")}
+            mods[s] = SCHEMES[s.removesuffix("-cached")][0](lin, None, None, opts)
+        fns = {s: (lambda mod=mod, x=x: mod(x)) for s, mod in mods.items()}
         with torch.inference_mode():
             t = time_interleaved(fns, repeats)
-        row = {"layer": name, "M": m, "K": k, "N": n, "fp32_ms": 1e3 * t["fp32"]}
+        row = {"layer": name, "M": m, "K": k, "N": n, "fp32_ms": 1e3 * t["fp32"], "fp32_bytes": 4 * (k * n + n)}
         for s in schemes:
             row[f"{s}_ms"] = 1e3 * t[s]
+            row[f"{s}_bytes"] = mods[s].weight_bytes()
             row[f"{s}_speedup"] = t["fp32"] / t[s]
         rows.append(row)
     return rows
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--schemes", default="w8a8", help="comma-separated schemes to time")
+    ap.add_argument("--schemes", default="w8a8", help="comma-separated schemes to time, e.g. w8a8,w4a8,w4a8-cached,w4a16")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--forward", action="store_true", help="also time one whole DiT-B/2 forward (slower)")
     args = ap.parse_args(argv)
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}")
     total = {"fp32": 0.0, **{s: 0.0 for s in schemes}}
     for r in bench_linears(args.batch, schemes=schemes, repeats=args.repeats):
-        cols = "  ".join(f"{s} {r[f'{s}_ms']:7.2f} ms ({r[f'{s}_speedup']:.2f}x)" for s in schemes)
+        cols = "  ".join(f"{s} {r[f'{s}_ms']:6.2f} ms ({r[f'{s}_speedup']:.2f}x, "
+                         f"{r['fp32_bytes'] / r[f'{s}_bytes']:.1f}x smaller)" for s in schemes)
         print(f"{r['layer']:5s} M={r['M']} K={r['K']:4d} N={r['N']:4d}  fp32 {r['fp32_ms']:7.2f} ms  {cols}")
         total["fp32"] += r["fp32_ms"]
         for s in schemes:

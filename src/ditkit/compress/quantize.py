@@ -30,17 +30,29 @@ from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_
 from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear
 from .sensitivity import layer_sensitivity, most_sensitive
 from .smooth import smoothing_factors
+from .w4 import W4A8Linear, W4A16Linear
 
 DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
 
 
-def _build_w8a8(linear: nn.Linear, smooth, t_bounds, group_size) -> nn.Module:
+def _build_w8a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
     return Int8Linear.from_linear(linear, smooth, t_bounds)
 
 
-# scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, group_size), quantizes activations?)
+def _build_w4a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
+    s = None if smooth is None else smooth[0]  # (K,); one group only (checked in quantize_model)
+    return W4A8Linear.from_linear(linear, opts["group_size"], s, cache_int8=opts.get("cache_int8", False))
+
+
+def _build_w4a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
+    return W4A16Linear.from_linear(linear, opts["group_size"])
+
+
+# scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, opts), quantizes activations?)
 SCHEMES: dict[str, tuple[Callable, bool]] = {
     "w8a8": (_build_w8a8, True),
+    "w4a8": (_build_w4a8, True),
+    "w4a16": (_build_w4a16, False),
 }
 
 
@@ -65,7 +77,7 @@ def weight_bytes(model: nn.Module) -> int:
 def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | None = None, *,
                    alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int = 128,
-                   max_batch: int = 64) -> tuple[nn.Module, dict]:
+                   cache_int8: bool = False, max_batch: int = 64) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
     Args:
@@ -78,6 +90,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         timestep_groups: G > 1 calibrates one smoothing factor per timestep range (ViDiT-Q), with
             ranges split at quantiles of the calibration timesteps; costs G× weight memory.
         group_size: K-group size of 4-bit schemes.
+        cache_int8: W4A8 keeps its unpacked int8 weight after the first forward (faster, int8-sized RAM).
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
     """
@@ -86,6 +99,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         raise ValueError("keep_sensitive and timestep_groups need calibration inputs (calib=...)")
     if timestep_groups > 1 and not (quantizes_acts and alpha is not None):
         raise ValueError(f"timestep_groups > 1 only changes smoothing, which scheme {scheme!r} with alpha={alpha} lacks")
+    if timestep_groups > 1 and scheme != "w8a8":
+        raise ValueError(f"timestep_groups > 1 is implemented for w8a8 only, not {scheme!r}")
     start = time.perf_counter()
     qmodel = copy.deepcopy(model).eval()
     linears = [n for n, m in qmodel.named_modules() if isinstance(m, nn.Linear)]
@@ -98,7 +113,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         act = activation_absmax(qmodel, targets, batches, t_bounds)
         smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in targets}
 
-    new = {n: builder(qmodel.get_submodule(n), smooth.get(n), t_bounds, group_size) for n in targets}
+    opts = {"group_size": group_size, "cache_int8": cache_int8}
+    new = {n: builder(qmodel.get_submodule(n), smooth.get(n), t_bounds, opts) for n in targets}
     router = None
     if t_bounds is not None:
         router = TimestepRouter().attach(qmodel)
@@ -113,6 +129,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
     for m in qmodel.modules():
         if hasattr(m, "calls"):
             m.calls = {k: 0 for k in m.calls}
+        if getattr(m, "_w8", None) is not None:
+            m._w8 = None  # sensitivity runs filled W4A8 caches; start from the packed state
     qmodel.quantization = {"scheme": scheme, "alpha": alpha if smooth else None, "group_size": group_size,
                            "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
 
@@ -140,18 +158,17 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
 
 def kernel_label(module: nn.Module) -> str:
     """How a quantized layer computes, as reports should state it."""
-    label = getattr(module, "kernel", None)
-    if label is not None:
-        return label
-    if isinstance(module, Int8Linear):
-        dev = module.weight.device
+    if isinstance(module, Int8Linear | W4A8Linear):
+        dev = module.w_scale.device
         return f"{PATH_INT_MM} (int8 x int8 -> int32, {dev.type})"
+    if isinstance(module, W4A16Linear):
+        return "dequant-fp32 (simulated compute: 4-bit weights unpacked to float32 per forward, no int4 kernel)"
     return "float"
 
 
 def kernel_calls(model: nn.Module) -> dict[str, int]:
     """How many matmuls of every quantized layer ran through each path since quantization."""
-    total = {PATH_INT_MM: 0, PATH_FALLBACK: 0}
+    total = {PATH_INT_MM: 0, PATH_FALLBACK: 0, "dequant_fp32": 0}
     for m in model.modules():
         for k, v in getattr(m, "calls", {}).items():
             total[k] = total.get(k, 0) + v
