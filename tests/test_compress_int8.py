@@ -140,6 +140,6 @@ def test_timestep_groups_route_each_sample():
 def test_weight_bytes_are_int8():
     lin = nn.Linear(256, 128)
     q = Int8Linear.from_linear(lin)
-    assert q.weight.dtype == torch.int8
+    assert q.qweight.dtype == torch.int8
     # int8 weights + fp32 per-channel scales + fp32 bias
     assert q.weight_bytes() == 256 * 128 + 4 * 128 + 4 * 128

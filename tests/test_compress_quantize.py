@@ -96,7 +96,7 @@ def test_calibration_free_and_timestep_groups(tiny, calib):
         qg, rg = quantize_model(tiny, "w8a8", calib=calib, timestep_groups=2)
         assert len(rg["timestep_bounds"]) == 1
         assert _rel(qg(x, t, y), ref) < 1e-2  # a batch spanning both groups
-    assert qg.get_submodule("blocks.0.attn.qkv").weight.shape[0] == 2
+    assert qg.get_submodule("blocks.0.attn.qkv").qweight.shape[0] == 2
     assert timestep_bounds(calib, 1).numel() == 0
 
 
@@ -117,3 +117,19 @@ def test_w8a8_model_samples_with_cfg(tiny, calib):
     assert out.shape == ref.shape and torch.isfinite(out).all()
     assert _rel(out, ref) < 2e-2
     assert kernel_calls(qmodel)["int_mm"] > 0
+
+
+def test_overrides_give_layers_another_scheme(tiny, calib):
+    from ditkit.compress.int8 import Int8WeightOnlyLinear
+
+    qmodel, report = quantize_model(tiny, "w8a8", calib=calib, overrides={"adaLN_modulation": "w8a16"})
+    ada = [n for n in report["quantized"] if "adaLN_modulation" in n]
+    assert len(ada) == 3 and all(report["schemes"][n] == "w8a16" for n in ada)
+    assert all(isinstance(qmodel.get_submodule(n), Int8WeightOnlyLinear) for n in ada)
+    assert "simulated" in report["kernels"][ada[0]]
+    assert not any("t_embedder" in n for n in report["quantized"])  # always float
+    x, t, y = _inputs()
+    with torch.no_grad():
+        assert _rel(qmodel(x, t, y), tiny(x, t, y)) < 2e-2
+    with pytest.raises(ValueError, match="unknown quantization scheme"):
+        quantize_model(tiny, "w8a8", overrides={"final_layer": "int3"})

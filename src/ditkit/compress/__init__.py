@@ -1,19 +1,25 @@
 """Compression with real low-bit kernels: W8A8 integer (int8 matmul), packed 4-bit weights, files.
 
+Schemes: "w8a8" (int8 x int8 matmul), "w4a8" (packed 4-bit weights, int8 matmul), "w4a16" and
+"w8a16" (weight-only; dequantized float compute, labelled simulated).
+
     from ditkit.compress import collect_calibration, quantize_model
     calib = collect_calibration(model, process, labels=range(10), steps=10)
     qmodel, report = quantize_model(model, "w8a8", calib=calib)   # model itself is untouched
+    save_quantized("out/shapes-w8a8", qmodel, process)            # packed safetensors + config.json
+    pipe = load_quantized("out/shapes-w8a8")                      # no re-calibration
 
 Every quantized layer states how it computes (``report["kernels"]``): a real integer kernel, or a
 dequantize-then-float-matmul labelled as such.
 """
 
 from .calibrate import TimestepRouter, collect_calibration
-from .int8 import Int8Linear
+from .files import load_quantized, save_quantized
+from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .quantize import DEFAULT_KEEP_FP, SCHEMES, kernel_calls, quantize_model, weight_bytes
 from .w4 import W4A8Linear, W4A16Linear
 
 __all__ = [
-    "DEFAULT_KEEP_FP", "Int8Linear", "SCHEMES", "TimestepRouter", "collect_calibration", "kernel_calls",
-    "quantize_model", "W4A8Linear", "W4A16Linear", "weight_bytes",
+    "DEFAULT_KEEP_FP", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "W4A8Linear", "W4A16Linear",
+    "collect_calibration", "kernel_calls", "load_quantized", "quantize_model", "save_quantized", "weight_bytes",
 ]

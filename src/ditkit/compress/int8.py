@@ -107,15 +107,17 @@ def int8_mm(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, str]:
 class Int8Linear(nn.Module):
     """Drop-in for ``nn.Linear`` computing in int8 (W8A8, per-channel weights, per-token activations).
 
-    Buffers (saved in files): ``weight`` int8 (G, N, K) — W*s per group, rows in output order;
+    Buffers (saved in files): ``qweight`` int8 (G, N, K) — W*s per group, rows in output order;
     ``w_scale`` fp32 (G, N); ``inv_smooth`` fp32 (G, K) or None (1 / s); ``bias`` fp32 (N,) or None;
     ``t_bounds`` fp32 (G-1,) — group g holds timesteps in [t_bounds[g-1], t_bounds[g]).
+    There is no ``weight`` attribute on purpose: code that reads ``layer.weight.dtype`` to pick a
+    float dtype must not silently get int8.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, groups: int = 1, smooth: bool = False):
         super().__init__()
         self.in_features, self.out_features, self.groups = in_features, out_features, groups
-        self.register_buffer("weight", torch.zeros(groups, out_features, in_features, dtype=torch.int8))
+        self.register_buffer("qweight", torch.zeros(groups, out_features, in_features, dtype=torch.int8))
         self.register_buffer("w_scale", torch.ones(groups, out_features))
         self.register_buffer("inv_smooth", torch.ones(groups, in_features) if smooth else None)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
@@ -137,7 +139,7 @@ class Int8Linear(nn.Module):
         for g in range(groups):
             s = None if smooth is None else smooth[g].float().clamp_min(1e-12)  # (K,)
             q, scale = quantize_weight_per_channel(w if s is None else w * s)  # W diag(s): columns scaled
-            layer.weight[g], layer.w_scale[g] = q, scale
+            layer.qweight[g], layer.w_scale[g] = q, scale
             if s is not None:
                 layer.inv_smooth[g] = 1.0 / s
         if linear.bias is not None:
@@ -148,7 +150,7 @@ class Int8Linear(nn.Module):
 
     def dequantized_weight(self, group: int = 0) -> torch.Tensor:
         """The fp32 weight this layer effectively applies to the unsmoothed input: (N, K)."""
-        w = self.weight[group].float() * self.w_scale[group][:, None]  # (N, K) = W s
+        w = self.qweight[group].float() * self.w_scale[group][:, None]  # (N, K) = W s
         return w if self.inv_smooth is None else w * self.inv_smooth[group]
 
     def weight_bytes(self) -> int:
@@ -158,7 +160,7 @@ class Int8Linear(nn.Module):
     def _matmul(self, x2: torch.Tensor, g: int) -> torch.Tensor:
         inv = None if self.inv_smooth is None else self.inv_smooth[g]
         xq, xs = quantize_per_token(x2, inv)  # (M, K) int8, (M, 1)
-        acc, path = int8_mm(xq, self.weight[g].t())  # (M, N) int32
+        acc, path = int8_mm(xq, self.qweight[g].t())  # (M, N) int32
         self.calls[path] += 1
         return dequantize_output(acc, xs, self.w_scale[g], self.bias)  # (M, N)
 
@@ -191,3 +193,42 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"groups={self.groups}, smooth={self.inv_smooth is not None}")
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    """W8A16: int8 per-output-channel weights, float activations (no activation quantization).
+
+    Meant for layers that run on few rows but hold many weights — a DiT's adaLN modulation
+    layers act on N conditioning vectors, not N·T tokens, yet hold a third of DiT-B's weights.
+    Compute is simulated: x @ float(W_q)ᵀ, then the per-channel scale (one (N, K) cast per call).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("w_scale", torch.ones(out_features))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.calls = {"dequant_fp32": 0}
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8WeightOnlyLinear:
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None)
+        layer.qweight, layer.w_scale = quantize_weight_per_channel(linear.weight.detach().float())
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias.detach().float())
+        return layer.to(linear.weight.device)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.w_scale[:, None]  # (N, K)
+
+    def weight_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls["dequant_fp32"] += 1
+        out = F.linear(x.float(), self.qweight.float()).mul_(self.w_scale)  # (..., N): scale after the matmul
+        return out.add_(self.bias) if self.bias is not None else out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -22,21 +22,28 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
 
 from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_batches, timestep_bounds
-from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear
+from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear, Int8WeightOnlyLinear
 from .sensitivity import layer_sensitivity, most_sensitive
 from .smooth import smoothing_factors
 from .w4 import W4A8Linear, W4A16Linear
 
 DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
+# Always float: the timestep MLP casts its sinusoidal features to `mlp[0].weight.dtype`, and it runs
+# on N rows of 256 features, so quantizing it would save almost nothing.
+ALWAYS_FP = ("t_embedder",)
 
 
 def _build_w8a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
     return Int8Linear.from_linear(linear, smooth, t_bounds)
+
+
+def _build_w8a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
+    return Int8WeightOnlyLinear.from_linear(linear)
 
 
 def _build_w4a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
@@ -51,6 +58,7 @@ def _build_w4a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
 # scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, opts), quantizes activations?)
 SCHEMES: dict[str, tuple[Callable, bool]] = {
     "w8a8": (_build_w8a8, True),
+    "w8a16": (_build_w8a16, False),
     "w4a8": (_build_w4a8, True),
     "w4a16": (_build_w4a16, False),
 }
@@ -60,6 +68,23 @@ def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
     return scheme
+
+
+def assign_schemes(linears: Sequence[str], scheme: str, keep_fp: Sequence[str],
+                   overrides: Mapping[str, str]) -> dict[str, str]:
+    """{layer name: scheme} for the layers to quantize, in model order (see `quantize_model`)."""
+    for s in overrides.values():
+        check_scheme(s)
+    out = {}
+    for n in linears:
+        if is_kept(n, ALWAYS_FP):
+            continue
+        matches = [s for p, s in overrides.items() if is_kept(n, (p,))]
+        if matches:
+            out[n] = matches[-1]
+        elif not is_kept(n, keep_fp):
+            out[n] = scheme
+    return out
 
 
 def is_kept(name: str, keep_fp: Sequence[str]) -> bool:
@@ -75,7 +100,8 @@ def weight_bytes(model: nn.Module) -> int:
 
 
 def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | None = None, *,
-                   alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP, keep_sensitive: int = 0,
+                   alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP,
+                   overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int = 128,
                    cache_int8: bool = False, max_batch: int = 64) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
@@ -85,6 +111,9 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         calib: calibration inputs [(x, t, y), ...] (see `collect_calibration`); None = no calibration.
         alpha: SmoothQuant migration strength (None: no smoothing). Needs ``calib``.
         keep_fp: name patterns of Linear layers left in float (dotted components, e.g. "final_layer").
+            `ALWAYS_FP` layers stay float regardless.
+        overrides: {name pattern: scheme} for layers that get another scheme than ``scheme`` (even
+            if ``keep_fp`` names them), e.g. {"adaLN_modulation": "w8a16"}; the last match wins.
         keep_sensitive: also keep this many of the most sensitive layers (measured; needs ``calib``).
         sensitivity: measure per-layer sensitivity when ``calib`` is given (reported).
         timestep_groups: G > 1 calibrates one smoothing factor per timestep range (ViDiT-Q), with
@@ -94,27 +123,31 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
     """
-    builder, quantizes_acts = SCHEMES[check_scheme(scheme)]
+    check_scheme(scheme)
     if (keep_sensitive > 0 or timestep_groups > 1) and calib is None:
         raise ValueError("keep_sensitive and timestep_groups need calibration inputs (calib=...)")
-    if timestep_groups > 1 and not (quantizes_acts and alpha is not None):
-        raise ValueError(f"timestep_groups > 1 only changes smoothing, which scheme {scheme!r} with alpha={alpha} lacks")
-    if timestep_groups > 1 and scheme != "w8a8":
-        raise ValueError(f"timestep_groups > 1 is implemented for w8a8 only, not {scheme!r}")
     start = time.perf_counter()
     qmodel = copy.deepcopy(model).eval()
     linears = [n for n, m in qmodel.named_modules() if isinstance(m, nn.Linear)]
-    targets = [n for n in linears if not is_kept(n, keep_fp)]
+    layer_scheme = assign_schemes(linears, scheme, keep_fp, overrides or {})
+    targets = list(layer_scheme)
+    smoothed = [n for n in targets if SCHEMES[layer_scheme[n]][1] and alpha is not None and calib is not None]
+    if timestep_groups > 1:
+        if not smoothed:
+            raise ValueError(f"timestep_groups > 1 only changes smoothing, which scheme {scheme!r} with alpha={alpha} lacks")
+        if any(layer_scheme[n] != "w8a8" for n in smoothed):
+            raise ValueError("timestep_groups > 1 is implemented for w8a8 only")
     batches = calibration_batches(calib, max_batch) if calib is not None else []
 
     t_bounds = timestep_bounds(calib, timestep_groups) if timestep_groups > 1 else None
     smooth = {}
-    if calib is not None and quantizes_acts and alpha is not None:
-        act = activation_absmax(qmodel, targets, batches, t_bounds)
-        smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in targets}
+    if smoothed:
+        act = activation_absmax(qmodel, smoothed, batches, t_bounds)
+        smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in smoothed}
 
     opts = {"group_size": group_size, "cache_int8": cache_int8}
-    new = {n: builder(qmodel.get_submodule(n), smooth.get(n), t_bounds, opts) for n in targets}
+    new = {n: SCHEMES[layer_scheme[n]][0](qmodel.get_submodule(n), smooth.get(n), t_bounds if n in smooth else None, opts)
+           for n in targets}
     router = None
     if t_bounds is not None:
         router = TimestepRouter().attach(qmodel)
@@ -131,8 +164,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
             m.calls = {k: 0 for k in m.calls}
         if getattr(m, "_w8", None) is not None:
             m._w8 = None  # sensitivity runs filled W4A8 caches; start from the packed state
-    qmodel.quantization = {"scheme": scheme, "alpha": alpha if smooth else None, "group_size": group_size,
-                           "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
+    qmodel.quantization = {"scheme": scheme, "overrides": dict(overrides or {}), "alpha": alpha if smooth else None,
+                           "group_size": group_size, "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
 
     quantized = [n for n in targets if n not in keep_measured]
     report = {
@@ -140,6 +173,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         "alpha": alpha if smooth else None,
         "timestep_bounds": qmodel.quantization["timestep_bounds"],
         "quantized": quantized,
+        "schemes": {n: layer_scheme[n] for n in quantized},
         "kept_fp": [n for n in linears if n not in quantized],
         "kept_by_sensitivity": keep_measured,
         "kernels": {n: kernel_label(qmodel.get_submodule(n)) for n in quantized},
@@ -163,6 +197,8 @@ def kernel_label(module: nn.Module) -> str:
         return f"{PATH_INT_MM} (int8 x int8 -> int32, {dev.type})"
     if isinstance(module, W4A16Linear):
         return "dequant-fp32 (simulated compute: 4-bit weights unpacked to float32 per forward, no int4 kernel)"
+    if isinstance(module, Int8WeightOnlyLinear):
+        return "dequant-fp32 (simulated compute: int8 weights cast to float32 per forward, no int8 kernel)"
     return "float"
 
 

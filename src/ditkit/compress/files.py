@@ -1,0 +1,133 @@
+"""Quantized model folders: packed tensors in safetensors, the quantization config in config.json.
+
+A quantized folder is a ditkit model folder (`ditkit.pipeline`) whose ``model.safetensors`` holds
+each quantized layer's buffers as they live in memory — int8 weights, packed uint8 4-bit weights,
+float16/int8 group scales, float32 channel scales — next to the float tensors of the layers kept
+in float, and whose ``config.json`` has ``"kind": "ditkit-dit-quantized"`` plus
+
+    "quantization": {"scheme": "w8a8", "alpha": 0.5, "group_size": 128, "timestep_bounds": [],
+                     "layers": {"blocks.0.attn.qkv": {"type": "w8a8", "in_features": 768, ...}, ...}}
+
+Loading rebuilds the DiT from its config, swaps in empty quantized layers from the per-layer
+specs and fills them from the file: no calibration, no float weights for quantized layers. The
+folder is written atomically as a whole (`io.checkpoint.atomic_dir`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import DiTConfig
+from ..io.checkpoint import CheckpointError, load_model_files, save_model
+from ..models.dit import DiT
+from ..pipeline import Pipeline, SamplingDefaults, process_from_info, process_info
+from .calibrate import TimestepRouter
+from .int8 import Int8Linear, Int8WeightOnlyLinear
+from .w4 import W4A8Linear, W4A16Linear
+
+KIND = "ditkit-dit-quantized"
+QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear)
+
+
+def layer_spec(module: nn.Module) -> dict:
+    """The constructor arguments of a quantized layer, as stored in config.json."""
+    base = {"in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
+    if isinstance(module, Int8Linear):
+        return {"type": "w8a8", **base, "groups": module.groups, "smooth": module.inv_smooth is not None}
+    if isinstance(module, Int8WeightOnlyLinear):
+        return {"type": "w8a16", **base}
+    if isinstance(module, W4A8Linear):
+        return {"type": "w4a8", **base, "group_size": module.group_size, "smooth": module.inv_smooth is not None}
+    if isinstance(module, W4A16Linear):
+        return {"type": "w4a16", **base, "group_size": module.group_size}
+    raise TypeError(f"not a quantized layer: {type(module).__name__}")
+
+
+def layer_from_spec(spec: dict, cache_int8: bool = False) -> nn.Module:
+    """An empty quantized layer (zeros) of the shape and kind ``spec`` describes."""
+    try:
+        kind = spec["type"]
+        args = (int(spec["in_features"]), int(spec["out_features"]), bool(spec["bias"]))
+        if kind == "w8a8":
+            return Int8Linear(*args, groups=int(spec["groups"]), smooth=bool(spec["smooth"]))
+        if kind == "w8a16":
+            return Int8WeightOnlyLinear(*args)
+        if kind == "w4a8":
+            return W4A8Linear(*args, group_size=int(spec["group_size"]), smooth=bool(spec["smooth"]), cache_int8=cache_int8)
+        if kind == "w4a16":
+            return W4A16Linear(*args, group_size=int(spec["group_size"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad quantized layer spec {spec!r}: {e}") from None
+    raise CheckpointError(f"unknown quantized layer type {kind!r}")
+
+
+def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZED_TYPES)}
+
+
+def save_quantized(folder: str | Path, model: DiT, process, *, class_names=None,
+                   defaults: SamplingDefaults | None = None, extra: dict | None = None) -> None:
+    """Write a quantized model folder atomically (tensors exactly as held in memory)."""
+    layers = quantized_layers(model)
+    if not layers:
+        raise ValueError("model has no quantized layers; use ditkit.save_pipeline for float models")
+    qinfo = dict(getattr(model, "quantization", {}))
+    qinfo["layers"] = {n: layer_spec(m) for n, m in layers.items()}
+    info = {
+        "kind": KIND,
+        "config": model.config.to_dict(),
+        "process": process_info(process),
+        "class_names": list(class_names or []),
+        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
+        "quantization": qinfo,
+        **(extra or {}),
+    }
+    save_model(folder, model.state_dict(), info)
+
+
+def build_quantized(config: DiTConfig, qinfo: dict, cache_int8: bool = False) -> DiT:
+    """An empty DiT with the quantized layers ``qinfo["layers"]`` swapped in."""
+    model = DiT(config)
+    for name, spec in qinfo.get("layers", {}).items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise CheckpointError(f"quantized layer {name!r} does not exist in this DiT config") from None
+        new = layer_from_spec(spec, cache_int8)
+        if not isinstance(old, nn.Linear) or (old.in_features, old.out_features) != (new.in_features, new.out_features):
+            raise CheckpointError(f"quantized layer {name!r} does not match the model's {old}")
+        model.set_submodule(name, new)
+    model.quantization = {k: v for k, v in qinfo.items() if k != "layers"}
+    if any(getattr(m, "groups", 1) > 1 for m in model.modules()):
+        TimestepRouter().attach(model)
+    return model
+
+
+def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_int8: bool = False) -> Pipeline:
+    """Load a quantized model folder as a `Pipeline`. Raises CheckpointError (one line) on any problem."""
+    state, info = load_model_files(path)
+    if info.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a quantized ditkit folder (kind={info.get('kind')!r})")
+    try:
+        config = DiTConfig.from_dict(info["config"])
+        qinfo = info["quantization"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad config in {path}: {e}") from None
+    model = build_quantized(config, qinfo, cache_int8)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in state.items():
+        if v.shape != expected[k].shape or v.dtype != expected[k].dtype:
+            raise CheckpointError(f"{path}: {k} is {v.dtype} {tuple(v.shape)}, the config needs "
+                                  f"{expected[k].dtype} {tuple(expected[k].shape)}")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    defaults = SamplingDefaults(**info.get("sampling", {}))
+    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info)
