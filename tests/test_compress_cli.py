@@ -1,0 +1,41 @@
+"""ditkit quantize (registered by ditkit.compress.cli.register)."""
+
+import json
+
+import pytest
+import torch
+
+from ditkit.compress.cli import main
+from ditkit.compress.files import load_quantized
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_quantize_command_writes_a_loadable_folder(tiny_model_dir, tmp_path, capsys):
+    out, report = tmp_path / "q", tmp_path / "report.json"
+    rc = main(["quantize", "--model", str(tiny_model_dir), "--out", str(out), "--scheme", "w4a8",
+               "--override", "adaLN_modulation=w8a16", "--calib-samples", "2", "--calib-steps", "2",
+               "--group-size", "64", "--keep-sensitive", "1", "--report", str(report)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "w4a8:" in text and "int_mm" in text and "most sensitive" in text
+    rep = json.loads(report.read_text())
+    assert len(rep["kept_by_sensitivity"]) == 1 and "w8a16" in rep["schemes"].values()
+    pipe = load_quantized(out)
+    assert pipe.generate(["circle"], steps=2).shape == (1, 3, 32, 32)
+
+
+def test_quantize_command_user_errors(tiny_model_dir, tmp_path, capsys):
+    assert main(["quantize", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "q")]) == 2
+    assert "error" in capsys.readouterr().err
+    rc = main(["quantize", "--model", str(tiny_model_dir), "--out", str(tmp_path / "q"), "--calib-samples", "0",
+               "--override", "final_layer=w1a1"])
+    assert rc == 2 and "unknown quantization scheme" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["quantize", "--out", str(tmp_path / "q"), "--override", "nonsense"])
