@@ -1,0 +1,207 @@
+"""Command-line entry points of ditkit.accel: ``bench accel``, ``tune``, ``calibrate-teacache``.
+
+``register(subparsers)`` adds them to ditkit's argparse subparsers (``ditkit.cli`` wires it);
+``add_bench_accel(bench_subparsers)`` attaches only ``accel`` to an existing ``bench`` group.
+Each command sets ``func(args)``; user errors are ``ValueError``s (one line, exit status 2).
+
+    ditkit calibrate-teacache --steps 50                       # fit TeaCache's polynomial -> <model>/teacache.json
+    ditkit bench accel --steps 50 --num-samples 200 --out bench-accel
+    ditkit tune --budget "psnr>=30" --steps 50 --num-samples 100 --json tuned.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _common(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:
+    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    p.add_argument("--sampler", choices=["euler", "heun", "dpm++2m", "ddim", "ddpm"], help="default: the model's")
+    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--shift", type=float, help="flow timestep shift (default: the model's)")
+    p.add_argument("--num-samples", type=_positive_int, default=num_samples, help="samples, classes balanced")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of the samples' noise")
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+
+
+def _quality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", help="comma-separated method names to keep (substring match, e.g. 'FORA,TaylorSeer')")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="timed runs per setting (the best counts)")
+    p.add_argument("--teacache", help="TeaCache fit (JSON from calibrate-teacache; default <model>/teacache.json "
+                                      "when it matches the sampler, steps and guidance, else fitted now)")
+    p.add_argument("--classifier", help="classifier folder for accuracy/FD (default: the bundled one)")
+    p.add_argument("--no-classifier", action="store_true", help="PSNR/SSIM only")
+    p.add_argument("--reference-samples", type=_positive_int, default=1000, help="held-out shapes for FD")
+    p.add_argument("--reference-seed", type=int, default=3000)
+
+
+def _setup(args):
+    """(pipeline, BenchSetting, model folder) from the common arguments."""
+    import torch
+
+    from ..assets import default_model_dir
+    from ..pipeline import load_pipeline
+    from .bench import BenchSetting
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = Path(args.model) if args.model else default_model_dir()
+    pipe = load_pipeline(folder)
+    d = pipe.defaults
+    setting = BenchSetting(sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
+                           cfg_scale=d.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                           shift=d.shift if args.shift is None else args.shift, num_samples=args.num_samples,
+                           seed=getattr(args, "seed", 0), batch_size=args.batch_size, repeats=getattr(args, "repeats", 1))
+    return pipe, setting, folder
+
+
+def _judge(args, pipe):
+    """(classifier, reference images) unless --no-classifier or the model is not a shapes model."""
+    if args.no_classifier:
+        return None, None
+    from ..assets import default_classifier_dir
+    from ..data.shapes import ShapesDataset, to_tensor
+    from ..eval.classifier import load_classifier
+
+    if pipe.config.in_channels != 3 or pipe.config.hw != (32, 32):
+        print("note: not a 32x32 RGB shapes model; reporting PSNR/SSIM only", file=sys.stderr)
+        return None, None
+    clf = load_classifier(args.classifier or default_classifier_dir())
+    ref, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
+    return clf, to_tensor(ref)
+
+
+def _teacache(args, pipe, setting, folder, say):
+    import torch
+
+    from .teacache import TeaCacheFit, fit_teacache
+
+    path = Path(args.teacache) if args.teacache else folder / "teacache.json"
+    want = {"sampler": setting.sampler, "steps": setting.steps, "cfg_scale": setting.cfg_scale}
+    if path.exists():
+        fit = TeaCacheFit.load(path)
+        if args.teacache or all(fit.setting.get(k) == v for k, v in want.items()):
+            say(f"TeaCache polynomial from {path} (R² {fit.r2:.3f})")
+            return fit
+    say("fitting TeaCache's polynomial on 2 calibration seeds (ditkit calibrate-teacache stores one)")
+    labels = torch.arange(16) % max(pipe.config.num_classes, 1)
+    fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
+                       seeds=(setting.seed + 20_000, setting.seed + 20_001), cfg_scale=setting.cfg_scale,
+                       shift=setting.shift)
+    say(f"TeaCache fit: R² {fit.r2:.3f} over {fit.num_pairs} pairs")
+    return fit
+
+
+def _methods(args, pipe, setting, folder, say):
+    from .bench import default_methods
+
+    fit = _teacache(args, pipe, setting, folder, say)
+    methods = default_methods(pipe.config.depth, setting.calls, fit.coefficients, guided=setting.cfg_scale != 1.0)
+    if args.methods:
+        keep = [k.strip().lower() for k in args.methods.split(",") if k.strip()]
+        methods = [m for m in methods if any(k in m.label.lower() or k in m.family.lower() for k in keep)]
+        if not methods:
+            raise ValueError(f"--methods {args.methods!r} matches no method")
+    return methods
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_bench_accel(args) -> None:
+    from .bench import markdown_table, run_bench, write_report
+
+    pipe, setting, folder = _setup(args)
+    methods = _methods(args, pipe, setting, folder, _say)
+    clf, ref = _judge(args, pipe)
+    result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
+                       reference_images=ref, progress=_say)
+    command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    paths = write_report(result, args.out, command=command)
+    print(markdown_table(result))
+    print("wrote " + ", ".join(paths.values()))
+
+
+def cmd_tune(args) -> None:
+    from .tune import parse_budget, tune
+
+    budgets = parse_budget(args.budget)  # fail before any sampling
+    pipe, setting, folder = _setup(args)
+    methods = _methods(args, pipe, setting, folder, _say)
+    clf, ref = _judge(args, pipe)
+    needs = {b.metric for b in budgets} & {"accuracy", "agreement", "fd", "accuracy_drop", "fd_increase"}
+    if needs and clf is None:
+        raise ValueError(f"the budget uses {', '.join(sorted(needs))}, which needs the classifier")
+    result = tune(pipe.model, budgets, process=pipe.process, setting=setting, holdout_seed=args.holdout_seed,
+                  holdout_samples=args.holdout_samples, methods=methods, classifier=clf, reference_images=ref,
+                  progress=_say)
+    print(result.message)
+    if result.chosen:
+        print(f"settings: {result.chosen['settings']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def cmd_calibrate_teacache(args) -> None:
+    import torch
+
+    from .teacache import fit_teacache
+
+    pipe, setting, folder = _setup(args)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    labels = torch.arange(args.num_samples) % max(pipe.config.num_classes, 1)
+    fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
+                       seeds=seeds, cfg_scale=setting.cfg_scale, shift=setting.shift, degree=args.degree,
+                       batch_size=args.batch_size)
+    out = Path(args.out) if args.out else folder / "teacache.json"
+    fit.save(out)
+    print(f"TeaCache polynomial (degree {args.degree}, highest first): {', '.join(f'{c:.4g}' for c in fit.coefficients)}")
+    print(f"R² {fit.r2:.3f} over {fit.num_pairs} pairs, input change {fit.x_range[0]:.3g}..{fit.x_range[1]:.3g}; "
+          f"wrote {out}")
+
+
+def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
+    p = bench_subparsers.add_parser("accel", help="full compute vs caching/forecasting/RAS on identical seeds")
+    _common(p, num_samples=100)
+    _quality_args(p)
+    p.add_argument("--out", default="bench-accel", help="folder for bench.json, bench.md, bench.png")
+    p.set_defaults(func=cmd_bench_accel)
+    return p
+
+
+def register(subparsers) -> None:
+    """Add ``bench accel``, ``tune`` and ``calibrate-teacache`` to ditkit's subparsers."""
+    bench = subparsers.add_parser("bench", help="benchmarks (accel)")
+    add_bench_accel(bench.add_subparsers(dest="bench_command", required=True))
+
+    t = subparsers.add_parser("tune", help="fastest acceleration setting within a quality budget")
+    _common(t, num_samples=100)
+    _quality_args(t)
+    t.add_argument("--budget", required=True, help="e.g. 'psnr>=30' or 'accuracy_drop<=2, fd_increase<=10'")
+    t.add_argument("--holdout-seed", type=int, help="seed of the held-out check (default seed + 10000)")
+    t.add_argument("--holdout-samples", type=_positive_int, help="held-out samples (default --num-samples)")
+    t.add_argument("--json", help="write the full result to this JSON file")
+    t.set_defaults(func=cmd_tune)
+
+    c = subparsers.add_parser("calibrate-teacache", help="fit TeaCache's rescaling polynomial for a model")
+    _common(c, num_samples=16, seed=False)
+    c.add_argument("--seeds", default="1000,1001", help="comma-separated calibration seeds")
+    c.add_argument("--degree", type=int, default=4)
+    c.add_argument("--out", help="JSON to write (default <model>/teacache.json)")
+    c.set_defaults(func=cmd_calibrate_teacache)
