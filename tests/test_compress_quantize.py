@@ -133,3 +133,16 @@ def test_overrides_give_layers_another_scheme(tiny, calib):
         assert _rel(qmodel(x, t, y), tiny(x, t, y)) < 2e-2
     with pytest.raises(ValueError, match="unknown quantization scheme"):
         quantize_model(tiny, "w8a8", overrides={"final_layer": "int3"})
+
+
+def test_w8a8_composes_with_accel_caching(tiny, calib):
+    from ditkit import accel
+
+    qmodel, _ = quantize_model(tiny, "w8a8", calib=calib, timestep_groups=2)
+    kw = {"process": FlowMatching(), "steps": 6, "cfg_scale": 2.0, "seed": 1}
+    plain = ditkit.sample(qmodel, torch.tensor([2, 3]), **kw)
+    calls_plain = kernel_calls(qmodel)["int_mm"]
+    fast = accel.accelerate(qmodel, accel.TaylorSeerConfig(interval=2, order=1, warmup=2))
+    out = ditkit.sample(fast, torch.tensor([2, 3]), **kw)
+    assert torch.isfinite(out).all() and _rel(out, plain) < 0.2
+    assert 0 < kernel_calls(qmodel)["int_mm"] - calls_plain < calls_plain  # cached steps skip int8 matmuls

@@ -79,9 +79,10 @@ def run_model(model: nn.Module, batches: Iterable[tuple]) -> list[torch.Tensor]:
 class TimestepRouter:
     """Holds the diffusion time of the current forward so timestep-grouped layers pick their group.
 
-    `attach` registers a forward pre-hook on the model that stores its ``t`` argument (2nd
-    positional or keyword ``t``); layers read ``router.t``. Wrappers such as CFG call the model
-    itself, so the hook sees the batch the layers see.
+    `attach` registers a forward pre-hook that stores t: on the DiT's ``t_embedder`` when it has
+    one (every driver of the model — ``forward``, or wrappers such as the accel runner that call
+    the stages — embeds t there first), else on the model itself (2nd positional or keyword
+    ``t``). Layers read ``router.t``; guidance wrappers double t with the batch, so it matches.
     """
 
     def __init__(self):
@@ -89,10 +90,16 @@ class TimestepRouter:
         self.handle = None
 
     def attach(self, model: nn.Module) -> TimestepRouter:
-        def hook(_module, args, kwargs):
-            t = kwargs.get("t", args[1] if len(args) > 1 else None)
-            self.t = None if t is None else torch.as_tensor(t)
-        self.handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+        embedder = getattr(model, "t_embedder", None)
+        if isinstance(embedder, nn.Module):
+            def hook(_module, args, kwargs):
+                self.t = torch.as_tensor(args[0] if args else kwargs["t"])
+            self.handle = embedder.register_forward_pre_hook(hook, with_kwargs=True)
+        else:
+            def hook(_module, args, kwargs):
+                t = kwargs.get("t", args[1] if len(args) > 1 else None)
+                self.t = None if t is None else torch.as_tensor(t)
+            self.handle = model.register_forward_pre_hook(hook, with_kwargs=True)
         for m in model.modules():
             if getattr(m, "groups", 1) > 1 and hasattr(m, "router"):
                 m.router = self
