@@ -38,6 +38,8 @@ class DiTConfig:
     # --- numerics options (the reference values; other ports differ, see REFERENCE.md §4) ---
     frequency_embedding_size: int = 256  # sinusoidal timestep features before the t-MLP
     norm_eps: float = 1e-6
+    timestep_freq_shift: int = 0  # t frequencies exp(-ln(1e4) i / (half - shift)): 0 reference, 1 diffusers
+    mlp_norm_eps: float | None = None  # eps of the pre-MLP norm; None = norm_eps (diffusers' norm3 uses 1e-5)
 
     def __post_init__(self):
         h, w = self.hw
@@ -53,6 +55,9 @@ class DiTConfig:
             raise ValueError("2D sin-cos positions need hidden_size divisible by 4")
         if self.use_rope and self.head_dim % 4:
             raise ValueError("2D RoPE needs head_dim divisible by 4")
+        if not 0 <= self.timestep_freq_shift < self.frequency_embedding_size // 2:
+            raise ValueError(f"timestep_freq_shift must lie in [0, {self.frequency_embedding_size // 2}), "
+                             f"got {self.timestep_freq_shift}")
 
     @property
     def hw(self) -> tuple[int, int]:

@@ -55,7 +55,7 @@ class DiTBlock(nn.Module):
         d = cfg.hidden_size
         self.norm1 = make_norm(cfg.norm_type, d, cfg.norm_eps)
         self.attn = Attention(d, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.norm_eps)
-        self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps)
+        self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps if cfg.mlp_norm_eps is None else cfg.mlp_norm_eps)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = SwiGLU(d, int(2 * hidden / 3)) if cfg.mlp_type == "swiglu" else Mlp(d, hidden)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
@@ -101,7 +101,7 @@ class DiT(nn.Module):
         self.config = cfg = config
         d = cfg.hidden_size
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
-        self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size)
+        self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size, cfg.timestep_freq_shift)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
         self.blocks = nn.ModuleList([DiTBlock(cfg) for _ in range(cfg.depth)])
         self.final_layer = FinalLayer(cfg)

@@ -106,20 +106,26 @@ class PatchEmbed(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoidal features of t (cos first, max period 10000) -> Linear -> SiLU -> Linear."""
+    """Sinusoidal features of t (cos first, max period 10000) -> Linear -> SiLU -> Linear.
 
-    def __init__(self, dim: int, frequency_embedding_size: int = 256):
+    ``freq_shift`` = 1 divides by half - 1 instead of half, as diffusers' DiT port does
+    (``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)``, REFERENCE.md §4).
+    """
+
+    def __init__(self, dim: int, frequency_embedding_size: int = 256, freq_shift: int = 0):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
+        self.freq_shift = freq_shift
         self.mlp = nn.Sequential(
             nn.Linear(frequency_embedding_size, dim), nn.SiLU(), nn.Linear(dim, dim)
         )
 
     @staticmethod
-    def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-        """emb = [cos(t f), sin(t f)], f_i = exp(-ln(max_period) i / half), i < half (GLIDE/ADM)."""
+    def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0, freq_shift: int = 0) -> torch.Tensor:
+        """emb = [cos(t f), sin(t f)], f_i = exp(-ln(max_period) i / (half - freq_shift)), i < half (GLIDE/ADM)."""
         half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device)
+                          / (half - freq_shift))
         args = t.float()[:, None] * freqs[None]  # (N, half)
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         if dim % 2:
@@ -127,7 +133,7 @@ class TimestepEmbedder(nn.Module):
         return emb  # (N, dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        feats = self.timestep_features(t, self.frequency_embedding_size)
+        feats = self.timestep_features(t, self.frequency_embedding_size, freq_shift=self.freq_shift)
         return self.mlp(feats.to(self.mlp[0].weight.dtype))
 
 
