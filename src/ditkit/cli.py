@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
     e.set_defaults(func=cmd_eval)
 
+    from .interop.cli import register as register_interop
+
+    register_interop(sub)
+
     i = sub.add_parser("info", help="parameters and FLOPs of a model or preset")
     i.add_argument("--model", help="model folder (default: the bundled shapes model)")
     i.add_argument("--preset", help="a named preset instead of a model folder, e.g. DiT-XL/2")
