@@ -1,7 +1,8 @@
 """Compression with real low-bit kernels: W8A8 integer (int8 matmul), packed 4-bit weights, files.
 
 Schemes: "w8a8" (int8 x int8 matmul), "w4a8" (packed 4-bit weights, int8 matmul), "w4a16" and
-"w8a16" (weight-only; dequantized float compute, labelled simulated).
+"w8a16" (weight-only; dequantized float compute, labelled simulated), and the float formats
+"fp8_e4m3", "fp8_e5m2", "fp4_e2m1" (+ "_a8": FP8 activations) — packed storage, simulated compute.
 
     from ditkit.compress import collect_calibration, quantize_model
     calib = collect_calibration(model, process, labels=range(10), steps=10)
@@ -15,11 +16,12 @@ dequantize-then-float-matmul labelled as such.
 
 from .calibrate import TimestepRouter, collect_calibration
 from .files import load_quantized, save_quantized
+from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .quantize import DEFAULT_KEEP_FP, SCHEMES, kernel_calls, quantize_model, weight_bytes
 from .w4 import W4A8Linear, W4A16Linear
 
 __all__ = [
-    "DEFAULT_KEEP_FP", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "W4A8Linear", "W4A16Linear",
+    "DEFAULT_KEEP_FP", "FPLinear", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "W4A8Linear", "W4A16Linear",
     "collect_calibration", "kernel_calls", "load_quantized", "quantize_model", "save_quantized", "weight_bytes",
 ]

@@ -37,7 +37,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], repeats: int = 5, 
 
 
 def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = ("w8a8",), repeats: int = 7,
-                  shapes: Mapping[str, tuple[int, int]] = DIT_B2_LINEARS, group_size: int = 128) -> list[dict]:
+                  shapes: Mapping[str, tuple[int, int]] = DIT_B2_LINEARS, group_size: int | None = None) -> list[dict]:
     """One row per layer shape: fp32 ms and, per scheme, ms, speed-up over fp32 and weight bytes."""
     from .quantize import SCHEMES
 

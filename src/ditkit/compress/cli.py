@@ -94,7 +94,7 @@ def register(subparsers) -> None:
                    help="another scheme for matching layers, e.g. adaLN_modulation=w8a16 (repeatable)")
     q.add_argument("--keep-sensitive", type=int, default=0, help="also keep the N most sensitive layers in float")
     q.add_argument("--timestep-groups", type=_positive_int, default=1, help="smoothing factors per timestep range (w8a8)")
-    q.add_argument("--group-size", type=_positive_int, default=128, help="K-group size of 4-bit schemes")
+    q.add_argument("--group-size", type=_positive_int, help="K-group size of 4-bit schemes (default 128; 32 for fp4)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--report", help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
     q.add_argument("--threads", type=_positive_int, help="torch CPU threads")

@@ -26,11 +26,12 @@ from ..io.checkpoint import CheckpointError, load_model_files, save_model
 from ..models.dit import DiT
 from ..pipeline import Pipeline, SamplingDefaults, process_from_info, process_info
 from .calibrate import TimestepRouter
+from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .w4 import W4A8Linear, W4A16Linear
 
 KIND = "ditkit-dit-quantized"
-QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear)
+QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear, FPLinear)
 
 
 def layer_spec(module: nn.Module) -> dict:
@@ -44,6 +45,8 @@ def layer_spec(module: nn.Module) -> dict:
         return {"type": "w4a8", **base, "group_size": module.group_size, "smooth": module.inv_smooth is not None}
     if isinstance(module, W4A16Linear):
         return {"type": "w4a16", **base, "group_size": module.group_size}
+    if isinstance(module, FPLinear):
+        return {"type": "fp", **base, "fmt": module.fmt, "group_size": module.group_size, "act_format": module.act_format}
     raise TypeError(f"not a quantized layer: {type(module).__name__}")
 
 
@@ -60,6 +63,8 @@ def layer_from_spec(spec: dict, cache_int8: bool = False) -> nn.Module:
             return W4A8Linear(*args, group_size=int(spec["group_size"]), smooth=bool(spec["smooth"]), cache_int8=cache_int8)
         if kind == "w4a16":
             return W4A16Linear(*args, group_size=int(spec["group_size"]))
+        if kind == "fp":
+            return FPLinear(*args, fmt=spec["fmt"], group_size=int(spec["group_size"]), act_format=spec["act_format"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"bad quantized layer spec {spec!r}: {e}") from None
     raise CheckpointError(f"unknown quantized layer type {kind!r}")

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from torch import nn
 
 from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_batches, timestep_bounds
+from .fp import FPLinear
 from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear, Int8WeightOnlyLinear
 from .sensitivity import layer_sensitivity, most_sensitive
 from .smooth import smoothing_factors
@@ -48,11 +49,17 @@ def _build_w8a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
 
 def _build_w4a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
     s = None if smooth is None else smooth[0]  # (K,); one group only (checked in quantize_model)
-    return W4A8Linear.from_linear(linear, opts["group_size"], s, cache_int8=opts.get("cache_int8", False))
+    return W4A8Linear.from_linear(linear, opts.get("group_size") or 128, s, cache_int8=opts.get("cache_int8", False))
 
 
 def _build_w4a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
-    return W4A16Linear.from_linear(linear, opts["group_size"])
+    return W4A16Linear.from_linear(linear, opts.get("group_size") or 128)
+
+
+def _fp_builder(fmt: str, act_format: str | None) -> Callable:
+    def build(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
+        return FPLinear.from_linear(linear, fmt, opts.get("group_size") or 32, act_format)  # 32: OCP MX block
+    return build
 
 
 # scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, opts), quantizes activations?)
@@ -61,6 +68,12 @@ SCHEMES: dict[str, tuple[Callable, bool]] = {
     "w8a16": (_build_w8a16, False),
     "w4a8": (_build_w4a8, True),
     "w4a16": (_build_w4a16, False),
+    # floating-point formats (FP4DiT): memory is real, compute is simulated (decoded to float32)
+    "fp8_e4m3": (_fp_builder("e4m3", None), False),
+    "fp8_e5m2": (_fp_builder("e5m2", None), False),
+    "fp4_e2m1": (_fp_builder("e2m1", None), False),
+    "fp8_e4m3_a8": (_fp_builder("e4m3", "e4m3"), False),
+    "fp4_e2m1_a8": (_fp_builder("e2m1", "e4m3"), False),
 }
 
 
@@ -102,7 +115,7 @@ def weight_bytes(model: nn.Module) -> int:
 def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | None = None, *,
                    alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP,
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
-                   sensitivity: bool = True, timestep_groups: int = 1, group_size: int = 128,
+                   sensitivity: bool = True, timestep_groups: int = 1, group_size: int | None = None,
                    cache_int8: bool = False, max_batch: int = 64) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
@@ -118,7 +131,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         sensitivity: measure per-layer sensitivity when ``calib`` is given (reported).
         timestep_groups: G > 1 calibrates one smoothing factor per timestep range (ViDiT-Q), with
             ranges split at quantiles of the calibration timesteps; costs G× weight memory.
-        group_size: K-group size of 4-bit schemes.
+        group_size: K-group size of 4-bit schemes (default 128 for integer W4, 32 for FP4 E2M1).
         cache_int8: W4A8 keeps its unpacked int8 weight after the first forward (faster, int8-sized RAM).
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
@@ -197,6 +210,9 @@ def kernel_label(module: nn.Module) -> str:
         return f"{PATH_INT_MM} (int8 x int8 -> int32, {dev.type})"
     if isinstance(module, W4A16Linear):
         return "dequant-fp32 (simulated compute: 4-bit weights unpacked to float32 per forward, no int4 kernel)"
+    if isinstance(module, FPLinear):
+        acts = f", activations rounded through fp8 {module.act_format}" if module.act_format else ""
+        return f"dequant-fp32 (simulated compute: {module.fmt} weights decoded to float32{acts}; no fp8/fp4 kernel)"
     if isinstance(module, Int8WeightOnlyLinear):
         return "dequant-fp32 (simulated compute: int8 weights cast to float32 per forward, no int8 kernel)"
     return "float"
