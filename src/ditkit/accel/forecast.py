@@ -44,7 +44,7 @@ class TaylorFeature:
     def __init__(self, order: int):
         self.order = order
         self.derivs: list[torch.Tensor] = []  # d_0 .. d_j, j <= order, each (N, T, ...)
-        self.last: torch.Tensor | None = None  # (N, T) call index of each token's last refresh
+        self.last: torch.Tensor | None = None  # (N, T) float32 call index of each token's last refresh
 
     @property
     def ready(self) -> bool:
@@ -59,11 +59,12 @@ class TaylorFeature:
             if not view.full:
                 raise RuntimeError("the first refresh of a cached feature must cover every token")
             self.derivs = [value]
-            self.last = torch.full(value.shape[:2], float(index), dtype=value.dtype, device=value.device)  # (N, T)
+            self.last = torch.full(value.shape[:2], float(index), device=value.device)  # (N, T)
             return
         new = [value]
         if self.order > 0:
-            dt = (index - view.take(self.last)).view(*value.shape[:2], *([1] * (value.ndim - 2)))  # (N, K, 1, ...)
+            dt = (index - view.take(self.last)).to(value.dtype)  # (N, K): small integers, exact in any float
+            dt = dt.view(*value.shape[:2], *([1] * (value.ndim - 2)))  # (N, K, 1, ...)
             for i in range(min(self.order, len(self.derivs))):
                 new.append((new[i] - view.take(self.derivs[i])) / dt)
         for i, d in enumerate(new):
@@ -71,15 +72,14 @@ class TaylorFeature:
                 self.derivs[i] = view.put(self.derivs[i], d)
             else:  # a new order: tokens outside the view have no history for it yet -> 0
                 self.derivs.append(view.put(torch.zeros_like(self.derivs[0]), d))
-        self.last = view.put(self.last, torch.full(value.shape[:2], float(index), dtype=value.dtype,
-                                                   device=value.device))
+        self.last = view.put(self.last, torch.full(value.shape[:2], float(index), device=value.device))
 
     def forecast(self, view: View, index: int) -> torch.Tensor:
         """sum_i d_i x^i / i! with x = index - last refresh, for the rows in view (N, K, ...)."""
         out = view.take(self.derivs[0])
         if len(self.derivs) == 1:
             return out  # order 0: the cached value itself (FORA)
-        x = (index - view.take(self.last)).view(*out.shape[:2], *([1] * (out.ndim - 2)))  # (N, K, 1, ...)
+        x = (index - view.take(self.last)).to(out.dtype).view(*out.shape[:2], *([1] * (out.ndim - 2)))  # (N, K, 1, ...)
         term = torch.ones_like(x)
         for i in range(1, len(self.derivs)):
             term = term * x / i  # x^i / i!

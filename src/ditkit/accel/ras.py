@@ -110,7 +110,9 @@ class RASState:
         ready = self.out is not None and self.metric is not None and all(kv is not None for kv in self.kv)
         if not (ready and self.cfg.in_window(step)):
             self.view = View()
-            return self.view, self._record_hook, None
+            cfg = self.cfg  # record K/V only where a RAS call may follow
+            record = step.index >= cfg.start - 1 and (cfg.end is None or step.index < cfg.end)
+            return self.view, (self._record_hook if record else None), None
         score = self.metric if self.cfg.focus == "high" else 1.0 / (self.metric + 1e-12)  # (N, T)
         score = score * torch.exp(self.cfg.starvation_scale * self.drops)
         keep = max(1, round(self.cfg.sample_ratio * num_tokens))
