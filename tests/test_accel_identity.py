@@ -2,6 +2,8 @@
 (flow Euler/Heun, Gaussian DDIM, with and without guidance), the trunk driver matches the model's
 own blocks, and dense calls count exactly the model's MACs."""
 
+import dataclasses
+
 import pytest
 import torch
 from accel_tiny import ABS, NULL, ROPE, inputs, run, tiny_dit
@@ -87,3 +89,11 @@ def test_dense_calls_count_the_models_macs():
         fast(noise, torch.full((3,), 500.0), labels)
         assert fast.stats.macs == fast.stats.dense_macs == macs_per_forward(model_cfg, 3)
         assert fast.stats.flops == 2 * fast.stats.macs and fast.stats.peak_cache_bytes == 0
+
+
+def test_pipeline_generate_with_an_accelerated_model(tiny_model_dir):
+    pipe = ditkit.load_pipeline(tiny_model_dir)
+    base = pipe.generate(["circle", "star"], steps=4)
+    fast_pipe = dataclasses.replace(pipe, model=accel.accelerate(pipe.model, accel.FirstBlockCacheConfig(0.0)))
+    assert torch.equal(fast_pipe.generate(["circle", "star"], steps=4), base)
+    assert fast_pipe.config is pipe.config and fast_pipe.model.stats.calls == 4

@@ -46,7 +46,7 @@ class AccelStats:
     generations: int = 0
     macs: int = 0  # multiply-accumulates executed
     dense_macs: int = 0  # what full compute of the same calls would have executed
-    peak_cache_bytes: int = 0  # largest total held by caches after any call
+    peak_cache_bytes: int = 0  # largest total held by caches (they only grow within a generation)
 
     @property
     def flops(self) -> int:
@@ -96,7 +96,7 @@ class Accelerated(nn.Module):
         self.ras_config: RASConfig | None = ras[0] if ras else None
         if self.cache_config is not None:
             self.cache_config.build(model)  # validate against the model now, not at the first call
-        self.stats = AccelStats()
+        self._stats = AccelStats()
         self._clock = GenerationClock()
         self._streams: dict[tuple, _Stream] = {}
         self._total: int | None = None
@@ -113,8 +113,20 @@ class Accelerated(nn.Module):
         return self.describe()
 
     # -- generations -----------------------------------------------------------------------
+    @property
+    def stats(self) -> AccelStats:
+        """Counters since construction or `reset_stats` (cache memory: the peak at generation ends so far)."""
+        self._note_cache_bytes()
+        return self._stats
+
+    def _note_cache_bytes(self) -> None:
+        # caches only grow within a generation, so their peak is reached at its end: measured here
+        # (before streams are dropped, and when stats are read) rather than after every call
+        self._stats.peak_cache_bytes = max(self._stats.peak_cache_bytes, self.cache_bytes())
+
     def reset(self) -> None:
         """Drop every cache; the next call starts a new generation. Also forgets ``total_calls``."""
+        self._note_cache_bytes()
         self._streams.clear()
         self._clock.reset()
         self._total = None
@@ -125,7 +137,7 @@ class Accelerated(nn.Module):
         self._total = total_calls
 
     def reset_stats(self) -> None:
-        self.stats = AccelStats()
+        self._stats = AccelStats()
 
     def cache_bytes(self) -> int:
         """Bytes held by every cache right now."""
@@ -145,8 +157,9 @@ class Accelerated(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if self._clock.tick(t):
+            self._note_cache_bytes()
             self._streams.clear()
-            self.stats.generations += 1
+            self._stats.generations += 1
         model, cfg = self.model, self.model.config
         tokens, ctx = model.embed(x)  # (N, T, D)
         c = model.condition(t, y)  # (N, D)
@@ -165,10 +178,9 @@ class Accelerated(nn.Module):
         out = stream.ras.finish(h, c, ctx) if stream.ras is not None else model.final(h, c, ctx)
         counter.add(n * (trunk.num_rows * d * p2 * cfg.out_channels + 2 * d * d))
 
-        self.stats.calls += 1
-        self.stats.macs += counter.macs
-        self.stats.dense_macs += stream.dense_macs
-        self.stats.peak_cache_bytes = max(self.stats.peak_cache_bytes, self.cache_bytes())
+        self._stats.calls += 1
+        self._stats.macs += counter.macs
+        self._stats.dense_macs += stream.dense_macs
         return out
 
 
