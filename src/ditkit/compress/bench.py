@@ -48,9 +48,11 @@ def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = 
         lin = nn.Linear(k, n)
         x = torch.randn(m, k)
         mods = {"fp32": lin}
-        for s in schemes:  # "w4a8-cached": W4A8 keeping its unpacked int8 weight (cache_int8)
-            opts = {"group_size": group_size, "cache_int8": s.endswith("-cached")}
-            mods[s] = SCHEMES[s.removesuffix("-cached")][0](lin, None, None, opts)
+        for s in schemes:  # suffixes: "-cached" (W4A8 keeps its unpacked int8 weight), "-rot256" (Hadamard)
+            base, *suffixes = s.split("-")
+            rot = [int(x[3:]) for x in suffixes if x.startswith("rot")]
+            opts = {"group_size": group_size, "cache_int8": "cached" in suffixes, "rotate": rot[0] if rot else 0}
+            mods[s] = SCHEMES[base][0](lin, None, None, opts)
         fns = {s: (lambda mod=mod, x=x: mod(x)) for s, mod in mods.items()}
         with torch.inference_mode():
             t = time_interleaved(fns, repeats)
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--schemes", default="w8a8", help="comma-separated schemes to time, e.g. w8a8,w4a8,w4a8-cached,w4a16")
+    ap.add_argument("--schemes", default="w8a8",
+                    help="comma-separated schemes to time, e.g. w8a8,w8a8-rot256,w4a8,w4a8-cached,w4a16")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--forward", action="store_true", help="also time one whole DiT-B/2 forward (slower)")
     args = ap.parse_args(argv)

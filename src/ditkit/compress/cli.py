@@ -56,7 +56,7 @@ def cmd_quantize(args) -> None:
     qmodel, report = quantize_model(
         pipe.model, args.scheme, calib, alpha=None if args.no_smooth else args.alpha, overrides=dict(args.override),
         keep_sensitive=args.keep_sensitive, sensitivity=calib is not None, timestep_groups=args.timestep_groups,
-        group_size=args.group_size, **kwargs)
+        group_size=args.group_size, rotate=args.rotate, **kwargs)
     save_quantized(args.out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
                    extra={"quantized_from": str(args.model or default_model_dir())})
     b = report["bytes"]
@@ -94,6 +94,8 @@ def register(subparsers) -> None:
                    help="another scheme for matching layers, e.g. adaLN_modulation=w8a16 (repeatable)")
     q.add_argument("--keep-sensitive", type=int, default=0, help="also keep the N most sensitive layers in float")
     q.add_argument("--timestep-groups", type=_positive_int, default=1, help="smoothing factors per timestep range (w8a8)")
+    q.add_argument("--rotate", type=int, default=0, help="block Hadamard rotation size for w8a8/w4a8 inputs "
+                                                         "(a power of two, e.g. 256; 0: none)")
     q.add_argument("--group-size", type=_positive_int, help="K-group size of 4-bit schemes (default 128; 32 for fp4)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--report", help="write the full report (sensitivity per layer, bytes, kernels) as JSON")

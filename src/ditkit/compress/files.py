@@ -38,11 +38,13 @@ def layer_spec(module: nn.Module) -> dict:
     """The constructor arguments of a quantized layer, as stored in config.json."""
     base = {"in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
     if isinstance(module, Int8Linear):
-        return {"type": "w8a8", **base, "groups": module.groups, "smooth": module.inv_smooth is not None}
+        return {"type": "w8a8", **base, "groups": module.groups, "smooth": module.inv_smooth is not None,
+                "rotate": module.rotate}
     if isinstance(module, Int8WeightOnlyLinear):
         return {"type": "w8a16", **base}
     if isinstance(module, W4A8Linear):
-        return {"type": "w4a8", **base, "group_size": module.group_size, "smooth": module.inv_smooth is not None}
+        return {"type": "w4a8", **base, "group_size": module.group_size, "smooth": module.inv_smooth is not None,
+                "rotate": module.rotate}
     if isinstance(module, W4A16Linear):
         return {"type": "w4a16", **base, "group_size": module.group_size}
     if isinstance(module, FPLinear):
@@ -56,11 +58,12 @@ def layer_from_spec(spec: dict, cache_int8: bool = False) -> nn.Module:
         kind = spec["type"]
         args = (int(spec["in_features"]), int(spec["out_features"]), bool(spec["bias"]))
         if kind == "w8a8":
-            return Int8Linear(*args, groups=int(spec["groups"]), smooth=bool(spec["smooth"]))
+            return Int8Linear(*args, groups=int(spec["groups"]), smooth=bool(spec["smooth"]), rotate=int(spec.get("rotate", 1)))
         if kind == "w8a16":
             return Int8WeightOnlyLinear(*args)
         if kind == "w4a8":
-            return W4A8Linear(*args, group_size=int(spec["group_size"]), smooth=bool(spec["smooth"]), cache_int8=cache_int8)
+            return W4A8Linear(*args, group_size=int(spec["group_size"]), smooth=bool(spec["smooth"]), cache_int8=cache_int8,
+                              rotate=int(spec.get("rotate", 1)))
         if kind == "w4a16":
             return W4A16Linear(*args, group_size=int(spec["group_size"]))
         if kind == "fp":

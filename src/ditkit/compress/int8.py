@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rotation import hadamard_matrix, shared_hadamard
+from .rotation import rotate as rotate_fn
+
 QMAX = 127  # symmetric int8 range [-127, 127] (-128 unused, so negation is exact)
 PATH_INT_MM = "int_mm"  # real int8 kernel
 PATH_FALLBACK = "fallback_float_mm"  # int8 values multiplied as float32: correct, no int8 speed
@@ -110,13 +113,18 @@ class Int8Linear(nn.Module):
     Buffers (saved in files): ``qweight`` int8 (G, N, K) — W*s per group, rows in output order;
     ``w_scale`` fp32 (G, N); ``inv_smooth`` fp32 (G, K) or None (1 / s); ``bias`` fp32 (N,) or None;
     ``t_bounds`` fp32 (G-1,) — group g holds timesteps in [t_bounds[g-1], t_bounds[g]).
+    ``rotate`` = b > 1 applies a block Hadamard rotation (`rotation.py`) after smoothing: the
+    weight is stored as W diag(s) H and the input becomes (X / s) H, so the product is unchanged.
     There is no ``weight`` attribute on purpose: code that reads ``layer.weight.dtype`` to pick a
     float dtype must not silently get int8.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, groups: int = 1, smooth: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, groups: int = 1, smooth: bool = False,
+                 rotate: int = 1):
         super().__init__()
-        self.in_features, self.out_features, self.groups = in_features, out_features, groups
+        if rotate < 1 or in_features % rotate or rotate & (rotate - 1):
+            raise ValueError(f"rotation block {rotate} must be a power of two dividing in_features={in_features}")
+        self.in_features, self.out_features, self.groups, self.rotate = in_features, out_features, groups, rotate
         self.register_buffer("qweight", torch.zeros(groups, out_features, in_features, dtype=torch.int8))
         self.register_buffer("w_scale", torch.ones(groups, out_features))
         self.register_buffer("inv_smooth", torch.ones(groups, in_features) if smooth else None)
@@ -127,18 +135,22 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, smooth: torch.Tensor | None = None,
-                    t_bounds: torch.Tensor | None = None) -> Int8Linear:
-        """Quantize ``linear``; ``smooth`` (G, K) or (K,) are SmoothQuant factors s (None: no smoothing)."""
+                    t_bounds: torch.Tensor | None = None, rotate: int = 1) -> Int8Linear:
+        """Quantize ``linear``; ``smooth`` (G, K) or (K,) are SmoothQuant factors s (None: no smoothing),
+        ``rotate`` a Hadamard block size (1: none)."""
         w = linear.weight.detach().float()  # (N, K)
         if smooth is not None and smooth.ndim == 1:
             smooth = smooth[None]  # (1, K)
         groups = 1 if smooth is None else smooth.shape[0]
         if groups > 1 and (t_bounds is None or t_bounds.numel() != groups - 1):
             raise ValueError(f"{groups} smoothing groups need {groups - 1} timestep bounds")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, groups, smooth is not None)
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None, groups, smooth is not None, rotate)
         for g in range(groups):
             s = None if smooth is None else smooth[g].float().clamp_min(1e-12)  # (K,)
-            q, scale = quantize_weight_per_channel(w if s is None else w * s)  # W diag(s): columns scaled
+            wg = w if s is None else w * s  # W diag(s): columns scaled
+            if rotate > 1:
+                wg = rotate_fn(wg, hadamard_matrix(rotate))  # (N, K) = W diag(s) H
+            q, scale = quantize_weight_per_channel(wg)
             layer.qweight[g], layer.w_scale[g] = q, scale
             if s is not None:
                 layer.inv_smooth[g] = 1.0 / s
@@ -150,7 +162,9 @@ class Int8Linear(nn.Module):
 
     def dequantized_weight(self, group: int = 0) -> torch.Tensor:
         """The fp32 weight this layer effectively applies to the unsmoothed input: (N, K)."""
-        w = self.qweight[group].float() * self.w_scale[group][:, None]  # (N, K) = W s
+        w = self.qweight[group].float() * self.w_scale[group][:, None]  # (N, K) = W diag(s) H
+        if self.rotate > 1:
+            w = rotate_fn(w, hadamard_matrix(self.rotate))  # H is symmetric and H H = I
         return w if self.inv_smooth is None else w * self.inv_smooth[group]
 
     def weight_bytes(self) -> int:
@@ -159,6 +173,9 @@ class Int8Linear(nn.Module):
 
     def _matmul(self, x2: torch.Tensor, g: int) -> torch.Tensor:
         inv = None if self.inv_smooth is None else self.inv_smooth[g]
+        if self.rotate > 1:
+            x2 = rotate_fn(x2 if inv is None else x2 * inv, shared_hadamard(self.rotate, x2.device))  # (M, K)
+            inv = None
         xq, xs = quantize_per_token(x2, inv)  # (M, K) int8, (M, 1)
         acc, path = int8_mm(xq, self.qweight[g].t())  # (M, N) int32
         self.calls[path] += 1
@@ -192,7 +209,7 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"groups={self.groups}, smooth={self.inv_smooth is not None}")
+                f"groups={self.groups}, smooth={self.inv_smooth is not None}, rotate={self.rotate}")
 
 
 class Int8WeightOnlyLinear(nn.Module):

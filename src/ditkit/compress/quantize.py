@@ -29,6 +29,7 @@ from torch import nn
 from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_batches, timestep_bounds
 from .fp import FPLinear
 from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear, Int8WeightOnlyLinear
+from .rotation import block_size_for
 from .sensitivity import layer_sensitivity, most_sensitive
 from .smooth import smoothing_factors
 from .w4 import W4A8Linear, W4A16Linear
@@ -39,8 +40,12 @@ DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
 ALWAYS_FP = ("t_embedder",)
 
 
+def _rotation(linear: nn.Linear, opts: dict) -> int:
+    return block_size_for(linear.in_features, opts["rotate"]) if opts.get("rotate") else 1
+
+
 def _build_w8a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
-    return Int8Linear.from_linear(linear, smooth, t_bounds)
+    return Int8Linear.from_linear(linear, smooth, t_bounds, rotate=_rotation(linear, opts))
 
 
 def _build_w8a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
@@ -49,7 +54,8 @@ def _build_w8a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
 
 def _build_w4a8(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
     s = None if smooth is None else smooth[0]  # (K,); one group only (checked in quantize_model)
-    return W4A8Linear.from_linear(linear, opts.get("group_size") or 128, s, cache_int8=opts.get("cache_int8", False))
+    return W4A8Linear.from_linear(linear, opts.get("group_size") or 128, s, cache_int8=opts.get("cache_int8", False),
+                                  rotate=_rotation(linear, opts))
 
 
 def _build_w4a16(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
@@ -116,7 +122,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
                    alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP,
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int | None = None,
-                   cache_int8: bool = False, max_batch: int = 64) -> tuple[nn.Module, dict]:
+                   cache_int8: bool = False, rotate: int = 0, max_batch: int = 64) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
     Args:
@@ -132,6 +138,9 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         timestep_groups: G > 1 calibrates one smoothing factor per timestep range (ViDiT-Q), with
             ranges split at quantiles of the calibration timesteps; costs G× weight memory.
         group_size: K-group size of 4-bit schemes (default 128 for integer W4, 32 for FP4 E2M1).
+        rotate: largest block Hadamard rotation (a power of two, e.g. 256) applied to the inputs of
+            w8a8 / w4a8 layers (LRQ-DiT, QuaRot); each layer uses the largest power of two <= rotate
+            dividing its K. 0 = none.
         cache_int8: W4A8 keeps its unpacked int8 weight after the first forward (faster, int8-sized RAM).
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
@@ -158,7 +167,9 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         act = activation_absmax(qmodel, smoothed, batches, t_bounds)
         smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in smoothed}
 
-    opts = {"group_size": group_size, "cache_int8": cache_int8}
+    if rotate and (rotate < 2 or rotate & (rotate - 1)):
+        raise ValueError(f"rotate must be 0 or a power of two >= 2, got {rotate}")
+    opts = {"group_size": group_size, "cache_int8": cache_int8, "rotate": rotate}
     new = {n: SCHEMES[layer_scheme[n]][0](qmodel.get_submodule(n), smooth.get(n), t_bounds if n in smooth else None, opts)
            for n in targets}
     router = None
@@ -178,12 +189,14 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         if getattr(m, "_w8", None) is not None:
             m._w8 = None  # sensitivity runs filled W4A8 caches; start from the packed state
     qmodel.quantization = {"scheme": scheme, "overrides": dict(overrides or {}), "alpha": alpha if smooth else None,
-                           "group_size": group_size, "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
+                           "group_size": group_size, "rotate": rotate,
+                           "timestep_bounds": [] if t_bounds is None else t_bounds.tolist()}
 
     quantized = [n for n in targets if n not in keep_measured]
     report = {
         "scheme": scheme,
         "alpha": alpha if smooth else None,
+        "rotate": rotate,
         "timestep_bounds": qmodel.quantization["timestep_bounds"],
         "quantized": quantized,
         "schemes": {n: layer_scheme[n] for n in quantized},

@@ -16,6 +16,7 @@ Quantization and System Co-design", progressive group quantization):
     q in -7..7, so u·q lies in -119..119 and is itself an int8 weight. A forward unpacks q,
     multiplies by u in int8 (no float pass over the weight) and runs ``torch._int_mm`` on int8
     per-token activations exactly as `Int8Linear` does (reported as "int_mm").
+    ``rotate=b`` adds a block Hadamard rotation of the input dimension (`rotation.py`).
     ``cache_int8=True`` keeps the unpacked int8 weight after the first forward: W8A8 speed, but
     the resident weight is then int8-sized (the file stays packed).
 """
@@ -28,6 +29,8 @@ from torch import nn
 
 from .int8 import PATH_FALLBACK, PATH_INT_MM, dequantize_output, int8_mm, quantize_per_token
 from .packing import pack_int4, unpack_int4, unpack_uint4
+from .rotation import hadamard_matrix, shared_hadamard
+from .rotation import rotate as rotate_fn
 
 W4A8_ROW_MAX = 119  # 7 * 17: the largest int8 value the two-level scheme produces
 
@@ -50,10 +53,12 @@ class _W4Base(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.calls = {PATH_INT_MM: 0, PATH_FALLBACK: 0, "dequant_fp32": 0}
 
-    def _grouped_weight(self, linear: nn.Linear, smooth: torch.Tensor | None) -> torch.Tensor:
+    def _grouped_weight(self, linear: nn.Linear, smooth: torch.Tensor | None, rotate: int = 1) -> torch.Tensor:
         w = linear.weight.detach().float()  # (N, K)
         if smooth is not None:
             w = w * smooth.float().reshape(-1)  # W diag(s)
+        if rotate > 1:
+            w = rotate_fn(w, hadamard_matrix(rotate))  # W diag(s) H
         w = F.pad(w, (0, self.k_padded - self.in_features))  # (N, Kp), zero columns in the padding
         return w.reshape(self.out_features, self.n_groups, self.group_size)  # (N, G, g)
 
@@ -111,8 +116,11 @@ class W4A8Linear(_W4Base):
     """4-bit two-level weights (int8 group scales), int8 per-token activations, int8 matmul."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, group_size: int = 128,
-                 smooth: bool = False, cache_int8: bool = False):
+                 smooth: bool = False, cache_int8: bool = False, rotate: int = 1):
         super().__init__(in_features, out_features, bias, group_size)
+        if rotate < 1 or in_features % rotate or rotate & (rotate - 1):
+            raise ValueError(f"rotation block {rotate} must be a power of two dividing in_features={in_features}")
+        self.rotate = rotate
         self.register_buffer("group_scales", torch.ones(out_features, self.n_groups, dtype=torch.int8))
         self.register_buffer("w_scale", torch.ones(out_features))
         self.register_buffer("inv_smooth", torch.ones(in_features) if smooth else None)
@@ -121,10 +129,10 @@ class W4A8Linear(_W4Base):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, smooth: torch.Tensor | None = None,
-                    cache_int8: bool = False) -> W4A8Linear:
+                    cache_int8: bool = False, rotate: int = 1) -> W4A8Linear:
         layer = cls(linear.in_features, linear.out_features, linear.bias is not None, group_size,
-                    smooth is not None, cache_int8)
-        w = layer._grouped_weight(linear, smooth)  # (N, G, g) = W diag(s)
+                    smooth is not None, cache_int8, rotate)
+        w = layer._grouped_weight(linear, smooth, rotate)  # (N, G, g) = W diag(s) H
         row = w.abs().amax(dim=(1, 2)).clamp_min(1e-12) / W4A8_ROW_MAX  # (N,) step of the int8 level
         gmax = w.abs().amax(-1) / row[:, None]  # (N, G) group max in int8 units, <= 119
         u = torch.ceil(gmax / 7 - 1e-6).clamp_(1, 17)  # (N, G) integer group scale, 7u >= gmax
@@ -150,6 +158,8 @@ class W4A8Linear(_W4Base):
     def dequantized_weight(self) -> torch.Tensor:
         """(N, K) float32 weight applied to the unsmoothed input."""
         w = (self.int8_weight().float() * self.w_scale[:, None])[:, : self.in_features]
+        if self.rotate > 1:
+            w = rotate_fn(w, hadamard_matrix(self.rotate))  # undo H (symmetric, H H = I)
         return w if self.inv_smooth is None else w * self.inv_smooth
 
     def weight_bytes(self, include_cache: bool = True) -> int:
@@ -163,7 +173,11 @@ class W4A8Linear(_W4Base):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.float().reshape(-1, self.in_features)  # (M, K)
-        xq, xs = quantize_per_token(x2, self.inv_smooth)  # (M, K) int8, (M, 1)
+        inv = self.inv_smooth
+        if self.rotate > 1:
+            x2 = rotate_fn(x2 if inv is None else x2 * inv, shared_hadamard(self.rotate, x2.device))  # (M, K)
+            inv = None
+        xq, xs = quantize_per_token(x2, inv)  # (M, K) int8, (M, 1)
         acc, path = int8_mm(self._pad_input(xq), self.int8_weight().t())  # (M, N) int32
         self.calls[path] += 1
         return dequantize_output(acc, xs, self.w_scale, self.bias).reshape(*lead, self.out_features)
