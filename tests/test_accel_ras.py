@@ -78,18 +78,17 @@ def test_selection_by_metric_and_the_starvation_guard():
     t = 16
     metric = torch.linspace(1.0, 2.0, t).repeat(2, 1)  # (2, T): token 15 is the most active
     ctx = tiny_dit(ROPE).token_context((4, 4), torch.device("cpu"))
-    plain = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=1, starvation_scale=0.0))
-    for k in range(1, 6):
-        view, _, rope = plain.plan(Step(k, None, 0.0), ctx, t)
-        assert view.idx[0].tolist() == [12, 13, 14, 15] and rope[0].shape == (2, 1, 4, ROPE.head_dim)
-    low = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=1, starvation_scale=0.0, focus="low"))
-    assert low.plan(Step(1, None, 0.0), ctx, t)[0].idx[0].tolist() == [0, 1, 2, 3]
-    guarded = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=1, starvation_scale=1.0))
-    seen = set()
-    for k in range(1, 13):
-        seen.update(guarded.plan(Step(k, None, 0.0), ctx, t)[0].idx[0].tolist())
-    assert seen == set(range(t))  # nobody starves
-    assert guarded.drops.sum(dim=1).tolist() == [12 * 12.0] * 2
+    for focus, kept in (("high", [12, 13, 14, 15]), ("low", [0, 1, 2, 3])):
+        plain = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=1, starvation_scale=0.0, focus=focus))
+        for k in range(1, 6):
+            view, _, rope = plain.plan(Step(k, None, 0.0), ctx, t)
+            assert view.idx[0].tolist() == kept and rope[0].shape == (2, 1, 4, ROPE.head_dim)
+        guarded = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=1, starvation_scale=1.0, focus=focus))
+        seen = set()
+        for k in range(1, 13):
+            seen.update(guarded.plan(Step(k, None, 0.0), ctx, t)[0].idx[0].tolist())
+        assert seen == set(range(t))  # nobody starves
+        assert guarded.drops.sum(dim=1).tolist() == [12 * 12.0] * 2
     outside = fake_state(metric, accel.RASConfig(sample_ratio=0.25, start=2, end=5, reset_steps=(3,)))
     assert [outside.plan(Step(k, None, 0.0), ctx, t)[0].full for k in range(8)] == [
         True, True, False, True, False, False, True, True]

@@ -48,9 +48,12 @@ class Method:
     label: str
     configs: tuple = ()
     cfg_every: int = 1  # > 1: refresh the unconditional branch every this many guided calls (cfg_reuse)
+    group: str | None = None  # the family name (default: from the configs); tune climbs each family in order
 
     @property
     def family(self) -> str:
+        if self.group:
+            return self.group
         names = [c.name for c in self.configs]
         if self.cfg_every > 1:
             names.append("CFG-reuse")
@@ -104,6 +107,8 @@ def default_methods(depth: int, calls: int, teacache_coefficients: tuple[float, 
         Method("GatedTaylor 0.05", (GatedTaylorConfig(0.05),)),
         Method("RAS 0.75", (RASConfig(sample_ratio=0.75, start=ras_start),)),
         Method("RAS 0.5", (RASConfig(sample_ratio=0.5, start=ras_start),)),
+        Method("RAS-high 0.75", (RASConfig(sample_ratio=0.75, start=ras_start, focus="high"),), group="RAS-high"),
+        Method("RAS-high 0.5", (RASConfig(sample_ratio=0.5, start=ras_start, focus="high"),), group="RAS-high"),
         Method("TaylorSeer N=4 m=2 + RAS 0.75",
                (TaylorSeerConfig(interval=4, order=2), RASConfig(sample_ratio=0.75, start=ras_start))),
     ]

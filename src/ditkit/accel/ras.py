@@ -10,13 +10,15 @@ from the last call that computed them.
   L2 norm, ``metric="l2norm"``) of the model output, averaged over the token's p x p pixels.
   (The paper scores the solver update (s' - s)·v; the factor is the same for every token of a
   call, so the ranking is the same.)
-* **Selection and starvation guard.** Each token's score is its metric (``focus="high"``: the
-  fastest-changing regions are in focus) or its inverse (``focus="low"``: the public code's
-  default, which drops the highest-metric patches), times exp(starvation_scale * drops), drops
-  counting how often the token was left out in this generation: a token left out long enough is
-  always recomputed eventually. (The public code multiplies its drop-ranking metric by this factor;
-  ditkit applies it to the keep-ranking score so that it always protects dropped tokens.) The K
-  highest scores per sample are computed.
+* **Selection and starvation guard.** ``focus="low"`` (default) computes the tokens with the
+  lowest metric and reuses the others, as the public code does with its default ``high_ratio=1``
+  (it drops the highest-metric patches); ``focus="high"`` computes the highest-metric tokens
+  instead. The keep-score is the metric (high) or its inverse (low) times
+  exp(starvation_scale * drops), drops counting how often the token was left out in this
+  generation, so a token left out long enough is always recomputed eventually. (The public code
+  multiplies its *drop*-ranking metric by that factor, which with its default keeps dropping the
+  same patches; ditkit applies it to the keep-score so that it always protects dropped tokens.)
+  The K highest keep-scores per sample are computed.
 * **Keys and values of dropped tokens.** Dense calls store every block's keys and values (after
   QK-norm and RoPE); on RAS calls the computed tokens' fresh K/V are written into that cache and
   their queries attend over all T cached keys, so dropped tokens stay visible with the K/V of
@@ -29,8 +31,7 @@ from the last call that computed them.
 
 Cache policies run unchanged on the tokens in view (see ``trunk.View``); their decision signals
 (first-block residual change, TeaCache's input change, the gate's forecast error) are then
-measured on those tokens — the fastest-changing ones with ``focus="high"`` — so a threshold
-tuned without RAS skips less often with it.
+measured on those tokens only, so a threshold tuned without RAS may skip more or less often with it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class RASConfig:
     reset_steps: tuple[int, ...] = ()  # dense calls inside the window that refresh every token and K/V
     starvation_scale: float = 0.1  # s in exp(s * drops)
     metric: str = "std"  # "std" or "l2norm" over output channels, averaged per patch
-    focus: str = "high"  # "high": compute the highest-metric tokens; "low": the lowest (public code)
+    focus: str = "low"  # "low": compute the lowest-metric tokens (public code's default); "high": the highest
 
     name = "RAS"
 

@@ -144,7 +144,7 @@ class Accelerated(nn.Module):
         return tensor_bytes(t for s in self._streams.values() for t in s.tensors())
 
     # -- the call ----------------------------------------------------------------------------
-    def _stream(self, x: torch.Tensor, num_tokens: int) -> _Stream:
+    def _stream(self, x: torch.Tensor) -> _Stream:
         key = (tuple(x.shape), x.dtype, x.device)
         stream = self._streams.get(key)
         if stream is None:
@@ -164,7 +164,7 @@ class Accelerated(nn.Module):
         tokens, ctx = model.embed(x)  # (N, T, D)
         c = model.condition(t, y)  # (N, D)
         n, num_tokens, d = tokens.shape
-        stream = self._stream(x, num_tokens)
+        stream = self._stream(x)
         step = Step(self._clock.index, self._total, float(t.max()))
 
         counter = MacCounter()
