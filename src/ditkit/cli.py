@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .interop.cli import register as register_interop
 
     register_interop(sub)
+    from .accel.cli import register as register_accel
+
+    register_accel(sub)
 
     i = sub.add_parser("info", help="parameters and FLOPs of a model or preset")
     i.add_argument("--model", help="model folder (default: the bundled shapes model)")

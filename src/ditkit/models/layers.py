@@ -60,7 +60,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """x: (N, H, T, hd). Rotates adjacent channel pairs: x*cos + rotate_half(x)*sin."""
     x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)  # (N, H, T, hd/2) each
     rotated = torch.stack([-x2, x1], dim=-1).flatten(-2)  # (N, H, T, hd)
-    return x * cos + rotated * sin
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
 # ----------------------------------------------------------------------------- norms
