@@ -39,3 +39,12 @@ def test_quantize_command_user_errors(tiny_model_dir, tmp_path, capsys):
     assert rc == 2 and "unknown quantization scheme" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["quantize", "--out", str(tmp_path / "q"), "--override", "nonsense"])
+
+
+def test_quantize_command_vq_with_zero_data_calibration(tiny_model_dir, tmp_path, capsys):
+    rc = main(["quantize", "--model", str(tiny_model_dir), "--out", str(tmp_path / "vq"), "--scheme", "vq2",
+               "--calib-samples", "0", "--vq-steps", "3", "--vq-samples", "2"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "vq calibration" in text and "simulated" in text
+    assert load_quantized(tmp_path / "vq").generate(["circle"], steps=1).shape == (1, 3, 32, 32)

@@ -2,7 +2,8 @@
 
 Schemes: "w8a8" (int8 x int8 matmul), "w4a8" (packed 4-bit weights, int8 matmul), "w4a16" and
 "w8a16" (weight-only; dequantized float compute, labelled simulated), and the float formats
-"fp8_e4m3", "fp8_e5m2", "fp4_e2m1" (+ "_a8": FP8 activations) — packed storage, simulated compute.
+"fp8_e4m3", "fp8_e5m2", "fp4_e2m1" (+ "_a8": FP8 activations) — packed storage, simulated compute —
+and vector quantization "vq2" / "vq3" (k-means codebooks; refine with `calibrate_vq`).
 
     from ditkit.compress import collect_calibration, quantize_model
     calib = collect_calibration(model, process, labels=range(10), steps=10)
@@ -19,9 +20,12 @@ from .files import load_quantized, save_quantized
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .quantize import DEFAULT_KEEP_FP, SCHEMES, kernel_calls, quantize_model, weight_bytes
+from .vq import VQLinear
+from .vq_calibrate import calibrate_vq
 from .w4 import W4A8Linear, W4A16Linear
 
 __all__ = [
-    "DEFAULT_KEEP_FP", "FPLinear", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "W4A8Linear", "W4A16Linear",
-    "collect_calibration", "kernel_calls", "load_quantized", "quantize_model", "save_quantized", "weight_bytes",
+    "DEFAULT_KEEP_FP", "FPLinear", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "VQLinear",
+    "W4A8Linear", "W4A16Linear", "calibrate_vq", "collect_calibration", "kernel_calls", "load_quantized",
+    "quantize_model", "save_quantized", "weight_bytes",
 ]

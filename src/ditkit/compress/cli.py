@@ -57,6 +57,14 @@ def cmd_quantize(args) -> None:
         pipe.model, args.scheme, calib, alpha=None if args.no_smooth else args.alpha, overrides=dict(args.override),
         keep_sensitive=args.keep_sensitive, sensitivity=calib is not None, timestep_groups=args.timestep_groups,
         group_size=args.group_size, rotate=args.rotate, **kwargs)
+    if args.vq_steps and any(v.startswith("vq") for v in report["schemes"].values()):
+        from .vq_calibrate import calibrate_vq
+
+        vq = calibrate_vq(pipe.model, qmodel, samples=args.vq_samples, steps=args.vq_steps, seed=args.seed)
+        report["vq_calibration"] = vq
+        losses = [(b["loss_before"], b["loss_after"]) for b in vq["blocks"]]
+        print("vq calibration (block residual rel. MSE before -> after): "
+              + ", ".join(f"{a:.3f}->{b:.3f}" for a, b in losses))
     save_quantized(args.out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
                    extra={"quantized_from": str(args.model or default_model_dir())})
     b = report["bytes"]
@@ -97,6 +105,9 @@ def register(subparsers) -> None:
     q.add_argument("--rotate", type=int, default=0, help="block Hadamard rotation size for w8a8/w4a8 inputs "
                                                          "(a power of two, e.g. 256; 0: none)")
     q.add_argument("--group-size", type=_positive_int, help="K-group size of 4-bit schemes (default 128; 32 for fp4)")
+    q.add_argument("--vq-steps", type=int, default=100, help="zero-data calibration steps per block for vq schemes "
+                                                              "(0: k-means only)")
+    q.add_argument("--vq-samples", type=_positive_int, default=16, help="Gaussian-noise inputs of the vq calibration")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--report", help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
     q.add_argument("--threads", type=_positive_int, help="torch CPU threads")

@@ -28,10 +28,11 @@ from ..pipeline import Pipeline, SamplingDefaults, process_from_info, process_in
 from .calibrate import TimestepRouter
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
+from .vq import VQLinear
 from .w4 import W4A8Linear, W4A16Linear
 
 KIND = "ditkit-dit-quantized"
-QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear, FPLinear)
+QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear, FPLinear, VQLinear)
 
 
 def layer_spec(module: nn.Module) -> dict:
@@ -47,6 +48,8 @@ def layer_spec(module: nn.Module) -> dict:
                 "rotate": module.rotate}
     if isinstance(module, W4A16Linear):
         return {"type": "w4a16", **base, "group_size": module.group_size}
+    if isinstance(module, VQLinear):
+        return {"type": "vq", **base, "codebook_size": module.codebook_size, "dim": module.dim}
     if isinstance(module, FPLinear):
         return {"type": "fp", **base, "fmt": module.fmt, "group_size": module.group_size, "act_format": module.act_format}
     raise TypeError(f"not a quantized layer: {type(module).__name__}")
@@ -66,6 +69,8 @@ def layer_from_spec(spec: dict, cache_int8: bool = False) -> nn.Module:
                               rotate=int(spec.get("rotate", 1)))
         if kind == "w4a16":
             return W4A16Linear(*args, group_size=int(spec["group_size"]))
+        if kind == "vq":
+            return VQLinear(*args, codebook_size=int(spec["codebook_size"]), dim=int(spec["dim"]))
         if kind == "fp":
             return FPLinear(*args, fmt=spec["fmt"], group_size=int(spec["group_size"]), act_format=spec["act_format"])
     except (KeyError, TypeError, ValueError) as e:

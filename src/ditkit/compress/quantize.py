@@ -32,6 +32,7 @@ from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear, Int8WeightOnlyLinear
 from .rotation import block_size_for
 from .sensitivity import layer_sensitivity, most_sensitive
 from .smooth import smoothing_factors
+from .vq import VQLinear
 from .w4 import W4A8Linear, W4A16Linear
 
 DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
@@ -68,6 +69,12 @@ def _fp_builder(fmt: str, act_format: str | None) -> Callable:
     return build
 
 
+def _vq_builder(codebook_size: int, dim: int) -> Callable:
+    def build(linear: nn.Linear, smooth, t_bounds, opts: dict) -> nn.Module:
+        return VQLinear.from_linear(linear, codebook_size, dim, iters=opts.get("kmeans_iters", 20))
+    return build
+
+
 # scheme -> (builder(linear, smooth (G, K) | None, t_bounds | None, opts), quantizes activations?)
 SCHEMES: dict[str, tuple[Callable, bool]] = {
     "w8a8": (_build_w8a8, True),
@@ -80,6 +87,9 @@ SCHEMES: dict[str, tuple[Callable, bool]] = {
     "fp4_e2m1": (_fp_builder("e2m1", None), False),
     "fp8_e4m3_a8": (_fp_builder("e4m3", "e4m3"), False),
     "fp4_e2m1_a8": (_fp_builder("e2m1", "e4m3"), False),
+    # vector quantization (VQ4DiT): k-means codebooks over 4-dim sub-vectors; simulated compute
+    "vq2": (_vq_builder(256, 4), False),  # 2 bits per weight (uint8 codes)
+    "vq3": (_vq_builder(4096, 4), False),  # 3 bits per weight (12-bit codes); k-means is slow on CPU
 }
 
 
@@ -122,7 +132,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
                    alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP,
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int | None = None,
-                   cache_int8: bool = False, rotate: int = 0, max_batch: int = 64) -> tuple[nn.Module, dict]:
+                   cache_int8: bool = False, rotate: int = 0, kmeans_iters: int = 20,
+                   max_batch: int = 64) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
     Args:
@@ -141,6 +152,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         rotate: largest block Hadamard rotation (a power of two, e.g. 256) applied to the inputs of
             w8a8 / w4a8 layers (LRQ-DiT, QuaRot); each layer uses the largest power of two <= rotate
             dividing its K. 0 = none.
+        kmeans_iters: Lloyd iterations of the VQ schemes' k-means (see `calibrate_vq` to refine after).
         cache_int8: W4A8 keeps its unpacked int8 weight after the first forward (faster, int8-sized RAM).
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
@@ -169,7 +181,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
 
     if rotate and (rotate < 2 or rotate & (rotate - 1)):
         raise ValueError(f"rotate must be 0 or a power of two >= 2, got {rotate}")
-    opts = {"group_size": group_size, "cache_int8": cache_int8, "rotate": rotate}
+    opts = {"group_size": group_size, "cache_int8": cache_int8, "rotate": rotate, "kmeans_iters": kmeans_iters}
     new = {n: SCHEMES[layer_scheme[n]][0](qmodel.get_submodule(n), smooth.get(n), t_bounds if n in smooth else None, opts)
            for n in targets}
     router = None
@@ -226,6 +238,9 @@ def kernel_label(module: nn.Module) -> str:
     if isinstance(module, FPLinear):
         acts = f", activations rounded through fp8 {module.act_format}" if module.act_format else ""
         return f"dequant-fp32 (simulated compute: {module.fmt} weights decoded to float32{acts}; no fp8/fp4 kernel)"
+    if isinstance(module, VQLinear):
+        return (f"dequant-fp32 (simulated compute: {module.bits / module.dim:g}-bit vector-quantized weights "
+                f"decoded by codebook lookup to float32)")
     if isinstance(module, Int8WeightOnlyLinear):
         return "dequant-fp32 (simulated compute: int8 weights cast to float32 per forward, no int8 kernel)"
     return "float"
