@@ -16,6 +16,10 @@ Steps (ViDiT-Q, Zhao et al. 2025, with SmoothQuant, Xiao et al. 2023):
 
 Without ``calib`` nothing is calibrated: per-token dynamic activation scales make W8A8 work
 calibration-free, just without smoothing or measured mixed precision.
+
+Schemes (`SCHEMES`): integer "w8a8" and "w4a8" run ``torch._int_mm``; "w8a16", "w4a16", the
+float formats "fp8_e4m3", "fp8_e5m2", "fp4_e2m1" (+ "_a8") and the vector-quantized "vq2", "vq3"
+store real low-bit tensors but compute by decoding to float32, and the report says so per layer.
 """
 
 from __future__ import annotations
@@ -158,6 +162,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
     """
     check_scheme(scheme)
+    if rotate and (rotate < 2 or rotate & (rotate - 1)):
+        raise ValueError(f"rotate must be 0 or a power of two >= 2, got {rotate}")
     if (keep_sensitive > 0 or timestep_groups > 1) and calib is None:
         raise ValueError("keep_sensitive and timestep_groups need calibration inputs (calib=...)")
     start = time.perf_counter()
@@ -179,8 +185,6 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         act = activation_absmax(qmodel, smoothed, batches, t_bounds)
         smooth = {n: smoothing_factors(act[n], qmodel.get_submodule(n).weight, alpha) for n in smoothed}
 
-    if rotate and (rotate < 2 or rotate & (rotate - 1)):
-        raise ValueError(f"rotate must be 0 or a power of two >= 2, got {rotate}")
     opts = {"group_size": group_size, "cache_int8": cache_int8, "rotate": rotate, "kmeans_iters": kmeans_iters}
     new = {n: SCHEMES[layer_scheme[n]][0](qmodel.get_submodule(n), smooth.get(n), t_bounds if n in smooth else None, opts)
            for n in targets}
