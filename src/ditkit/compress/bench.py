@@ -36,6 +36,18 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], repeats: int = 5, 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def parse_variant(name: str) -> tuple[str, dict]:
+    """"w4a8-cached-rot64" -> ("w4a8", {"cache_int8": True, "rotate": 64}): a scheme plus bench suffixes."""
+    base, *suffixes = name.split("-")
+    opts = {"cache_int8": "cached" in suffixes, "rotate": 0}
+    for x in suffixes:
+        if x.startswith("rot"):
+            opts["rotate"] = int(x[3:])
+        elif x != "cached":
+            raise ValueError(f"unknown benchmark suffix {x!r} in {name!r} (use -cached, -rot<b>)")
+    return base, opts
+
+
 def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = ("w8a8",), repeats: int = 7,
                   shapes: Mapping[str, tuple[int, int]] = DIT_B2_LINEARS, group_size: int | None = None) -> list[dict]:
     """One row per layer shape: fp32 ms and, per scheme, ms, speed-up over fp32 and weight bytes."""
@@ -49,10 +61,8 @@ def bench_linears(batch: int = 2, tokens: int = 256, schemes: tuple[str, ...] = 
         x = torch.randn(m, k)
         mods = {"fp32": lin}
         for s in schemes:  # suffixes: "-cached" (W4A8 keeps its unpacked int8 weight), "-rot256" (Hadamard)
-            base, *suffixes = s.split("-")
-            rot = [int(x[3:]) for x in suffixes if x.startswith("rot")]
-            opts = {"group_size": group_size, "cache_int8": "cached" in suffixes, "rotate": rot[0] if rot else 0}
-            mods[s] = SCHEMES[base][0](lin, None, None, opts)
+            base, opts = parse_variant(s)
+            mods[s] = SCHEMES[base][0](lin, None, None, {"group_size": group_size, **opts})
         fns = {s: (lambda mod=mod, x=x: mod(x)) for s, mod in mods.items()}
         with torch.inference_mode():
             t = time_interleaved(fns, repeats)
@@ -75,7 +85,8 @@ def bench_forward(preset: str = "DiT-B/2", batch: int = 2, scheme: str = "w8a8",
     model = DiT(get_preset(preset)).eval()
     for p in model.parameters():  # non-zero adaLN / final layer, as a trained model has
         nn.init.normal_(p, std=0.02)
-    qmodel, report = quantize_model(model, scheme)
+    base, opts = parse_variant(scheme)
+    qmodel, report = quantize_model(model, base, **opts)
     cfg = model.config
     x = torch.randn(batch, cfg.in_channels, *cfg.hw)
     t = torch.full((batch,), 500.0)

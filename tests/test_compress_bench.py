@@ -1,0 +1,25 @@
+"""The compression micro-benchmark runs (tiny shapes; the real numbers come from the CLI)."""
+
+import pytest
+import torch
+
+from ditkit.compress import bench
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_linears_and_forward_small():
+    rows = bench.bench_linears(batch=1, tokens=8, schemes=("w8a8", "w4a8-cached-rot64"), repeats=1,
+                               shapes={"fc": (128, 64)}, group_size=64)
+    assert rows[0]["M"] == 8 and rows[0]["w8a8_speedup"] > 0 and rows[0]["w4a8-cached-rot64_bytes"] > 0
+    f = bench.bench_forward("shapes-tiny", batch=1, scheme="w4a8-cached", repeats=1)
+    assert f["speedup"] > 0 and f["weight_bytes_quantized"] < f["weight_bytes_fp32"]
+    assert bench.parse_variant("w4a8-cached-rot64") == ("w4a8", {"cache_int8": True, "rotate": 64})
+    with pytest.raises(ValueError):
+        bench.parse_variant("w8a8-fast")
