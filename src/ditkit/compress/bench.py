@@ -79,7 +79,7 @@ def bench_forward(preset: str = "DiT-B/2", batch: int = 2, scheme: str = "w8a8",
     """Whole-model forward time, fp32 vs ``quantize_model(model, scheme)`` (default keep_fp)."""
     from ..config import get_preset
     from ..models.dit import DiT
-    from .quantize import quantize_model
+    from .quantize import quantize_model, resident_bytes
 
     torch.manual_seed(0)
     model = DiT(get_preset(preset)).eval()
@@ -95,7 +95,8 @@ def bench_forward(preset: str = "DiT-B/2", batch: int = 2, scheme: str = "w8a8",
         tm = time_interleaved({"fp32": lambda: model(x, t, y), scheme: lambda: qmodel(x, t, y)}, repeats)
     return {"preset": preset, "batch": batch, "tokens": cfg.num_tokens, "fp32_ms": 1e3 * tm["fp32"],
             f"{scheme}_ms": 1e3 * tm[scheme], "speedup": tm["fp32"] / tm[scheme],
-            "weight_bytes_fp32": report["bytes"]["model_fp32"], "weight_bytes_quantized": report["bytes"]["model_quantized"]}
+            "weight_bytes_fp32": report["bytes"]["model_fp32"], "weight_bytes_quantized": report["bytes"]["model_quantized"],
+            "resident_bytes_quantized": resident_bytes(qmodel)}  # after the timed calls: caches filled
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
             f = bench_forward(batch=args.batch, scheme=s, repeats=max(2, args.repeats // 3))
             print(f"DiT-B/2 forward, batch {f['batch']} x {f['tokens']} tokens: fp32 {f['fp32_ms']:.1f} ms, "
                   f"{s} {f[f'{s}_ms']:.1f} ms -> {f['speedup']:.2f}x  "
-                  f"(weights {f['weight_bytes_fp32'] / 2**20:.1f} -> {f['weight_bytes_quantized'] / 2**20:.1f} MiB)")
+                  f"(weights {f['weight_bytes_fp32'] / 2**20:.1f} -> {f['weight_bytes_quantized'] / 2**20:.1f} MiB, "
+                  f"resident {f['resident_bytes_quantized'] / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,12 @@ def weight_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def resident_bytes(model: nn.Module) -> int:
+    """`weight_bytes` plus runtime caches (W4A8's unpacked int8 weights once filled)."""
+    cache = sum(m._w8.numel() * m._w8.element_size() for m in model.modules() if getattr(m, "_w8", None) is not None)
+    return weight_bytes(model) + cache
+
+
 def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | None = None, *,
                    alpha: float | None = 0.5, keep_fp: Sequence[str] = DEFAULT_KEEP_FP,
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
