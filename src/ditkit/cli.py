@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .accel.cli import register as register_accel
 
     register_accel(sub)
+    from .compress.cli import register as register_compress
+
+    register_compress(sub)
 
     i = sub.add_parser("info", help="parameters and FLOPs of a model or preset")
     i.add_argument("--model", help="model folder (default: the bundled shapes model)")
