@@ -164,6 +164,10 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
 def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
     """Load a ditkit model folder. Raises CheckpointError (one clear line) on any problem."""
     state, info = load_model_files(path)
+    if info.get("kind") == "ditkit-dit-quantized":  # packed low-bit weights: rebuilt by ditkit.compress
+        from .compress.files import load_quantized
+
+        return load_quantized(path, device=device)
     if info.get("kind") != "ditkit-dit":
         raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={info.get('kind')!r})")
     try:
