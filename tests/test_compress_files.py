@@ -97,8 +97,7 @@ def test_errors(tmp_path, model):
         load_quantized(tmp_path / "fp32")
     qmodel, _ = quantize_model(model, "w8a8")
     save_quantized(tmp_path / "q", qmodel, FlowMatching())
-    with pytest.raises(CheckpointError, match="kind"):
-        load_pipeline(tmp_path / "q")  # the float loader refuses clearly
+    assert isinstance(load_pipeline(tmp_path / "q").model.blocks[0].attn.qkv, type(qmodel.blocks[0].attn.qkv))
     cfg_path = tmp_path / "q" / "config.json"
     info = json.loads(cfg_path.read_text())
     info["quantization"]["layers"]["blocks.0.attn.qkv"]["type"] = "w2a2"
