@@ -122,6 +122,15 @@ PRESETS["shapes-small"] = DiTConfig(
     num_classes=10, learn_sigma=False, use_rope=True, qk_norm=True,
 )
 
+# Latent diffusion on the bundled shapes autoencoder (assets/shapes-ae: f=4, C=4 -> 8x8x4 latents).
+# Patch 1: every latent cell is a token, so 64 tokens as in shapes-small (same compute per step,
+# the DiT paper's finding that quality follows token count / Gflops), none of the 2x2 grouping a
+# 4x4 token grid (patch 2, 16 tokens) would force on shapes that span only 2-4 latent cells.
+PRESETS["shapes-latent"] = DiTConfig(
+    input_size=8, patch_size=1, in_channels=4, hidden_size=192, depth=8, num_heads=3,
+    num_classes=10, learn_sigma=False, use_rope=True, qk_norm=True,
+)
+
 
 def get_preset(name: str) -> DiTConfig:
     try:

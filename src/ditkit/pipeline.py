@@ -5,6 +5,11 @@ A ditkit model folder holds ``model.safetensors`` and ``config.json``::
     {"kind": "ditkit-dit", "config": {DiTConfig}, "process": {"type": "flow", "flow": {FlowConfig}},
      "class_names": [...], "sampling": {"sampler": "euler", "steps": 50, "cfg_scale": 2.0}, ...}
 
+A latent model also holds its autoencoder (a `LatentCodec`, see `ditkit.models.autoencoder`)
+in the subfolder ``autoencoder/``, named in config.json as ``"autoencoder": {"path": "autoencoder",
+"image_size": [H, W], ...}``; `Pipeline.generate` decodes the sampled latents to images. ``path``
+may also point outside the folder (absolute, or relative to the folder).
+
 `sample(...)` is the one entry point for sampling: it turns labels and a seed into images,
 wrapping the network with guidance (a model-callable wrapper) and running any sampler.
 Initial noise is drawn once for all samples from ``seed``, so results do not depend on the
@@ -25,6 +30,7 @@ from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from .diffusion.guidance import cfg as cfg_wrapper
 from .diffusion.samplers import sample as run_sampler
 from .io.checkpoint import CheckpointError, load_model_files, save_model
+from .models.autoencoder import LatentCodec, check_codec_fits, load_codec, resolve_codec_path
 from .models.dit import DiT
 
 FLOW_SAMPLERS = ("euler", "heun", "dpm++2m")
@@ -46,6 +52,7 @@ class Pipeline:
     class_names: list[str] = field(default_factory=list)
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
     info: dict = field(default_factory=dict)
+    codec: LatentCodec | None = None  # latent models: decodes the DiT's samples to images
 
     @property
     def config(self) -> DiTConfig:
@@ -64,12 +71,22 @@ class Pipeline:
         raise ValueError(f"unknown class {name_or_index!r}; this model knows {names}")
 
     def generate(self, labels, **kwargs) -> torch.Tensor:
-        """Images in [-1, 1], (N, C, H, W), for labels given as names or indices."""
+        """Images in [-1, 1], (N, C, H, W), for labels given as names or indices (latents decoded)."""
         y = torch.tensor([self.class_index(lab) for lab in labels], dtype=torch.long)
         d = self.defaults
         opts = {"sampler": d.sampler, "steps": d.steps, "cfg_scale": d.cfg_scale, "shift": d.shift}
         opts.update({k: v for k, v in kwargs.items() if v is not None})
-        return sample(self.model, y, process=self.process, **opts)
+        out = sample(self.model, y, process=self.process, **opts)
+        return out if self.codec is None else self.decode(out, batch_size=opts.get("batch_size", 64))
+
+    def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Latents (N, C, h, w) from `sample` -> images (N, 3, H, W) clamped to [-1, 1]."""
+        if self.codec is None:
+            return latents
+        device = next(self.codec.parameters()).device if isinstance(self.codec, torch.nn.Module) else "cpu"
+        with torch.inference_mode():
+            return torch.cat([self.codec.decode(latents[i:i + batch_size].to(device)).float().clamp(-1, 1).cpu()
+                              for i in range(0, len(latents), batch_size)])
 
 
 def sample(model, labels: torch.Tensor, *, process: FlowMatching | GaussianDiffusion, sampler: str = "euler",
@@ -146,9 +163,26 @@ def process_info(process: FlowMatching | GaussianDiffusion) -> dict:
 
 
 def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, defaults: SamplingDefaults | None = None,
-                  dtype: torch.dtype = torch.float32, extra: dict | None = None) -> None:
-    """Write a model folder atomically; weights may be stored in half precision to save space."""
+                  dtype: torch.dtype = torch.float32, extra: dict | None = None, autoencoder: str | Path | None = None,
+                  copy_autoencoder: bool = True) -> None:
+    """Write a model folder atomically; weights may be stored in half precision to save space.
+
+    `autoencoder`: the folder of the codec a latent model was trained with; it is copied into the
+    model folder as ``autoencoder/`` (self-contained), or with ``copy_autoencoder=False`` referenced
+    by its absolute path (e.g. a large diffusers VAE).
+    """
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    subfolders, ae_info = {}, None
+    if autoencoder is not None:
+        src = resolve_codec_path(autoencoder)
+        codec = load_codec(src)
+        f = codec.downsample
+        image_hw = [model.config.hw[0] * f, model.config.hw[1] * f]
+        check_codec_fits(codec, image_hw, model.config.in_channels, model.config.hw)
+        ae_info = {"path": "autoencoder" if copy_autoencoder else str(src.resolve()), "name": codec.name,
+                   "image_size": image_hw}
+        if copy_autoencoder:
+            subfolders["autoencoder"] = src
     info = {
         "kind": "ditkit-dit",
         "config": model.config.to_dict(),
@@ -158,7 +192,26 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
         "weights_dtype": str(dtype).replace("torch.", ""),
         **(extra or {}),
     }
-    save_model(folder, state, info)
+    if ae_info is not None:
+        info["autoencoder"] = ae_info
+    save_model(folder, state, info, subfolders=subfolders)
+
+
+def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
+    """The autoencoder named in a model folder's config.json (None for a pixel model), checked against the DiT."""
+    ae = info.get("autoencoder")
+    if not ae:
+        return None
+    folder = Path(path)
+    folder = folder.parent if folder.suffix == ".safetensors" else folder
+    try:
+        codec = load_codec(resolve_codec_path(ae["path"], base=folder))
+        config = DiTConfig.from_dict(info["config"])
+        check_codec_fits(codec, ae.get("image_size") or [s * codec.downsample for s in config.hw],
+                         config.in_channels, config.hw, where=f"the DiT in {folder}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}: bad autoencoder entry: {e}") from None
+    return codec
 
 
 def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
@@ -186,4 +239,7 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> Pipel
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval()
     defaults = SamplingDefaults(**info.get("sampling", {}))
-    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info)
+    codec = codec_from_info(path, info)
+    if isinstance(codec, torch.nn.Module):
+        codec.to(device).eval()
+    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info, codec)

@@ -98,11 +98,17 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt safetensors file {path}: {str(e).splitlines()[0]}") from None
 
 
-def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], info: dict) -> None:
-    """Write a model folder (``model.safetensors`` + ``config.json``) atomically as a whole."""
+def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], info: dict,
+               subfolders: dict[str, str | os.PathLike] | None = None) -> None:
+    """Write a model folder (``model.safetensors`` + ``config.json``) atomically as a whole.
+
+    ``subfolders`` maps a name inside the folder to a directory copied there (e.g. the autoencoder).
+    """
     with atomic_dir(folder) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state_dict.items()}, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        for name, src in (subfolders or {}).items():
+            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns(".*"))
 
 
 def load_model_files(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

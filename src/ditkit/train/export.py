@@ -4,6 +4,7 @@
 
 The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipeline`), with the run's
 training summary (steps, wall time, recipe) in config.json and a copy of ``train_log.jsonl``.
+A latent run's autoencoder is copied into the folder as ``autoencoder/`` (self-contained).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from ..data.shapes import CLASSES
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
+from ..models.autoencoder import codec_fingerprint, resolve_codec_path
 from ..models.dit import DiT
 from ..pipeline import SamplingDefaults, save_pipeline
 from .trainer import TrainConfig
@@ -44,8 +46,14 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
         "command": command,
     }
     class_names = list(CLASSES) if cfg.dataset == "shapes" else []
+    autoencoder = None
+    if cfg.autoencoder is not None:
+        autoencoder = resolve_codec_path(cfg.autoencoder)
+        trained_with = state.get("autoencoder_fingerprint")
+        if trained_with is not None and trained_with != codec_fingerprint(autoencoder):
+            raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
     save_pipeline(out_dir, model, FlowMatching(cfg.flow), class_names=class_names, defaults=defaults,
-                  dtype=DTYPES[dtype], extra={"training": summary})
+                  dtype=DTYPES[dtype], extra={"training": summary}, autoencoder=autoencoder)
     log = run_dir / "train_log.jsonl"
     if log.is_file():
         with atomic_write(Path(out_dir) / "train_log.jsonl") as tmp:

@@ -7,6 +7,12 @@ the *global* batch, and each rank takes its rows. So a run resumed from a checkp
 the same steps exactly, and N processes over a global batch follow the same trajectory (up to
 float reduction order) as one process over the same global batch.
 
+Latent diffusion. With ``TrainConfig.autoencoder`` (an autoencoder folder, see
+`ditkit.models.autoencoder`) the dataset is rendered at the image size (latent size x f) and
+every batch is encoded by the frozen autoencoder (no grad) before the flow loss; the noise has
+the latent's shape. The autoencoder's weights fingerprint is saved in each checkpoint, so a
+resume with a different autoencoder is refused.
+
 Layout of ``out_dir``::
 
     train_config.json            the TrainConfig (and model config) of the run
@@ -36,6 +42,7 @@ from tqdm import tqdm
 from ..config import DiTConfig
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
+from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
 from ..models.dit import DiT
 
 
@@ -64,6 +71,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     snapshot_every: int = 0  # save EMA snapshots for learning curves (0 = never)
     bf16: bool = True  # autocast to bf16 on CUDA only (bf16 is slow on CPUs without AMX)
+    autoencoder: str | None = None  # frozen autoencoder folder for latent diffusion; None = pixel space
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -156,7 +164,18 @@ class Trainer:
                 f"{self.world} x {cfg.grad_accum}"
             )
         self.micro = cfg.batch_size // (self.world * cfg.grad_accum)
-        self.dataset = dataset if dataset is not None else build_dataset(cfg)
+        self.codec, self.codec_fingerprint = None, None
+        if cfg.autoencoder is not None:
+            ae_path = resolve_codec_path(cfg.autoencoder)
+            self.codec = load_codec(ae_path)
+            self.codec_fingerprint = codec_fingerprint(ae_path)
+            if isinstance(self.codec, nn.Module):
+                self.codec.to(self.device).eval().requires_grad_(False)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg, self.codec)
+        if self.codec is not None:  # the latent of one dataset image must be what the DiT models
+            image = self.dataset[0][0]  # (3, H, W)
+            check_codec_fits(self.codec, image.shape[-2:], cfg.model.in_channels, cfg.model.hw, where="the model config")
+            self.latent_shape = (cfg.model.in_channels, *cfg.model.hw)
         self.process = FlowMatching(cfg.flow)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
@@ -191,7 +210,8 @@ class Trainer:
         x = torch.stack([it[0] for it in items])
         y = torch.tensor([int(it[1]) for it in items])
         g2 = torch.Generator().manual_seed(noise_seed)
-        noise = torch.randn((cfg.batch_size, *x.shape[1:]), generator=g2)[lo:hi]
+        shape = self.latent_shape if self.codec is not None else x.shape[1:]  # noise lives where the DiT works
+        noise = torch.randn((cfg.batch_size, *shape), generator=g2)[lo:hi]
         s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
         drop = (torch.rand(cfg.batch_size, generator=g2) < cfg.model.class_dropout_prob).long()[lo:hi]
         return x, y, noise, s, drop
@@ -208,6 +228,8 @@ class Trainer:
             "train_config": self.cfg.to_dict(),
             "optimizer": opt_meta,
         }
+        if self.codec_fingerprint is not None:
+            state["autoencoder_fingerprint"] = self.codec_fingerprint
         with atomic_dir(self.ckpt_dir / name) as tmp:
             save_tensors(tmp / "model.safetensors", self.model.state_dict())
             save_tensors(tmp / "ema.safetensors", self.ema.state_dict())
@@ -226,6 +248,9 @@ class Trainer:
         saved = TrainConfig.from_dict(state["train_config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"checkpoint {path} was trained with a different model config")
+        if state.get("autoencoder_fingerprint") != self.codec_fingerprint:
+            raise CheckpointError(f"checkpoint {path} was trained with a different autoencoder "
+                                  f"({state.get('autoencoder_fingerprint')} vs {self.codec_fingerprint} now)")
         self.model.load_state_dict(load_tensors(path / "model.safetensors"))
         self.ema.load_state_dict(load_tensors(path / "ema.safetensors"))
         self.opt.load_state_dict(_optimizer_state(load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
@@ -246,6 +271,9 @@ class Trainer:
             group["lr"] = lr_at(cfg, self.step)
         x, y, noise, s, drop = self._batch(self.step)
         x, y, noise, s, drop = (v.to(self.device) for v in (x, y, noise, s, drop))
+        if self.codec is not None:
+            with torch.no_grad():
+                x = self.codec.encode(x).float()  # (B, C, h, w) normalised latents
         y = torch.where(drop.bool(), torch.full_like(y, cfg.model.num_classes), y)  # CFG label drop
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
@@ -314,11 +342,13 @@ class Trainer:
         return {"step": self.step, "elapsed_seconds": self.elapsed, "done": self.step >= cfg.steps}
 
 
-def build_dataset(cfg: TrainConfig):
+def build_dataset(cfg: TrainConfig, codec=None):
     from ..data.folder import ImageFolderDataset
     from ..data.shapes import ShapesDataset
 
     h, w = cfg.model.hw
+    if codec is not None:  # images at the size whose latent the model sees
+        h, w = h * codec.downsample, w * codec.downsample
     if cfg.dataset == "shapes":
         if h != w:
             raise ValueError("the shapes dataset is square; use a square input_size")
