@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,8 +31,10 @@ from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from .diffusion.guidance import cfg as cfg_wrapper
 from .diffusion.samplers import sample as run_sampler
 from .io.checkpoint import CheckpointError, load_model_files, save_model
-from .models.autoencoder import LatentCodec, check_codec_fits, load_codec, resolve_codec_path
 from .models.dit import DiT
+
+if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
+    from .models.autoencoder import LatentCodec
 
 FLOW_SAMPLERS = ("euler", "heun", "dpm++2m")
 GAUSSIAN_SAMPLERS = ("ddpm", "ddim", "dpm++2m")
@@ -174,6 +177,8 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     subfolders, ae_info = {}, None
     if autoencoder is not None:
+        from .models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
+
         src = resolve_codec_path(autoencoder)
         codec = load_codec(src)
         f = codec.downsample
@@ -199,6 +204,8 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
 
 def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
     """The autoencoder named in a model folder's config.json (None for a pixel model), checked against the DiT."""
+    from .models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
+
     ae = info.get("autoencoder")
     if not ae:
         return None

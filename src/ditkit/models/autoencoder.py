@@ -33,7 +33,14 @@ then sets the exact scale the diffusion model sees. Loss: MSE (which is what PSN
 Train the bundled one (fresh renders, dataset seed 4000; held-out evaluation seed 5000; the
 bundled classifier judges the reconstructions)::
 
-    python -m ditkit.models.autoencoder --out assets/shapes-ae --steps 1600 --batch-size 64 --lr 2e-3 --threads 1
+    python -m ditkit.models.autoencoder --out assets/shapes-ae --steps 12000 --batch-size 8 --lr 1e-3 --threads 1
+
+Bundled result (f=4, C=4, widths 32/64/64, 451k parameters, 1.8 MB): 8x8x4 latents; 594 s of
+training on 1 CPU thread; on 2,000 held-out images PSNR 36.6 dB, SSIM 0.969, and the bundled
+classifier recognises 100 % of the reconstructions (100 % of the originals). The decoder
+tolerates generator error: Gaussian noise of σ 0.1 / 0.2 / 0.3 on the normalised latents still
+decodes to 99.9 / 99.4 / 95.2 % classifier accuracy. At equal compute, small batches won
+(300 steps x 64: 24.2 dB; 600 x 32: 25.9; 1200 x 16: 27.5; 2400 x 8: 28.2 dB), hence batch 8.
 """
 
 from __future__ import annotations
@@ -368,7 +375,7 @@ def evaluate_autoencoder(model: Autoencoder, images: torch.Tensor, labels: torch
     return out
 
 
-def train_autoencoder(out_dir, steps: int = 1600, batch_size: int = 64, lr: float = 2e-3, seed: int = 0, log=print, *,
+def train_autoencoder(out_dir, steps: int = 12_000, batch_size: int = 8, lr: float = 1e-3, seed: int = 0, log=print, *,
                       config: AutoencoderConfig = AutoencoderConfig(), num_train: int = 50_000, num_eval: int = 2_000,
                       num_stats: int = 4_000, classifier: str | Path | None = "default", warmup_frac: float = 0.03,
                       command: str | None = None) -> dict:
@@ -452,9 +459,9 @@ def train_autoencoder(out_dir, steps: int = 1600, batch_size: int = 64, lr: floa
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Train the shapes autoencoder (see ditkit.models.autoencoder).")
     parser.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
-    parser.add_argument("--steps", type=int, default=1600)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--steps", type=int, default=12_000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--downsample", type=int, default=AutoencoderConfig.downsample)
     parser.add_argument("--latent-channels", type=int, default=AutoencoderConfig.latent_channels)
