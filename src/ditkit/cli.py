@@ -13,19 +13,13 @@ import os
 import sys
 import time
 
+from .cli_types import positive_int as _positive_int
+
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2."""
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _interval(s: str) -> tuple[float, float]:

@@ -17,12 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+from ..cli_types import positive_int as _positive_int
 
 
 def _common(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:

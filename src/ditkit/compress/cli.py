@@ -14,15 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+from ..cli_types import positive_int as _positive_int
 
 
 def _override(s: str) -> tuple[str, str]:
