@@ -53,6 +53,11 @@ def main(argv=None) -> int:
     ref, _ = ShapesDataset(2000, seed=3000).materialize()
     ref_feats = classifier_features(clf, to_tensor(ref))
     labels = torch.arange(args.samples) % cfg.model.num_classes
+    codec = None
+    if cfg.autoencoder:  # a latent model: decode its samples with the run's autoencoder
+        from ditkit.models.autoencoder import load_autoencoder, resolve_codec_path
+
+        codec = load_autoencoder(resolve_codec_path(cfg.autoencoder))
     rows = []
     for snap in snaps:
         with safe_open(str(snap), "pt") as f:
@@ -61,6 +66,9 @@ def main(argv=None) -> int:
         model.load_state_dict(load_tensors(snap))
         images = sample(model, labels, process=process, sampler=args.sampler, steps=args.steps,
                         cfg_scale=args.cfg_scale, seed=0, batch_size=100)
+        if codec is not None:
+            with torch.no_grad():
+                images = codec.decode(images).clamp(-1, 1)
         res = evaluate_samples(clf, images, labels, reference_images=None)
         fd = frechet_distance(classifier_features(clf, images), ref_feats)
         row = {"step": int(meta.get("step", 0)), "training_minutes": round(float(meta.get("elapsed_seconds", 0)) / 60, 1),
