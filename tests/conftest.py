@@ -8,6 +8,15 @@ from ditkit.pipeline import SamplingDefaults
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one CPU thread (kernel timings and int8 paths are steadier)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny (untrained) shapes model folder, as `ditkit train` + export would write it."""

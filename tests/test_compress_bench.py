@@ -1,17 +1,10 @@
 """The compression micro-benchmark runs (tiny shapes; the real numbers come from the CLI)."""
 
 import pytest
-import torch
 
 from ditkit.compress import bench
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_linears_and_forward_small():

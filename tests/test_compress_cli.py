@@ -3,18 +3,11 @@
 import json
 
 import pytest
-import torch
 
 from ditkit.compress.cli import main
 from ditkit.compress.files import load_quantized
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_quantize_command_writes_a_loadable_folder(tiny_model_dir, tmp_path, capsys):

@@ -16,16 +16,11 @@ from ditkit.io.checkpoint import CheckpointError
 SMALL_HEADS = {"adaLN_modulation": "w8a16", "final_layer": "w8a16"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model(_one_thread):
+def model(one_thread):
     torch.manual_seed(0)
     m = DiT(get_preset("shapes-tiny").replace(hidden_size=128)).eval()
     for p in m.parameters():

@@ -8,13 +8,7 @@ from ditkit import DiT, FlowMatching, get_preset
 from ditkit.compress import kernel_calls, load_quantized, quantize_model, save_quantized
 from ditkit.compress.fp import E2M1_MAGNITUDES, FPLinear, _e2m1_groups, e2m1_decode, e2m1_encode
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_e2m1_grid_and_nearest_rounding():

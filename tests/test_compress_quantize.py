@@ -19,7 +19,7 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(_one_thread):
+def tiny(one_thread):
     torch.manual_seed(0)
     model = DiT(get_preset("shapes-tiny")).eval()
     for p in model.parameters():  # random non-zero weights (no adaLN-Zero)

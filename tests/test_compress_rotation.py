@@ -8,13 +8,7 @@ from ditkit import DiT, FlowMatching, get_preset
 from ditkit.compress import Int8Linear, W4A8Linear, load_quantized, quantize_model, save_quantized
 from ditkit.compress.rotation import block_size_for, hadamard_matrix, rotate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_hadamard_is_orthogonal_and_symmetric():

@@ -11,17 +11,11 @@ from ditkit.compress import load_quantized, quantize_model, save_quantized
 from ditkit.compress.vq import VQLinear, kmeans, pack_codes, unpack_codes
 from ditkit.compress.vq_calibrate import SoftVQLinear, calibrate_vq
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny(_one_thread):
+def tiny(one_thread):
     torch.manual_seed(0)
     m = DiT(get_preset("shapes-tiny")).eval()
     for p in m.parameters():

@@ -9,13 +9,7 @@ from ditkit.compress import collect_calibration, kernel_calls, quantize_model
 from ditkit.compress.packing import pack_int4, unpack_int4, unpack_uint4
 from ditkit.compress.w4 import W4A8Linear, W4A16Linear
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _linear(k, n, seed=0):
