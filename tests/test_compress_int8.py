@@ -25,12 +25,7 @@ def _linear(k=48, n=40, seed=0):
     return lin
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: threads only add sync overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_matches_fp32_within_quantization_bound():

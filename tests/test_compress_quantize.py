@@ -9,13 +9,7 @@ from ditkit import DiT, FlowMatching, get_preset
 from ditkit.compress import Int8Linear, collect_calibration, kernel_calls, quantize_model
 from ditkit.compress.calibrate import timestep_bounds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: threads only add sync overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ DIFFUSERS_NUMERICS = {"timestep_freq_shift": 1, "mlp_norm_eps": 1e-5}
 CLASSES = [f"class-{i}" for i in range(10)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random(model, seed=0):

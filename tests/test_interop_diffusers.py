@@ -27,12 +27,7 @@ TINY = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, dept
 DIFFUSERS_NUMERICS = {"timestep_freq_shift": 1, "mlp_norm_eps": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -41,12 +41,7 @@ LABELS = torch.tensor([3, 7])
 DATA_STD = 0.5  # the callables are the exact denoisers of x0 ~ N(0, 0.5²), plus a small random DiT
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_dit(learn_sigma: bool) -> DiT:

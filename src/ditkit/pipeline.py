@@ -30,7 +30,7 @@ from .diffusion.flow import FlowConfig, FlowMatching
 from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from .diffusion.guidance import cfg as cfg_wrapper
 from .diffusion.samplers import sample as run_sampler
-from .io.checkpoint import CheckpointError, load_model_files, save_model
+from .io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
 from .models.dit import DiT
 
 if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
@@ -235,14 +235,7 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu") -> Pipel
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"bad model config in {path}: {e}") from None
     model = DiT(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, the config needs {tuple(expected[k].shape)}")
+    check_state_dict(state, model.state_dict(), path)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.to(device).eval()
     defaults = SamplingDefaults(**info.get("sampling", {}))

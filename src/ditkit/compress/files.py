@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..config import DiTConfig
-from ..io.checkpoint import CheckpointError, load_model_files, save_model
+from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
 from ..models.dit import DiT
 from ..pipeline import Pipeline, SamplingDefaults, process_from_info, process_info
 from .calibrate import TimestepRouter
@@ -131,15 +131,7 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_i
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"bad config in {path}: {e}") from None
     model = build_quantized(config, qinfo, cache_int8)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for k, v in state.items():
-        if v.shape != expected[k].shape or v.dtype != expected[k].dtype:
-            raise CheckpointError(f"{path}: {k} is {v.dtype} {tuple(v.shape)}, the config needs "
-                                  f"{expected[k].dtype} {tuple(expected[k].shape)}")
+    check_state_dict(state, model.state_dict(), path, check_dtype=True)
     model.load_state_dict(state)
     model.to(device).eval()
     defaults = SamplingDefaults(**info.get("sampling", {}))

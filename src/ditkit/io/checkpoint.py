@@ -98,6 +98,22 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt safetensors file {path}: {str(e).splitlines()[0]}") from None
 
 
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source,
+                     check_dtype: bool = False) -> None:
+    """Raise CheckpointError unless `state` has exactly the keys of `expected`, with the same shapes
+    (and dtypes, for packed low-bit tensors whose dtype is part of the format)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, v in state.items():
+        want = expected[k]
+        if v.shape != want.shape or (check_dtype and v.dtype != want.dtype):
+            got = f"{v.dtype} " if check_dtype else ""
+            need = f"{want.dtype} " if check_dtype else ""
+            raise CheckpointError(f"{source}: {k} has shape {got}{tuple(v.shape)}, the config needs {need}{tuple(want.shape)}")
+
+
 def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], info: dict,
                subfolders: dict[str, str | os.PathLike] | None = None) -> None:
     """Write a model folder (``model.safetensors`` + ``config.json``) atomically as a whole.
