@@ -175,14 +175,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=True)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                attn_mask: torch.Tensor | None = None, kv_hook=None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, kv_hook=None, core=None) -> torch.Tensor:
         """x: (N, T, D) -> (N, T, D).
 
         ``kv_hook(k, v) -> (k, v)``, if given, sees the keys and values of the T query tokens
         (after QK-norm and RoPE, each (N, H, T, hd)) and returns those to attend over, which may
         be longer (N, H, S, hd): a KV cache lets a token subset attend to every token
         (region-adaptive sampling, ``ditkit.accel.ras``). ``rope`` tables may be (T, hd) or
-        per sample (N, 1, T, hd).
+        per sample (N, 1, T, hd). ``core(q, k, v) -> (N, H, T, hd)``, if given, replaces SDPA
+        (sparse masks, score modifiers: ``ditkit.models.video_attention``).
         """
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim)  # (N, T, 3, H, hd)
@@ -192,7 +193,10 @@ class Attention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv_hook is not None:
             k, v = kv_hook(k, v)  # (N, H, S, hd) each
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, H, T, hd)
+        if core is not None:
+            out = core(q, k, v)  # (N, H, T, hd)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, H, T, hd)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))  # (N, T, D)
 
 
