@@ -51,6 +51,8 @@ def cmd_generate(args) -> None:
     from .io.media import save_grid
 
     pipe = _load(args.model)
+    if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
+        pipe.use_vae(args.vae)
     if args.classes == "all":
         classes = list(range(pipe.config.num_classes))
     else:
@@ -187,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n-per-class", type=_positive_int, default=8)
     g.add_argument("--out", default="samples.png", help="output PNG grid")
     g.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the grid")
+    g.add_argument("--vae", help="decode with this autoencoder folder (diffusers AutoencoderKL or ditkit) "
+                                 "instead of the model folder's own")
     g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)")
@@ -234,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .accel.cli import register as register_accel
 
     register_accel(sub)
+    from .data.cli import register as register_encode
+
+    register_encode(sub)
     from .compress.cli import register as register_compress
 
     register_compress(sub)

@@ -82,6 +82,20 @@ class Pipeline:
         out = sample(self.model, y, process=self.process, **opts)
         return out if self.codec is None else self.decode(out, batch_size=opts.get("batch_size", 64))
 
+    def use_vae(self, path: str | Path) -> None:
+        """Decode with the autoencoder folder `path` (e.g. a diffusers AutoencoderKL in the sd-vae-ft-ema
+        layout, or a ditkit autoencoder) instead of the model folder's own; ValueError if it does not fit."""
+        from .models.autoencoder import load_codec, resolve_codec_path
+
+        codec = load_codec(resolve_codec_path(path))
+        n = self.config.in_channels
+        if codec.latent_channels != n:
+            hint = " (a pixel-space model needs no VAE)" if self.codec is None and n == 3 else ""
+            raise ValueError(f"VAE {path} has {codec.latent_channels} latent channels, but the model's in_channels "
+                             f"is {n}{hint}")
+        device = next(self.model.parameters()).device if isinstance(self.model, torch.nn.Module) else "cpu"
+        self.codec = codec.to(device).eval() if isinstance(codec, torch.nn.Module) else codec
+
     def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Latents (N, C, h, w) from `sample` -> images (N, 3, H, W) clamped to [-1, 1]."""
         if self.codec is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.latent_cache import cache_class_names
 from ..data.shapes import CLASSES
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
@@ -45,7 +46,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
         "recipe": cfg.to_dict(),
         "command": command,
     }
-    class_names = list(CLASSES) if cfg.dataset == "shapes" else []
+    class_names = list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)  # latents:DIR
     autoencoder = None
     if cfg.autoencoder is not None:
         autoencoder = resolve_codec_path(cfg.autoencoder)

@@ -10,8 +10,10 @@ float reduction order) as one process over the same global batch.
 Latent diffusion. With ``TrainConfig.autoencoder`` (an autoencoder folder, see
 `ditkit.models.autoencoder`) the dataset is rendered at the image size (latent size x f) and
 every batch is encoded by the frozen autoencoder (no grad) before the flow loss; the noise has
-the latent's shape. The autoencoder's weights fingerprint is saved in each checkpoint, so a
-resume with a different autoencoder is refused.
+the latent's shape. With ``dataset="latents:DIR"`` (a cache written by ``ditkit encode``, see
+`ditkit.data.latent_cache`) the batches are those latents, checked against the model config, and
+the cache's VAE becomes the run's autoencoder. The autoencoder's weights fingerprint is saved in
+each checkpoint, so a resume with a different autoencoder is refused.
 
 Layout of ``out_dir``::
 
@@ -40,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import DiTConfig
+from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
@@ -165,7 +168,11 @@ class Trainer:
             )
         self.micro = cfg.batch_size // (self.world * cfg.grad_accum)
         self.codec, self.codec_fingerprint = None, None
-        if cfg.autoencoder is not None:
+        cache = open_training_cache(cfg) if dataset is None else None  # "latents:DIR" from `ditkit encode`
+        if cache is not None:  # already latents: no codec in the loop; the cache's VAE is the run's autoencoder
+            self.cfg = cfg = dataclasses.replace(cfg, autoencoder=cfg.autoencoder or cache.vae["path"])
+            self.codec_fingerprint, dataset = cache.vae["fingerprint"], cache
+        elif cfg.autoencoder is not None:
             ae_path = resolve_codec_path(cfg.autoencoder)
             self.codec = load_codec(ae_path)
             self.codec_fingerprint = codec_fingerprint(ae_path)
