@@ -1,0 +1,192 @@
+"""Video DiT: 3D patches, 3D RoPE, per-frame timesteps, factorized attention, image -> video init."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ditkit.config import DiTConfig
+from ditkit.models.dit import DiT
+from ditkit.models.layers import apply_rope, grid_positions, rope_tables
+from ditkit.models.video_dit import (
+    VideoDiT,
+    VideoDiTBlock,
+    VideoDiTConfig,
+    init_from_image,
+    rope_frequencies,
+    rope_tables_3d,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny(**kw) -> DiTConfig:
+    base = dict(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2,
+                num_classes=5, learn_sigma=False, use_rope=True, qk_norm=True)
+    base.update(kw)
+    return DiTConfig(**base)
+
+
+def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> None:
+    """Give every parameter a random value (zero-initialised branches would hide bugs); eval mode (no label drop)."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("attention", ["full", "factorized"])
+@pytest.mark.parametrize("pt", [1, 2])
+def test_shapes_and_backward(attention, pt):
+    cfg = VideoDiTConfig(dit=tiny(), num_frames=4, temporal_patch=pt, attention=attention)
+    model = VideoDiT(cfg)
+    perturb(model)
+    x = torch.randn(2, 4, 3, 8, 8)
+    out = model(x, torch.tensor([10.0, 500.0]), torch.tensor([0, 3]))
+    assert out.shape == (2, 4, 3, 8, 8)
+    out.square().mean().backward()
+    assert model.x_embedder.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("use_rope,use_abs_pos", [(True, True), (True, False), (False, True)])
+def test_one_frame_clip_is_the_image_model(use_rope, use_abs_pos):
+    image = DiT(tiny(use_rope=use_rope, use_abs_pos=use_abs_pos))
+    perturb(image)
+    video = init_from_image(VideoDiT(VideoDiTConfig(dit=image.config, num_frames=1)), image.state_dict()).eval()
+    x, t, y = torch.randn(3, 3, 8, 8), torch.tensor([1.0, 400.0, 999.0]), torch.tensor([0, 2, 4])
+    ref = image(x, t, y)
+    out = video(x.unsqueeze(1), t, y)  # (N, 1, C, H, W)
+    torch.testing.assert_close(out[:, 0], ref, atol=1e-5, rtol=1e-5)
+    out_vec = video(x.unsqueeze(1), t[:, None], y)  # per-frame t of one frame
+    torch.testing.assert_close(out_vec[:, 0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_inflated_temporal_patch_repeats_the_image():
+    image = DiT(tiny())
+    perturb(image)
+    video = init_from_image(VideoDiT(VideoDiTConfig(dit=image.config, num_frames=2, temporal_patch=2)), image.state_dict()).eval()
+    x, t, y = torch.randn(2, 3, 8, 8), torch.tensor([3.0, 700.0]), torch.tensor([1, 1])
+    out = video(torch.stack([x, x], dim=1), t, y)  # a still two-frame clip is one token frame
+    ref = image(x, t, y)
+    torch.testing.assert_close(out[:, 0], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 1], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_init_from_image_rejects_other_shapes():
+    image = DiT(tiny(hidden_size=64))
+    video = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=2))
+    with pytest.raises(ValueError, match="does not fit"):
+        init_from_image(video, image.state_dict()).eval()
+    with pytest.raises(ValueError, match="lacks"):
+        init_from_image(video, {"x_embedder.proj.bias": torch.zeros(32)})
+
+
+@pytest.mark.parametrize("attention", ["full", "factorized"])
+def test_constant_frame_times_equal_clip_time(attention):
+    model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=4, attention=attention))
+    perturb(model)
+    x, y = torch.randn(2, 4, 3, 8, 8), torch.tensor([0, 1])
+    t = torch.tensor([250.0, 800.0])
+    torch.testing.assert_close(model(x, t[:, None].expand(2, 4), y), model(x, t, y), atol=1e-5, rtol=1e-5)
+    t_vec = torch.tensor([[0.0, 300.0, 600.0, 900.0]] * 2)
+    assert not torch.allclose(model(x, t_vec, y), model(x, t, y), atol=1e-3)
+
+
+def test_per_frame_time_modulates_only_its_frame():
+    block = VideoDiTBlock(tiny(), 0, axes="space")
+    perturb(block)
+    model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=2))
+    ctx = model.token_context((2, 4, 4), "cpu")
+    x = torch.randn(1, 32, 32)  # two frames of 16 tokens
+    c = torch.randn(1, 2, 32)  # (N, f, D)
+    both = block(x, c, ctx)
+    ctx1 = model.token_context((1, 4, 4), "cpu")
+    for j in range(2):
+        alone = block(x[:, 16 * j:16 * (j + 1)], c[:, j], ctx1)
+        torch.testing.assert_close(both[:, 16 * j:16 * (j + 1)], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_pt2_needs_equal_times_within_a_patch():
+    model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=4, temporal_patch=2))
+    x, y = torch.randn(1, 4, 3, 8, 8), torch.tensor([0])
+    model(x, torch.tensor([[5.0, 5.0, 9.0, 9.0]]), y)
+    with pytest.raises(ValueError, match="equal within"):
+        model(x, torch.tensor([[5.0, 6.0, 9.0, 9.0]]), y)
+    with pytest.raises(ValueError, match="t must have shape"):
+        model(x, torch.tensor([[5.0, 9.0]]), y)
+    with pytest.raises(ValueError, match="expected clips"):
+        model(torch.randn(1, 3, 3, 8, 8), torch.tensor([1.0]), y)
+
+
+def test_factorized_blocks_mix_only_along_their_axes():
+    model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=3, attention="factorized"))
+    perturb(model)
+    space, time = model.blocks[0], model.blocks[1]
+    assert (space.axes, time.axes) == ("space", "time")
+    ctx = model.token_context((3, 4, 4), "cpu")
+    c = torch.randn(1, 32)
+    x = torch.randn(1, 48, 32)
+    x2 = x.clone()
+    x2[:, 0] += torch.randn(32)  # token (frame 0, row 0, col 0); not a constant, which LayerNorm removes
+    changed_space = (space(x2, c, ctx) - space(x, c, ctx)).abs().amax(-1)[0] > 1e-6  # (T,)
+    changed_time = (time(x2, c, ctx) - time(x, c, ctx)).abs().amax(-1)[0] > 1e-6
+    pos = ctx.positions
+    assert torch.equal(changed_space, pos[:, 0] == 0)  # the whole first frame, nothing else
+    assert torch.equal(changed_time, (pos[:, 1] == 0) & (pos[:, 2] == 0))  # that location in every frame
+
+
+@pytest.mark.parametrize("layout", ["image", "axial"])
+def test_rope_3d_is_relative(layout):
+    cfg = VideoDiTConfig(dit=tiny(hidden_size=64, num_heads=2), rope_layout=layout, temporal_rope_pairs=2)
+    omega = rope_frequencies(cfg)
+    assert omega.shape == (16, 3) and (omega[:, 0] > 0).any() and (omega[:, 1] > 0).any() and (omega[:, 2] > 0).any()
+    pos = torch.tensor([[0, 1, 2], [3, 0, 1], [2, 3, 3], [5, 4, 6]])
+    shift = torch.tensor([[4, 2, 1]])
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 4, 32, generator=g), torch.randn(1, 1, 4, 32, generator=g)
+
+    def scores(p):
+        cos, sin = rope_tables_3d(omega, p)
+        return apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-1, -2)
+
+    torch.testing.assert_close(scores(pos), scores(pos + shift), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(scores(pos), scores(pos * torch.tensor([[2, 1, 1]])), atol=1e-3)  # frame gaps matter
+
+
+def test_image_layout_frame0_tables_equal_the_image_tables():
+    cfg = VideoDiTConfig(dit=tiny(hidden_size=64), rope_layout="image")
+    pos3 = grid_positions(1, 4, 4)
+    cos3, sin3 = rope_tables_3d(rope_frequencies(cfg), pos3)
+    cos2, sin2 = rope_tables(cfg.dit.head_dim, grid_positions(4, 4), cfg.dit.rope_theta)
+    assert torch.equal(cos3, cos2) and torch.equal(sin3, sin2)
+
+
+def test_attention_core_hook_sees_layer_grid_axes():
+    model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=2, attention="factorized"))
+    perturb(model)
+    x, t, y = torch.randn(1, 2, 3, 8, 8), torch.tensor([100.0]), torch.tensor([2])
+    ref = model(x, t, y)
+    calls = []
+
+    def core(q, k, v, *, layer, grid, axes):
+        calls.append((layer, grid, axes, tuple(q.shape)))
+        return F.scaled_dot_product_attention(q, k, v)
+
+    model.attention_core = core
+    torch.testing.assert_close(model(x, t, y), ref)
+    assert calls == [(0, (1, 4, 4), "space", (2, 2, 16, 16)), (1, (2, 1, 1), "time", (16, 2, 2, 16))]
+
+
+def test_text_hook_starts_as_a_no_op_and_config_round_trips():
+    cfg = VideoDiTConfig(dit=tiny(), num_frames=2, text_dim=7, rope_layout="axial", rope_dims=(4, 6, 6))
+    assert VideoDiTConfig.from_dict(cfg.to_dict()) == cfg
+    model = VideoDiT(cfg)
+    perturb(model.blocks)
+    x, t, y = torch.randn(1, 2, 3, 8, 8), torch.tensor([10.0]), torch.tensor([1])
+    torch.testing.assert_close(model(x, t, y, text=torch.randn(1, 7)), model(x, t, y))
+    with pytest.raises(ValueError, match="unknown VideoDiTConfig"):
+        VideoDiTConfig.from_dict({"frames": 3})
+    with pytest.raises(ValueError, match="rope_dims"):
+        VideoDiTConfig(dit=tiny(), rope_layout="axial", rope_dims=(4, 4, 4))
+    with pytest.raises(ValueError, match="attention"):
+        VideoDiTConfig(dit=tiny(), attention="sparse")
