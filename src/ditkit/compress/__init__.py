@@ -13,12 +13,17 @@ and vector quantization "vq2" / "vq3" (k-means codebooks; refine with `calibrate
 
 Every quantized layer states how it computes (``report["kernels"]``): a real integer kernel, or a
 dequantize-then-float-matmul labelled as such.
+
+Depth pruning (TinyFusion learned k-of-n masks, an importance baseline, distillation): see
+`ditkit.compress.prune`, `ditkit.compress.distill` and ``ditkit prune``.
 """
 
 from .calibrate import TimestepRouter, collect_calibration
+from .distill import distill
 from .files import load_quantized, save_quantized
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
+from .prune import build_pruned, importance_prune, learn_prune
 from .quantize import DEFAULT_KEEP_FP, SCHEMES, kernel_calls, quantize_model, weight_bytes
 from .vq import VQLinear
 from .vq_calibrate import calibrate_vq
@@ -26,6 +31,6 @@ from .w4 import W4A8Linear, W4A16Linear
 
 __all__ = [
     "DEFAULT_KEEP_FP", "FPLinear", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "VQLinear",
-    "W4A8Linear", "W4A16Linear", "calibrate_vq", "collect_calibration", "kernel_calls", "load_quantized",
-    "quantize_model", "save_quantized", "weight_bytes",
+    "W4A8Linear", "W4A16Linear", "build_pruned", "calibrate_vq", "collect_calibration", "distill", "importance_prune",
+    "kernel_calls", "learn_prune", "load_quantized", "quantize_model", "save_quantized", "weight_bytes",
 ]

@@ -1,4 +1,4 @@
-"""Command line of ditkit.compress: ``ditkit quantize``.
+"""Command line of ditkit.compress: ``ditkit quantize``, ``ditkit prune``.
 
 ``register(subparsers)`` adds the command to ditkit's argparse subparsers (``ditkit.cli`` wires
 it); the command sets ``func(args)`` and raises ``ValueError`` for user errors (one line, exit 2).
@@ -6,6 +6,7 @@ it); the command sets ``func(args)`` and raises ``ValueError`` for user errors (
     ditkit quantize --scheme w8a8 --out out/shapes-w8a8                  # calibrate, quantize, save
     ditkit quantize --scheme w4a8 --override adaLN_modulation=w8a16 --override final_layer=w8a16 \\
                     --keep-sensitive 2 --out out/shapes-w4a8 --report out/w4a8.json
+    ditkit prune --keep 4 --method learned --group 2 --search-steps 200 --finetune-minutes 20 --out out/shapes-d4
 """
 
 from __future__ import annotations
@@ -75,8 +76,51 @@ def cmd_quantize(args) -> None:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
 
 
+def cmd_prune(args) -> None:
+    import torch
+
+    from ..assets import default_model_dir
+    from .prune_folder import PruneJob, prune_folder
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
+                   update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
+                   batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
+                   finetune_lr=args.lr, fm_weight=args.fm_weight, hidden_weight=args.hidden_kd, seed=args.seed)
+    record = prune_folder(args.model or default_model_dir(), args.out, job)
+    p = record["parameters"]
+    print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
+          f"{p['after'] / 1e6:.2f} M; {record['seconds']['total']:.1f} s in all")
+    print(f"wrote {args.out} (record: {args.out}/prune.json)")
+
+
+def _add_prune(subparsers) -> None:
+    p = subparsers.add_parser("prune", help="depth-prune a model folder (TinyFusion learned masks or importance)")
+    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    p.add_argument("--out", required=True, help="output model folder (written atomically)")
+    p.add_argument("--keep", type=int, required=True, help="blocks of the pruned model")
+    p.add_argument("--method", default="learned", choices=["learned", "importance"])
+    p.add_argument("--group", type=int, default=2, help="learned: keep --keep/(depth/N) of every N consecutive blocks")
+    p.add_argument("--search-steps", type=_positive_int, default=100, help="learned: mask search steps")
+    p.add_argument("--update", default="lora", choices=["lora", "full", "none"],
+                   help="learned: weight update trained with the masks (recoverability)")
+    p.add_argument("--keep-update", action="store_true", help="learned: prune the adapted weights, not the original")
+    p.add_argument("--metric", default="output", choices=["output", "loss"], help="importance: what skipping a block changes")
+    p.add_argument("--calib-batches", type=_positive_int, default=2, help="importance: calibration batches")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--finetune-minutes", type=float, default=0.0, help="distillation fine-tuning budget (0: none)")
+    p.add_argument("--finetune-steps", type=_positive_int, help="at most this many fine-tuning steps")
+    p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
+    p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
+    p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_prune)
+
+
 def register(subparsers) -> None:
-    """Add ``quantize`` to ditkit's subcommands."""
+    """Add ``quantize`` and ``prune`` to ditkit's subcommands."""
     from .quantize import SCHEMES
 
     q = subparsers.add_parser("quantize", help="quantize a model folder (W8A8 int8 matmul, packed W4, ...)")
@@ -104,6 +148,7 @@ def register(subparsers) -> None:
     q.add_argument("--report", help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
     q.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     q.set_defaults(func=cmd_quantize)
+    _add_prune(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

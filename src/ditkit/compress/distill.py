@@ -1,0 +1,142 @@
+"""Recovery fine-tuning of a pruned DiT by distillation from the full model (TinyFusion §3.4).
+
+After depth pruning (`ditkit.compress.prune`) the shallow student is trained to match the teacher
+on the same noised inputs (the process's own noising: flow matching or Gaussian), with
+
+    L = w_out * mean((f_s - f_t)^2)                         output KD
+      + w_fm  * L_diffusion(student)                        the ordinary training loss (optional)
+      + w_hid * sum_j masked_mse(h_s[j], h_t[map[j]])       hidden-state KD (optional)
+
+TinyFusion's "Masked KD" (Fang et al. 2024, §3.4) drops hidden-state elements with massive
+activations from the hidden-state term: elements of the teacher's state with |h - mu| >= k * sigma
+(mu, sigma over the sample's state, k = 2) do not count. Student block j is matched to teacher
+block ``layer_map[j]`` (default: the teacher block it was copied from, `build_pruned`'s kept list).
+
+The loop is bounded by steps and/or wall-clock seconds (``max_seconds``), so a CPU budget such as
+"20 minutes of fine-tuning" is a parameter, and the time actually spent is returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..models.dit import DiT
+from .prune import DataFn
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int | None = None  # at most this many steps (None: until max_seconds)
+    max_seconds: float | None = None  # wall-clock budget of the loop
+    lr: float = 2e-4
+    warmup_steps: int = 10
+    kd_weight: float = 1.0  # output matching
+    fm_weight: float = 0.0  # the diffusion (flow-matching) loss on the data
+    hidden_weight: float = 0.0  # masked hidden-state KD
+    outlier_sigma: float = 2.0  # Masked KD: ignore teacher elements beyond this many std
+    grad_clip: float = 1.0  # 0 disables
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self):
+        if (self.steps is not None and self.steps <= 0) or (self.max_seconds is not None and self.max_seconds <= 0):
+            raise ValueError("distill steps and max_seconds must be positive")
+        if min(self.kd_weight, self.fm_weight, self.hidden_weight) < 0 or self.log_every <= 0:
+            raise ValueError("loss weights must be >= 0 and log_every positive")
+
+
+def trunk_forward(model: DiT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                  keep_hidden: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The DiT forward, also returning each block's output tokens (N, T, D) when `keep_hidden`."""
+    tokens, ctx = model.embed(x)  # (N, T, D)
+    c = model.condition(t, y)  # (N, D)
+    hidden = []
+    for block in model.blocks:
+        tokens = block(tokens, c, ctx)  # (N, T, D)
+        if keep_hidden:
+            hidden.append(tokens)
+    return model.final(tokens, c, ctx), hidden  # (N, C_out, H, W)
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, sigma: float) -> torch.Tensor:
+    """MSE over the elements of `teacher` (N, T, D) within `sigma` std of its per-sample mean."""
+    flat_t = teacher.float().flatten(1)  # (N, T*D)
+    mu, sd = flat_t.mean(1, keepdim=True), flat_t.std(1, keepdim=True)
+    keep = ((flat_t - mu).abs() < sigma * sd).float()  # (N, T*D)
+    err = (student.float().flatten(1) - flat_t).pow(2)  # (N, T*D)
+    return (err * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: DistillConfig | None = None,
+            layer_map: Sequence[int] | None = None, **overrides) -> dict:
+    """Fine-tune `student` in place towards `teacher` (frozen). Returns steps, seconds and losses.
+
+    `layer_map[j]`: the teacher block whose output student block j is matched to (hidden KD only).
+    """
+    cfg = dataclasses.replace(config or DistillConfig(), **overrides)
+    if cfg.steps is None and cfg.max_seconds is None:
+        raise ValueError("distill needs a budget: steps or max_seconds")
+    if cfg.hidden_weight > 0:
+        if layer_map is None or len(layer_map) != len(student.blocks):
+            raise ValueError(f"hidden-state KD needs a layer_map with one teacher block per student block "
+                             f"({len(student.blocks)})")
+        if max(layer_map) >= len(teacher.blocks) or min(layer_map) < 0:
+            raise ValueError(f"layer_map entries must lie in 0..{len(teacher.blocks) - 1}")
+    hidden = cfg.hidden_weight > 0
+    teacher_was, student_was = teacher.training, student.training
+    teacher.eval().requires_grad_(False)
+    student.eval().requires_grad_(True)  # eval: no random label drop inside the model; data_fn drops labels
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
+    history, window, step = [], [], 0
+    start = time.perf_counter()
+    while cfg.steps is None or step < cfg.steps:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        x0, y = data_fn(step)
+        terms = {}
+
+        def student_fn(x, t, y=None, terms=terms):
+            out, h_s = trunk_forward(student, x, t, y, keep_hidden=hidden)
+            with torch.no_grad():
+                ref, h_t = trunk_forward(teacher, x, t, y, keep_hidden=hidden)
+            terms["kd"] = (out.float() - ref.float()).pow(2).mean()
+            if hidden:
+                terms["hidden"] = sum(masked_mse(h_s[j], h_t[i], cfg.outlier_sigma)
+                                      for j, i in enumerate(layer_map)) / len(layer_map)
+            return out
+
+        gen = torch.Generator(device=x0.device).manual_seed(cfg.seed * 1_000_003 + step)
+        fm = process.training_loss(student_fn, x0, {"y": y}, generator=gen).mean()
+        loss = cfg.kd_weight * terms["kd"] + cfg.fm_weight * fm
+        if hidden:
+            loss = loss + cfg.hidden_weight * terms["hidden"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        window.append((float(loss.detach()), float(terms["kd"].detach()), float(fm.detach())))
+        if len(window) == cfg.log_every:
+            history.append(_mean_row(step, window))
+            window = []
+        if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+            break
+    if window:
+        history.append(_mean_row(step, window))
+    student.requires_grad_(False).train(student_was)
+    teacher.train(teacher_was)
+    return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr,
+            "weights": {"output_kd": cfg.kd_weight, "diffusion": cfg.fm_weight, "hidden_kd": cfg.hidden_weight},
+            "history": history}
+
+
+def _mean_row(step: int, window: list[tuple[float, float, float]]) -> dict:
+    n = len(window)
+    return {"step": step, "loss": sum(w[0] for w in window) / n, "output_kd": sum(w[1] for w in window) / n,
+            "diffusion": sum(w[2] for w in window) / n}

@@ -1,0 +1,156 @@
+"""Prune a model folder into a smaller model folder: search, build, optionally fine-tune, save (``ditkit prune``).
+
+    record = prune_folder("assets/shapes-dit", "out/shapes-d4", PruneJob(keep=4, method="learned", group=2,
+                          search_steps=200, finetune_minutes=20))
+
+The output is a normal model folder (`ditkit.pipeline.save_pipeline`: ``config.json`` with
+``depth = keep``, the source's process, class names and sampling defaults, and its autoencoder for a
+latent model) plus ``prune.json``: kept/removed blocks, the importance scores or learned
+probabilities, diffusion losses (teacher, pruned, fine-tuned, on held-out batches with fixed noise)
+and the seconds spent in search and fine-tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..io.checkpoint import atomic_write
+from ..pipeline import load_pipeline, save_pipeline
+from .distill import DistillConfig, distill
+from .prune import (
+    METRICS,
+    UPDATES,
+    LearnPruneConfig,
+    build_pruned,
+    check_groups,
+    diffusion_loss,
+    importance_prune,
+    learn_prune,
+    make_data_fn,
+)
+
+METHODS = ("learned", "importance")
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    keep: int  # blocks of the pruned model
+    method: str = "learned"  # "learned" (TinyFusion) or "importance" (one-shot baseline)
+    group: int = 2  # n: learned keeps keep / (depth / n) of every n consecutive blocks
+    search_steps: int = 100
+    update: str = "lora"  # weight update during the learned search
+    keep_update: bool = False  # start from the search's adapted weights instead of the original ones
+    metric: str = "output"  # importance metric
+    calib_batches: int = 2  # importance calibration batches
+    batch_size: int = 16
+    finetune_minutes: float = 0.0  # distillation budget (0 and no finetune_steps: none)
+    finetune_steps: int | None = None
+    finetune_lr: float = 2e-4
+    fm_weight: float = 0.0  # diffusion-loss term of the fine-tuning
+    hidden_weight: float = 0.0  # masked hidden-state KD term
+    eval_batches: int = 4
+    dataset: str = "shapes"
+    seed: int = 0
+
+    def check(self, depth: int) -> tuple[int, int] | None:
+        """ValueError (one line) for a job that does not fit a model of `depth` blocks; (k, n) for learned."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 1 <= self.keep <= depth:
+            raise ValueError(f"--keep must lie in 1..{depth} (the model has {depth} blocks), got {self.keep}")
+        if self.update not in UPDATES or self.metric not in METRICS:
+            raise ValueError(f"update must be one of {', '.join(UPDATES)} and metric one of {', '.join(METRICS)}")
+        if min(self.search_steps, self.calib_batches, self.batch_size, self.eval_batches) <= 0:
+            raise ValueError("search steps, calibration/eval batches and batch size must be positive")
+        if self.finetune_minutes < 0 or (self.finetune_steps is not None and self.finetune_steps <= 0):
+            raise ValueError("--finetune-minutes must be >= 0 and --finetune-steps positive")
+        if self.method != "learned":
+            return None
+        if self.group <= 0 or depth % self.group:
+            raise ValueError(f"--group {self.group} must divide the depth {depth}")
+        groups = depth // self.group
+        if self.keep % groups:
+            raise ValueError(f"--keep {self.keep} does not split evenly over {groups} groups of {self.group} blocks "
+                             f"(depth {depth}); use a multiple of {groups}")
+        return check_groups(depth, (self.keep // groups, self.group))
+
+
+def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=print) -> dict:
+    """Prune the model in `model_dir` to `job.keep` blocks and write `out_dir`; returns the prune.json record."""
+    t0 = time.perf_counter()
+    folder = Path(model_dir)
+    folder = folder.parent if folder.suffix == ".safetensors" else folder
+    if Path(out_dir).resolve() == folder.resolve():
+        raise ValueError("--out must differ from --model")
+    pipe = load_pipeline(folder)
+    if pipe.info.get("kind") != "ditkit-dit":
+        raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
+    model, process, cfg = pipe.model, pipe.process, pipe.config
+    k_of_n = job.check(cfg.depth)
+    data_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed, dataset=job.dataset)
+    eval_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 1, dataset=job.dataset,
+                           label_drop=0.0)
+    losses = {"teacher": diffusion_loss(model, process, eval_fn, batches=job.eval_batches, seed=job.seed)}
+
+    if k_of_n is not None:
+        result = learn_prune(model, process, data_fn, k_of_n,
+                             LearnPruneConfig(steps=job.search_steps, update=job.update, seed=job.seed))
+    else:
+        result = importance_prune(model, job.keep, process, data_fn, metric=job.metric, batches=job.calib_batches,
+                                  seed=job.seed)
+    log(f"{_describe(result, k_of_n)}: kept blocks {result.kept} of {cfg.depth} ({result.seconds:.1f} s)")
+    source = result.model if job.keep_update and result.model is not None else model
+    student = build_pruned(source, result.kept)
+    losses["pruned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
+
+    finetune = None
+    if job.finetune_minutes > 0 or job.finetune_steps is not None:
+        ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset)
+        dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
+                             lr=job.finetune_lr, fm_weight=job.fm_weight, hidden_weight=job.hidden_weight, seed=job.seed)
+        finetune = distill(student, model, process, ft_fn, dcfg, layer_map=result.kept)
+        losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
+        log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")
+    log("diffusion loss on held-out batches: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+
+    search = result.to_record()
+    record = {
+        "source": str(folder), "method": result.method, "depth": cfg.depth, "kept": result.kept,
+        "removed": [i for i in range(cfg.depth) if i not in result.kept],
+        "parameters": {"before": model.num_parameters(), "after": student.num_parameters()},
+        "losses": losses, "search": search, "finetune": finetune,
+        "seconds": {"search": round(result.seconds, 2), "finetune": finetune["seconds"] if finetune else 0.0,
+                    "total": round(time.perf_counter() - t0, 2)},
+        "threads": torch.get_num_threads(), "job": dataclasses.asdict(job),
+    }
+    _save(out_dir, folder, pipe, student, record)
+    return record
+
+
+def _describe(result, k_of_n) -> str:
+    if k_of_n is None:
+        return f"importance ({result.metric})"
+    return f"learned {k_of_n[0]}:{k_of_n[1]} ({result.steps} search steps, {result.update} update)"
+
+
+def _save(out_dir, folder: Path, pipe, student, record: dict) -> None:
+    ae, ae_src, copy_ae = pipe.info.get("autoencoder"), None, True
+    if ae:
+        from ..models.autoencoder import resolve_codec_path
+
+        ae_src = resolve_codec_path(ae["path"], base=folder)
+        copy_ae = not Path(ae["path"]).is_absolute()
+    dtype = getattr(torch, str(pipe.info.get("weights_dtype", "float32")), torch.float32)
+    summary = {k: record[k] for k in ("source", "method", "depth", "kept", "seconds")}
+    if pipe.info.get("training") is not None:
+        summary["source_training"] = pipe.info["training"]
+    save_pipeline(out_dir, student, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults, dtype=dtype,
+                  extra={"pruning": summary}, autoencoder=ae_src, copy_autoencoder=copy_ae)
+    with atomic_write(Path(out_dir) / "prune.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
