@@ -1,0 +1,97 @@
+"""Moving-shape clips and the pixel-level motion check."""
+
+import numpy as np
+import pytest
+import torch
+
+from ditkit.data.moving_shapes import (
+    DIRECTIONS,
+    MOTIONS,
+    MovingShapesDataset,
+    sample_clip,
+    track_motion,
+)
+from ditkit.data.shapes import CLASSES, COLOR_NAMES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_clips_are_deterministic_and_shaped():
+    a, b = MovingShapesDataset(6, seed=1, frames=8), MovingShapesDataset(6, seed=1, frames=8)
+    clip, label, motion = a[3]
+    assert clip.shape == (8, 3, 32, 32) and clip.dtype == torch.float32 and -1 <= clip.min() and clip.max() <= 1
+    assert torch.equal(clip, b[3][0]) and (label, motion) == b[3][1:]
+    assert a.caption(3) == b.caption(3)
+    assert not torch.equal(MovingShapesDataset(6, seed=2, frames=8)[3][0], clip)
+    pixels, labels, motions = a.materialize()
+    assert pixels.shape == (6, 8, 32, 32, 3) and pixels.dtype == torch.uint8
+    assert labels.tolist() == [a[i][1] for i in range(6)] and motions.tolist() == [a[i][2] for i in range(6)]
+
+
+def test_captions_name_shape_colour_and_motion():
+    ds = MovingShapesDataset(70, seed=0)
+    seen = set()
+    for i in range(len(ds)):
+        clip = ds.clip(i)
+        cap = ds.caption(i)
+        seen.add(clip.motion)
+        assert CLASSES[clip.label] in cap and clip.first.color in cap and clip.first.background in cap
+        phrase = {"bounce": "bouncing", "rotate": "rotating", "color": f"turning {clip.color_to}"}.get(
+            clip.motion, f"moving {clip.motion}")
+        assert phrase in cap
+        assert cap.startswith("an " if clip.first.color[0] in "aeiou" else "a ")
+        if clip.motion == "rotate":
+            assert CLASSES[clip.label] not in ("circle", "ring")
+    assert seen == set(MOTIONS)
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_every_frame_moves_and_the_shape_stays_inside(motion):
+    rng = np.random.default_rng([5, MOTIONS.index(motion)])
+    for _ in range(10):
+        clip = sample_clip(rng, frames=16, motion=motion)
+        frames = clip.render(32)
+        assert all(np.any(frames[i] != frames[i + 1]) for i in range(15)), clip.caption()
+        for i in range(16):
+            s = clip.spec_at(i)
+            assert s.radius <= s.cx <= 1 - s.radius and s.radius <= s.cy <= 1 - s.radius
+        if motion == "color":
+            assert clip.color_to in COLOR_NAMES and clip.spec_at(15).color_rgb == clip.color_to_rgb
+
+
+def test_labels_and_motions_restrict_the_draw():
+    ds = MovingShapesDataset(20, seed=0, motions=("rotate", "left"), labels=[0, 2])  # circle cannot rotate
+    for i in range(20):
+        clip = ds.clip(i)
+        assert clip.label == [0, 2][i % 2]
+        assert clip.motion in ("rotate", "left") and not (clip.label == 0 and clip.motion == "rotate")
+    with pytest.raises(ValueError, match="unknown motions"):
+        MovingShapesDataset(3, motions=("sideways",))
+    with pytest.raises(ValueError, match="cannot visibly rotate"):
+        sample_clip(np.random.default_rng(0), motion="rotate", label=CLASSES.index("ring"))
+
+
+def test_motion_check_recovers_the_true_direction():
+    ds = MovingShapesDataset(200, seed=123, frames=16, motions=DIRECTIONS)
+    rng = np.random.default_rng(0)
+    hits = noisy_hits = reversed_hits = 0
+    for i in range(len(ds)):
+        clip = ds.clip(i)
+        frames = clip.render(32)
+        hits += track_motion(frames).direction == clip.motion
+        noisy = np.clip(frames + rng.normal(0, 20, frames.shape), 0, 255).astype(np.uint8)
+        noisy_hits += track_motion(noisy).direction == clip.motion
+        reversed_hits += track_motion(frames[::-1]).direction == clip.motion
+    assert hits / len(ds) >= 0.95
+    assert noisy_hits / len(ds) >= 0.95
+    assert reversed_hits / len(ds) <= 0.05  # played backwards, every clip reads the opposite way
+
+
+def test_motion_check_on_tensors_and_still_clips():
+    ds = MovingShapesDataset(60, seed=9, frames=8, motions=("rotate", "color"))
+    still = sum(track_motion(ds[i][0]).direction == "none" for i in range(len(ds)))  # float (F, 3, H, W) input
+    assert still / len(ds) >= 0.85
+    est = track_motion(torch.full((4, 3, 8, 8), -1.0))  # blank frames: nothing to track
+    assert est.direction == "none" and est.tracked == 0.0
+    with pytest.raises(ValueError, match="frames must be"):
+        track_motion(np.zeros((4, 8, 8)))
