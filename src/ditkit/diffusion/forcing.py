@@ -1,0 +1,243 @@
+"""Diffusion forcing for video: per-frame noise levels in training, staggered schedules and long rollouts in sampling.
+
+References: Diffusion Forcing (Chen et al. 2024, "Diffusion Forcing: Next-token Prediction Meets
+Full-Sequence Diffusion"): every frame has its own noise level, so noise acts as a soft mask and a
+model can be conditioned on clean or partly noisy history; FVDM (Liu et al. 2024, "Redefining
+Temporal Modeling in Video Diffusion: The Vectorized Timestep Approach"): mix per-clip and
+per-frame timesteps in training ("PTSS", probability p of independent frame times); SkyReels-V2
+(2025, §diffusion forcing): a non-decreasing per-frame schedule ("timestep matrix", ``ar_step``
+frames of lag between consecutive blocks) and long videos by sliding overlapping windows whose
+first frames are the previous window's last frames, lightly re-noised ("addnoise_condition").
+
+Process and time conventions are those of ``ditkit.diffusion`` (flow matching, s = 1 noise, s = 0
+data; the network is fed ``process.network_time(s)``). Clips are (N, F, C, H, W) and the model is
+called as ``model_fn(x, t, **model_kwargs)`` with t of shape (N, F) (``ditkit.models.video_dit``).
+
+    forcing_loss      training with independent per-frame noise levels (clean context frames excluded)
+    step_matrix       the schedule: per-iteration step counters of every frame block
+    forcing_sample    one window with that schedule, optionally after clean/lightly noised context frames
+    rollout           clips of any length: overlapping windows, each conditioned on the previous one's tail
+    chunked_sample    the baseline: independent windows, concatenated
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .flow import FlowMatching
+from .samplers import flow_time_grid
+
+ModelFn = Callable[..., torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class ForcingConfig:
+    per_frame_prob: float = 1.0  # probability a clip gets independent frame times (FVDM's p; 1 = diffusion forcing)
+    block_frames: int = 1  # frames that share one time (the model's temporal patch, or a multiple of it)
+    context_prob: float = 0.0  # probability a clip gets a clean prefix of 1..F-1 blocks (image-to-video, rollouts)
+    sort_frames: bool = False  # sort each clip's times to be non-decreasing along frames (the sampling pattern)
+
+    def __post_init__(self):
+        for name in ("per_frame_prob", "context_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if self.block_frames <= 0:
+            raise ValueError(f"block_frames must be positive, got {self.block_frames}")
+
+
+def sample_frame_times(process: FlowMatching, n: int, frames: int, cfg: ForcingConfig, device=None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Process times s (N, F): per clip, or with probability ``per_frame_prob`` independent per block.
+
+    With ``context_prob`` a random prefix of blocks is set to s = 0 (clean context).
+    """
+    if frames % cfg.block_frames:
+        raise ValueError(f"{frames} frames do not split into blocks of {cfg.block_frames}")
+    blocks = frames // cfg.block_frames
+    shared = process.sample_time(n, device=device, generator=generator)[:, None].expand(n, blocks)  # (N, B)
+    own = process.sample_time(n * blocks, device=device, generator=generator).reshape(n, blocks)  # (N, B)
+    if cfg.sort_frames:
+        own = own.sort(dim=1).values
+    pick = torch.rand(n, 1, device=device, generator=generator) < cfg.per_frame_prob  # (N, 1)
+    s = torch.where(pick, own, shared)
+    if cfg.context_prob > 0 and blocks > 1:
+        has = torch.rand(n, 1, device=device, generator=generator) < cfg.context_prob  # (N, 1)
+        length = torch.randint(1, blocks, (n, 1), device=device, generator=generator)  # prefix blocks, (N, 1)
+        prefix = torch.arange(blocks, device=device)[None] < length  # (N, B)
+        s = torch.where(has & prefix, torch.zeros_like(s), s)
+    return s.repeat_interleave(cfg.block_frames, dim=1)  # (N, F)
+
+
+def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg: ForcingConfig | None = None,
+                 model_kwargs: dict | None = None, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-clip velocity MSE with per-frame noise levels, shape (N,).
+
+    x_s[f] = (1 - s_f) x0[f] + s_f eps[f]; target eps - x0. Frames with s = 0 are context: they are
+    seen by the model but left out of the loss (their velocity is not predictable from x0 alone).
+    """
+    cfg = cfg or ForcingConfig()
+    if x0.ndim != 5:
+        raise ValueError(f"clips must be (N, F, C, H, W), got {tuple(x0.shape)}")
+    n, frames = x0.shape[:2]
+    if noise is None:
+        noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+    if s is None:
+        s = sample_frame_times(process, n, frames, cfg, device=x0.device, generator=generator)  # (N, F)
+    sv = s.view(n, frames, 1, 1, 1).to(x0.dtype)  # (N, F, 1, 1, 1)
+    x_s = (1 - sv) * x0 + sv * noise
+    out = model_fn(x_s, process.network_time(s), **(model_kwargs or {}))
+    v = out[:, :, : x0.shape[2]]  # velocity channels (a learned-sigma half is ignored)
+    err = (v.float() - (noise - x0).float()).pow(2).flatten(2).mean(2)  # (N, F)
+    weight = (s > 0).float()  # (N, F)
+    return (err * weight).sum(1) / weight.sum(1).clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def step_matrix(num_blocks: int, steps: int, ar_step: int = 0, context_blocks: int = 0) -> torch.Tensor:
+    """Per-iteration step counters (I + 1, B) of every frame block, row 0 the start (SkyReels-V2).
+
+    Counter k means process time ``grid[k]`` (0 = pure noise, ``steps`` = clean). Context blocks
+    start (and stay) at ``steps``. Each iteration the first generated block advances by one; any
+    later block advances by one if its predecessor is finished, else it trails the predecessor's
+    new counter by ``ar_step`` (never below 0). So every row is non-increasing along the blocks
+    (noise non-decreasing along frames), counters grow by at most one per iteration and every
+    block reaches ``steps`` exactly once. ``ar_step = 0`` moves all blocks together: the plain
+    synchronous sampler, ``steps`` iterations; otherwise ``steps + ar_step * (B - context - 1)``.
+    """
+    if num_blocks <= 0 or steps <= 0 or ar_step < 0 or not 0 <= context_blocks < num_blocks:
+        raise ValueError(f"need num_blocks > context_blocks >= 0, steps > 0, ar_step >= 0; "
+                         f"got {num_blocks}, {context_blocks}, {steps}, {ar_step}")
+    row = [steps] * context_blocks + [0] * (num_blocks - context_blocks)
+    rows = [list(row)]
+    while min(row) < steps:
+        new = list(row)
+        for b in range(context_blocks, num_blocks):
+            if b == context_blocks or row[b - 1] == steps:
+                new[b] = min(row[b] + 1, steps)
+            else:
+                new[b] = max(new[b - 1] - ar_step, 0)
+        row = new
+        rows.append(list(row))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _check_clip(name: str, x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 5 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a float clip tensor (N, F, C, H, W)")
+
+
+@torch.no_grad()
+def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching, *, steps: int, shift: float = 1.0,
+                   ar_step: int = 0, block_frames: int = 1, context: torch.Tensor | None = None,
+                   context_noise: float = 0.0, model_kwargs: dict | None = None,
+                   generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
+    """Generate one window (N, F, C, H, W) from ``noise`` with the `step_matrix` schedule (Euler steps).
+
+    ``context`` (N, Fc, C, H, W) are known frames placed before the window (the first frame for
+    image-to-video, the previous window's tail in a rollout); they are fed at process time
+    ``context_noise`` after mixing in that much fresh noise (SkyReels' addnoise_condition; 0 = clean)
+    and are not returned. Each iteration calls the model once on the whole sequence with per-frame
+    network times and moves every block whose counter changed by one Euler step
+    x += (s_new - s_old) v. ``callback(iteration, t (N, F), x)`` after every iteration.
+    """
+    _check_clip("noise", noise)
+    if not 0.0 <= context_noise < 1.0:
+        raise ValueError(f"context_noise must lie in [0, 1), got {context_noise}")
+    n, frames = noise.shape[:2]
+    fc = 0
+    x = noise
+    if context is not None:
+        _check_clip("context", context)
+        if context.shape[0] != n or context.shape[2:] != noise.shape[2:]:
+            raise ValueError(f"context {tuple(context.shape)} does not match the window {tuple(noise.shape)}")
+        fc = context.shape[1]
+        eps = torch.randn(context.shape, generator=generator, device=context.device, dtype=context.dtype)
+        x = torch.cat([(1 - context_noise) * context + context_noise * eps, noise], dim=1)  # (N, Fc+F, C, H, W)
+    if fc % block_frames or frames % block_frames:
+        raise ValueError(f"context ({fc}) and window ({frames}) frames must be multiples of block_frames ({block_frames})")
+    matrix = step_matrix((fc + frames) // block_frames, steps, ar_step, fc // block_frames)  # (I+1, B)
+    grid = flow_time_grid(steps, shift)  # (steps+1,) float64, s from 1 to 0
+    kwargs = model_kwargs or {}
+    for i in range(matrix.shape[0] - 1):
+        s_old = grid[matrix[i]].repeat_interleave(block_frames)  # (Fc+F,)
+        s_new = grid[matrix[i + 1]].repeat_interleave(block_frames)
+        s_old[:fc] = context_noise
+        s_new[:fc] = context_noise
+        t = process.network_time(s_old.float().to(x.device))[None].expand(n, -1)  # (N, Fc+F)
+        v = model_fn(x, t, **kwargs)[:, :, : x.shape[2]]  # velocity channels, (N, Fc+F, C, H, W)
+        x = x + (s_new - s_old).to(x.device, x.dtype).view(1, -1, 1, 1, 1) * v
+        if callback is not None:
+            callback(i, t, x)
+    return x[:, fc:]
+
+
+def _windows(total: int, window: int, overlap: int, block_frames: int) -> int:
+    if window <= 0 or total <= 0 or not 0 < overlap < window:
+        raise ValueError(f"need total > 0 and 0 < overlap < window; got total={total}, window={window}, overlap={overlap}")
+    if window % block_frames or overlap % block_frames:
+        raise ValueError(f"window ({window}) and overlap ({overlap}) must be multiples of block_frames ({block_frames})")
+    return 1 + max(0, -(-(total - window) // (window - overlap)))  # ceil
+
+
+@torch.no_grad()
+def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int, int], *, total_frames: int,
+            window: int, overlap: int, steps: int, shift: float = 1.0, ar_step: int = 0, block_frames: int = 1,
+            context_noise: float = 0.0, first_context: torch.Tensor | None = None, model_kwargs: dict | None = None,
+            generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """A clip of ``total_frames`` (N, total, C, H, W) by autoregressive windows of ``window`` frames.
+
+    shape = (N, C, H, W). The first window is generated from noise (after ``first_context`` frames,
+    e.g. a given first frame, if any); every later window is ``overlap`` context frames (the last
+    frames made so far) followed by ``window - overlap`` new ones, so the model always sees the
+    window length it was trained on and earlier frames steer later ones. Windows needed:
+    ``1 + ceil((total - window) / (window - overlap))``.
+    """
+    n_windows = _windows(total_frames, window, overlap, block_frames)
+    n, c, h, w = shape
+    common = dict(steps=steps, shift=shift, ar_step=ar_step, block_frames=block_frames, model_kwargs=model_kwargs,
+                  generator=generator)
+
+    def randn(frames: int) -> torch.Tensor:
+        return torch.randn((n, frames, c, h, w), generator=generator, device=device, dtype=dtype)
+
+    first_frames = window - (0 if first_context is None else first_context.shape[1])
+    if first_frames <= 0:
+        raise ValueError(f"first_context ({first_context.shape[1]} frames) leaves no room in a window of {window}")
+    clip = forcing_sample(model_fn, randn(first_frames), process, context=first_context, context_noise=0.0, **common)
+    if first_context is not None:
+        clip = torch.cat([first_context.to(clip.dtype), clip], dim=1)  # the given frames are part of the video
+    for _ in range(n_windows - 1):
+        new = forcing_sample(model_fn, randn(window - overlap), process, context=clip[:, -overlap:],
+                             context_noise=context_noise, **common)
+        clip = torch.cat([clip, new], dim=1)  # (N, F_so_far, C, H, W)
+    return clip[:, :total_frames]
+
+
+@torch.no_grad()
+def chunked_sample(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int, int], *, total_frames: int,
+                   window: int, steps: int, shift: float = 1.0, ar_step: int = 0, block_frames: int = 1,
+                   model_kwargs: dict | None = None, generator: torch.Generator | None = None, device=None,
+                   dtype=torch.float32) -> torch.Tensor:
+    """The baseline: ``ceil(total / window)`` independent windows from noise, concatenated (no shared context)."""
+    if window <= 0 or total_frames <= 0:
+        raise ValueError(f"window and total_frames must be positive, got {window}, {total_frames}")
+    n, c, h, w = shape
+    chunks = []
+    for _ in range(-(-total_frames // window)):
+        noise = torch.randn((n, window, c, h, w), generator=generator, device=device, dtype=dtype)
+        chunks.append(forcing_sample(model_fn, noise, process, steps=steps, shift=shift, ar_step=ar_step,
+                                     block_frames=block_frames, model_kwargs=model_kwargs, generator=generator))
+    return torch.cat(chunks, dim=1)[:, :total_frames]

@@ -1,0 +1,160 @@
+"""Diffusion forcing: per-frame noise training, the staggered schedule, rollouts vs chunk-by-chunk."""
+
+import pytest
+import torch
+
+from ditkit.config import DiTConfig
+from ditkit.diffusion.flow import FlowConfig, FlowMatching
+from ditkit.diffusion.forcing import (
+    ForcingConfig,
+    chunked_sample,
+    forcing_loss,
+    forcing_sample,
+    rollout,
+    sample_frame_times,
+    step_matrix,
+)
+from ditkit.diffusion.samplers import euler_sample
+from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROCESS = FlowMatching(FlowConfig(time_sampling="uniform"))
+
+
+def tiny_video(frames=4) -> VideoDiT:
+    cfg = DiTConfig(input_size=8, patch_size=4, in_channels=2, hidden_size=32, depth=2, num_heads=2, num_classes=3,
+                    learn_sigma=False, use_rope=True)
+    model = VideoDiT(VideoDiTConfig(dit=cfg, num_frames=frames)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def point_mass(target: torch.Tensor):
+    """The exact velocity field when every frame's data is one known value: v = (x - x*) / s."""
+    def model_fn(x, t):
+        s = (t / 1000.0).view(*t.shape, 1, 1, 1)
+        return torch.where(s > 0, (x - target) / s.clamp_min(1e-12), torch.zeros_like(x))
+    return model_fn
+
+
+@pytest.mark.parametrize("blocks,steps,ar,ctx", [(4, 5, 0, 0), (5, 6, 2, 0), (6, 4, 3, 2), (3, 7, 1, 1)])
+def test_step_matrix_is_staggered_and_complete(blocks, steps, ar, ctx):
+    m = step_matrix(blocks, steps, ar, ctx)
+    assert m.shape == (steps + ar * (blocks - ctx - 1) + 1, blocks)
+    assert (m[0, ctx:] == 0).all() and (m[:, :ctx] == steps).all() and (m[-1] == steps).all()
+    assert (m[:, 1:] <= m[:, :-1]).all()  # noise never decreases along the frames
+    step = m[1:] - m[:-1]
+    assert ((step == 0) | (step == 1)).all()  # one grid step at a time, never back
+    assert (step.sum(0)[ctx:] == steps).all()
+    assert (step[:, ctx:].sum(1) > 0).all()  # every iteration moves something
+    if ar == 0:
+        assert (m[:, ctx:] == m[:, ctx:ctx + 1]).all()
+    else:
+        started = (m[:, ctx:] > 0).int().argmax(0)  # iteration at which each block leaves pure noise
+        assert (started.diff() == ar).all()
+    with pytest.raises(ValueError):
+        step_matrix(3, 4, -1)
+
+
+def test_synchronous_schedule_is_the_euler_sampler():
+    model = tiny_video()
+    y = torch.tensor([1, 2])
+    noise = torch.randn(2, 4, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    ref = euler_sample(model, noise, PROCESS, steps=5, shift=2.0, model_kwargs={"y": y})
+    out = forcing_sample(model, noise, PROCESS, steps=5, shift=2.0, ar_step=0, model_kwargs={"y": y})
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    staggered = forcing_sample(model, noise, PROCESS, steps=5, shift=2.0, ar_step=1, model_kwargs={"y": y})
+    assert not torch.allclose(staggered, ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("ar,block_frames,n_ctx", [(0, 1, 0), (2, 1, 0), (1, 2, 2), (3, 1, 1)])
+def test_every_frame_lands_on_its_data_under_any_schedule(ar, block_frames, n_ctx):
+    g = torch.Generator().manual_seed(2)
+    target = torch.randn(1, n_ctx + 4, 1, 2, 2, generator=g)
+    calls = []
+
+    def model_fn(x, t):
+        calls.append(t.clone())
+        return point_mass(target)(x, t)
+
+    context = target[:, :n_ctx] if n_ctx else None
+    out = forcing_sample(model_fn, torch.randn(1, 4, 1, 2, 2, generator=g), PROCESS, steps=6, shift=3.0, ar_step=ar,
+                         block_frames=block_frames, context=context)
+    torch.testing.assert_close(out, target[:, n_ctx:], atol=1e-5, rtol=1e-5)
+    t = torch.stack(calls)[:, 0]  # (iterations, Fc+F)
+    assert (t[:, 1:] >= t[:, :-1]).all() and (t[:, :n_ctx] == 0).all()  # noise non-decreasing along frames
+    assert len(calls) == 6 + ar * (4 // block_frames - 1)
+
+
+def test_rollout_carries_context_and_chunks_do_not():
+    def copy_first(x, t):
+        """Denoises every frame towards the window's first frame (its context in later windows)."""
+        s = (t / 1000.0).view(*t.shape, 1, 1, 1)
+        return torch.where(s > 0, (x - x[:, :1]) / s.clamp_min(1e-12), torch.zeros_like(x))
+
+    g = torch.Generator().manual_seed(3)
+    long = rollout(copy_first, PROCESS, (2, 1, 2, 2), total_frames=16, window=4, overlap=1, steps=4, ar_step=1,
+                   generator=g)
+    assert long.shape == (2, 16, 1, 2, 2)
+    torch.testing.assert_close(long, long[:, :1].expand_as(long))  # one frame, carried through 5 windows
+    chunks = chunked_sample(copy_first, PROCESS, (2, 1, 2, 2), total_frames=16, window=4, steps=4, generator=g)
+    assert chunks.shape == (2, 16, 1, 2, 2)
+    jumps = (chunks[:, 1:] - chunks[:, :-1]).abs().flatten(2).amax(2)  # (N, 15)
+    border = torch.zeros(15, dtype=torch.bool)
+    border[3::4] = True
+    assert (jumps[:, border] > 1e-3).all() and (jumps[:, ~border] < 1e-5).all()  # breaks at every chunk border only
+
+
+def test_rollout_window_count_and_first_context():
+    calls = []
+    g = torch.Generator().manual_seed(4)
+    target = torch.randn(1, 1, 1, 2, 2, generator=g)
+
+    def model_fn(x, t):
+        calls.append(x.shape[1])
+        return point_mass(target.expand(1, x.shape[1], 1, 2, 2))(x, t)
+
+    first = torch.full((1, 1, 1, 2, 2), 0.5)
+    out = rollout(model_fn, PROCESS, (1, 1, 2, 2), total_frames=10, window=4, overlap=2, steps=3, first_context=first,
+                  context_noise=0.1, generator=g)
+    assert out.shape == (1, 10, 1, 2, 2) and torch.equal(out[:, :1], first)
+    assert len(calls) == 4 * 3 and set(calls) == {4}  # 1 + ceil((10 - 4) / 2) windows of 3 model calls each
+    with pytest.raises(ValueError, match="overlap"):
+        rollout(model_fn, PROCESS, (1, 1, 2, 2), total_frames=10, window=4, overlap=4, steps=3)
+
+
+def test_frame_times_sampling_options():
+    g = torch.Generator().manual_seed(5)
+    shared = sample_frame_times(PROCESS, 64, 6, ForcingConfig(per_frame_prob=0.0), generator=g)
+    assert (shared == shared[:, :1]).all()
+    own = sample_frame_times(PROCESS, 64, 6, ForcingConfig(block_frames=2, sort_frames=True), generator=g)
+    assert (own[:, ::2] == own[:, 1::2]).all() and (own.diff(dim=1) >= 0).all() and (own[:, 0] != own[:, -1]).any()
+    ctx = sample_frame_times(PROCESS, 200, 4, ForcingConfig(context_prob=1.0), generator=g)
+    zeros = (ctx == 0).sum(1)
+    assert (zeros >= 1).all() and (zeros <= 3).all() and set(zeros.tolist()) == {1, 2, 3}
+    assert all((row[: int(z)] == 0).all() for row, z in zip(ctx, zeros))  # a prefix
+    with pytest.raises(ValueError):
+        ForcingConfig(per_frame_prob=1.5)
+
+
+def test_forcing_loss_matches_the_clip_loss_and_masks_context():
+    model = tiny_video()
+    x0 = torch.randn(3, 4, 2, 8, 8)
+    noise = torch.randn(3, 4, 2, 8, 8)
+    s = torch.tensor([0.3, 0.6, 0.9])
+    y = torch.tensor([0, 1, 2])
+    ref = PROCESS.training_loss(model, x0, {"y": y}, noise=noise, s=s)
+    got = forcing_loss(PROCESS, model, x0, model_kwargs={"y": y}, noise=noise, s=s[:, None].expand(3, 4))
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    perfect = forcing_loss(PROCESS, lambda x, t: noise - x0, x0, noise=noise, s=torch.rand(3, 4))
+    assert perfect.abs().max() < 1e-10
+    s_ctx = torch.tensor([[0.0, 0.5, 0.5, 0.5]] * 3)
+    wrong_on_ctx = lambda x, t: torch.cat([x0[:, :1] * 0 + 9.0, (noise - x0)[:, 1:]], dim=1)
+    assert forcing_loss(PROCESS, wrong_on_ctx, x0, noise=noise, s=s_ctx).abs().max() < 1e-10
+    loss = forcing_loss(PROCESS, model, x0, ForcingConfig(context_prob=0.5), {"y": y},
+                        generator=torch.Generator().manual_seed(0))
+    loss.mean().backward()
+    assert loss.shape == (3,) and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
