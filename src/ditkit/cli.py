@@ -53,19 +53,27 @@ def cmd_generate(args) -> None:
     pipe = _load(args.model)
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
-    if args.classes == "all":
-        classes = list(range(pipe.config.num_classes))
+    if pipe.text_encoder is not None or args.prompt:
+        if pipe.text_encoder is None:
+            raise UserError("this model is class-conditional: choose --classes, not --prompt")
+        groups = [p.strip() for arg in args.prompt or [] for p in arg.split("|") if p.strip()]  # --prompt "a|b" --prompt c
+        if not groups:
+            raise UserError('this model is text-conditioned: give --prompt "a small red triangle on a green background"')
+        cond = {"prompts": [p for p in groups for _ in range(args.n_per_class)]}
     else:
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-        if not classes:
-            raise UserError("--classes is empty")
-    labels = [pipe.class_index(c) for c in classes for _ in range(args.n_per_class)]
+        if args.classes == "all":
+            groups = list(range(pipe.config.num_classes))
+        else:
+            groups = [c.strip() for c in args.classes.split(",") if c.strip()]
+            if not groups:
+                raise UserError("--classes is empty")
+        cond = {"labels": [pipe.class_index(c) for c in groups for _ in range(args.n_per_class)]}
     t0 = time.time()
-    images = pipe.generate(labels, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
+    images = pipe.generate(**cond, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, seed=args.seed,
                            batch_size=args.batch_size, shift=args.shift, guidance_interval=args.guidance_interval,
                            progress=not args.no_progress)
-    path = save_grid(images, args.out, nrow=args.n_per_class if len(classes) > 1 else None, upscale=args.upscale)
-    print(f"wrote {len(labels)} samples to {path} in {time.time() - t0:.1f}s")
+    path = save_grid(images, args.out, nrow=args.n_per_class if len(groups) > 1 else None, upscale=args.upscale)
+    print(f"wrote {len(images)} samples to {path} in {time.time() - t0:.1f}s")
 
 
 def cmd_train(args) -> None:
@@ -76,7 +84,7 @@ def cmd_train(args) -> None:
 
     cfg = get_train_preset(args.preset)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
-                                   ("dataset", args.data)) if v is not None}
+                                   ("dataset", args.data), ("init_from", args.init_from)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     out = args.out or f"runs/{args.preset}"
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
@@ -141,14 +149,15 @@ def cmd_eval(args) -> None:
 
 def cmd_info(args) -> None:
     from .config import get_preset
-    from .models.dit import DiT, macs_per_forward
+    from .models.dit import macs_per_forward
+    from .models.text_dit import build_model
 
     if args.preset:
         import torch
 
         cfg = get_preset(args.preset)
         with torch.device("meta"):
-            params = DiT(cfg).num_parameters()
+            params = build_model(cfg).num_parameters()
         source = f"preset {args.preset}"
     else:
         pipe = _load(args.model)
@@ -186,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample a PNG grid from a model")
     _sampling_args(g)
     g.add_argument("--classes", default="all", help="comma-separated class names or indices, or 'all'")
+    g.add_argument("--prompt", action="append", help="text models: a prompt (repeat the option, or separate "
+                                                      "prompts with |); --n-per-class samples each")
     g.add_argument("--n-per-class", type=_positive_int, default=8)
     g.add_argument("--out", default="samples.png", help="output PNG grid")
     g.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the grid")
@@ -201,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="override the learning rate")
     t.add_argument("--data", help="image folder to train on instead of the shapes dataset")
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
+    t.add_argument("--init-from", help="text models: start from this class-conditional model folder's shared weights")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

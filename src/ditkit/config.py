@@ -139,3 +139,58 @@ def get_preset(name: str) -> DiTConfig:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+# ----------------------------------------------------------------------------- text-conditioned DiTs
+
+
+@dataclass(frozen=True)
+class TextDiTConfig(DiTConfig):
+    """A text-conditioned DiT: the image trunk of `DiTConfig` plus how text enters it.
+
+    ``arch="cross"`` is the PixArt-α block (Chen et al. 2023: adaLN-single + cross-attention,
+    `ditkit.models.cross_dit`); ``arch="mmdit"`` is SD3's joint-attention block (Esser et al. 2024,
+    `ditkit.models.mmdit`). Class labels are gone (``num_classes`` must be 0); classifier-free
+    guidance uses the encoded empty prompt, learned by dropping captions to "" in training.
+    """
+
+    num_classes: int = 0  # text models have no class table
+    class_dropout_prob: float = 0.0
+    arch: str = "cross"  # "cross" (PixArt-α cross-attention) or "mmdit" (SD3 joint attention)
+    text_dim: int = 128  # D_txt: width of the text encoder's tokens (projected to hidden_size inside)
+    caption_dropout_prob: float = 0.1  # training: caption -> "" with this probability (CFG)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.arch not in ("cross", "mmdit"):
+            raise ValueError(f"arch must be 'cross' or 'mmdit', got {self.arch!r}")
+        if self.num_classes or self.class_dropout_prob:
+            raise ValueError("a text-conditioned DiT has no classes: num_classes and class_dropout_prob must be 0")
+        if self.text_dim <= 0:
+            raise ValueError(f"text_dim must be positive, got {self.text_dim}")
+        if not 0 <= self.caption_dropout_prob < 1:
+            raise ValueError(f"caption_dropout_prob must lie in [0, 1), got {self.caption_dropout_prob}")
+
+
+def config_from_dict(d: dict) -> DiTConfig:
+    """The model config saved in a checkpoint or model folder: a `TextDiTConfig` if it names an ``arch``."""
+    return TextDiTConfig.from_dict(d) if "arch" in d else DiTConfig.from_dict(d)
+
+
+def is_text_config(cfg: DiTConfig) -> bool:
+    return isinstance(cfg, TextDiTConfig)
+
+
+# Tiny text-conditioned models for tests (8x8x4 latents, patch 2: 16 image tokens).
+PRESETS["pixart-tiny"] = TextDiTConfig(
+    input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, learn_sigma=False,
+    arch="cross", text_dim=16,
+)
+PRESETS["mmdit-tiny"] = PRESETS["pixart-tiny"].replace(arch="mmdit")
+# Text-to-image on the bundled shapes autoencoder, sized like shapes-latent (8x8x4 latents, patch 1,
+# 64 tokens, D=192, depth 8, 3 heads, RoPE + QK-norm) so its image trunk can start from that model.
+PRESETS["shapes-t2i"] = TextDiTConfig(
+    input_size=8, patch_size=1, in_channels=4, hidden_size=192, depth=8, num_heads=3, learn_sigma=False,
+    use_rope=True, qk_norm=True, arch="cross", text_dim=128,
+)
+PRESETS["shapes-t2i-mmdit"] = PRESETS["shapes-t2i"].replace(arch="mmdit")

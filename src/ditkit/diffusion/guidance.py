@@ -4,7 +4,9 @@
 
 ``cfg(model_fn, scale, null_label=...)`` returns a new ``model_fn(x, t, **kwargs)`` that runs one
 doubled batch ``[x; x]`` with labels ``[y; null]`` and combines the two halves. It works for any
-process (ε, v or velocity outputs) because samplers only ever see the combined output.
+process (ε, v or velocity outputs) because samplers only ever see the combined output. A text model
+has no null label: its unconditional half gets the encoded empty prompt, ``null_cond={"text": ...,
+"text_mask": ...}`` (the trainer drops captions to "" with probability ``caption_dropout_prob``).
 
 Reference DiT 3-channel quirk (``channels=3``)
 -----------------------------------------------
@@ -39,8 +41,9 @@ import torch
 ModelFn = Callable[..., torch.Tensor]
 
 
-def cfg(model_fn: ModelFn, scale: float, *, null_label: int, cond_key: str = "y", channels: int | None = None,
-        interval: tuple[float, float] | None = None) -> ModelFn:
+def cfg(model_fn: ModelFn, scale: float, *, null_label: int | None = None, cond_key: str = "y",
+        channels: int | None = None, interval: tuple[float, float] | None = None,
+        null_cond: dict[str, torch.Tensor] | None = None) -> ModelFn:
     """Wrap ``model_fn`` with classifier-free guidance.
 
     Args:
@@ -51,17 +54,24 @@ def cfg(model_fn: ModelFn, scale: float, *, null_label: int, cond_key: str = "y"
         channels: guide only output channels ``[:channels]`` and take the rest from the conditional
             pass (``channels=3`` reproduces the reference DiT quirk); None guides all channels.
         interval: ``(lo, hi)`` in network time; guide only where ``lo <= t <= hi``.
+        null_cond: instead of a null label, the unconditional value of each named keyword, e.g. the
+            encoded empty prompt ``{"text": (1, L, D), "text_mask": (1, L)}`` of a text model; each is
+            broadcast over the batch (leading dim 1 or N) and must match the conditional one's shape.
 
     Other keyword arguments are passed to both passes unchanged (not doubled).
     """
+    if (null_label is None) == (null_cond is None):
+        raise ValueError("classifier-free guidance needs exactly one of null_label and null_cond")
+    keys = [cond_key] if null_cond is None else list(null_cond)
     if channels is not None and channels <= 0:
         raise ValueError(f"channels must be positive or None, got {channels}")
     if interval is not None and (len(interval) != 2 or interval[0] > interval[1]):
         raise ValueError(f"interval must be (lo, hi) with lo <= hi, got {interval!r}")
 
     def guided_fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
-        if cond_key not in kwargs:
-            raise ValueError(f"classifier-free guidance needs the labels as keyword {cond_key!r}")
+        missing = [k for k in keys if k not in kwargs]
+        if missing:
+            raise ValueError(f"classifier-free guidance needs the conditioning as keyword {missing[0]!r}")
         if scale == 1.0:
             return model_fn(x, t, **kwargs)
         active = torch.ones_like(t, dtype=torch.bool)  # (N,) where guidance applies
@@ -70,8 +80,12 @@ def cfg(model_fn: ModelFn, scale: float, *, null_label: int, cond_key: str = "y"
             if not bool(active.any()):
                 return model_fn(x, t, **kwargs)
 
-        y = kwargs[cond_key]
-        both = {**kwargs, cond_key: torch.cat([y, torch.full_like(y, null_label)])}  # (2N,)
+        if null_cond is None:
+            y = kwargs[cond_key]
+            both = {**kwargs, cond_key: torch.cat([y, torch.full_like(y, null_label)])}  # (2N,)
+        else:  # (2N, ...) each: [conditional; unconditional]
+            both = {**kwargs, **{k: torch.cat([kwargs[k], v.to(kwargs[k].device).expand_as(kwargs[k])])
+                                 for k, v in null_cond.items()}}
         out = model_fn(torch.cat([x, x]), torch.cat([t, t]), **both)  # (2N, C_out, ...)
         cond, uncond = out.chunk(2, dim=0)  # (N, C_out, ...) each
         k = cond.shape[1] if channels is None else channels

@@ -4,7 +4,8 @@
 
 The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipeline`), with the run's
 training summary (steps, wall time, recipe) in config.json and a copy of ``train_log.jsonl``.
-A latent run's autoencoder is copied into the folder as ``autoencoder/`` (self-contained).
+A latent run's autoencoder is copied into the folder as ``autoencoder/`` (self-contained), a
+text-to-image run's word encoder (its EMA weights, with the vocabulary) as ``text_encoder/``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
 from ..models.dit import DiT
+from ..models.text_dit import TextToImage, build_model
+from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ..pipeline import SamplingDefaults, save_pipeline
 from .trainer import TrainConfig
 
@@ -37,7 +40,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
     cfg = TrainConfig.from_dict(state["train_config"])
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
-    model = DiT(cfg.model)
+    text = getattr(cfg.model, "text_dim", None) is not None
+    model = TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
+                        build_model(cfg.model)) if text else DiT(cfg.model)
     model.load_state_dict(load_tensors(ckpt / "ema.safetensors"))
     summary = {
         "steps": state["step"],
@@ -46,15 +51,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
         "recipe": cfg.to_dict(),
         "command": command,
     }
-    class_names = list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)  # latents:DIR
+    class_names = [] if text else list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)  # latents:DIR
     autoencoder = None
     if cfg.autoencoder is not None:
         autoencoder = resolve_codec_path(cfg.autoencoder)
         trained_with = state.get("autoencoder_fingerprint")
         if trained_with is not None and trained_with != codec_fingerprint(autoencoder):
             raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
-    save_pipeline(out_dir, model, FlowMatching(cfg.flow), class_names=class_names, defaults=defaults,
-                  dtype=DTYPES[dtype], extra={"training": summary}, autoencoder=autoencoder)
+    dit, encoder = (model.dit, model.encoder) if text else (model, None)
+    save_pipeline(out_dir, dit, FlowMatching(cfg.flow), class_names=class_names, defaults=defaults,
+                  dtype=DTYPES[dtype], extra={"training": summary}, autoencoder=autoencoder, text_encoder=encoder)
     log = run_dir / "train_log.jsonl"
     if log.is_file():
         with atomic_write(Path(out_dir) / "train_log.jsonl") as tmp:

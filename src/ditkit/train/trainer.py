@@ -15,6 +15,13 @@ the latent's shape. With ``dataset="latents:DIR"`` (a cache written by ``ditkit 
 the cache's VAE becomes the run's autoencoder. The autoencoder's weights fingerprint is saved in
 each checkpoint, so a resume with a different autoencoder is refused.
 
+Text to image. With a `TextDiTConfig` model the run trains a text-conditioned DiT (`CrossDiT` /
+`MMDiT`) together with ditkit's small word encoder (`TextToImage`: one module, one optimizer, one
+EMA) on the dataset's captions; a caption is replaced by the empty prompt with probability
+``caption_dropout_prob`` (drawn with the step's other randomness) so the model learns the
+unconditional velocity for guidance. ``init_from`` starts a fresh run from a class-conditional
+model folder's shared weights (`ditkit.models.text_dit.init_from_class_dit`).
+
 Layout of ``out_dir``::
 
     train_config.json            the TrainConfig (and model config) of the run
@@ -41,12 +48,14 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ..config import DiTConfig
+from ..config import DiTConfig, config_from_dict, is_text_config
 from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
 from ..models.dit import DiT
+from ..models.text_dit import TextToImage, build_model, init_from_class_dit
+from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,22 @@ class TrainConfig:
     snapshot_every: int = 0  # save EMA snapshots for learning curves (0 = never)
     bf16: bool = True  # autocast to bf16 on CUDA only (bf16 is slow on CPUs without AMX)
     autoencoder: str | None = None  # frozen autoencoder folder for latent diffusion; None = pixel space
+    # text models (a TextDiTConfig): the trainable word encoder (None = WordEncoderConfig(dim=model.text_dim))
+    text_encoder: WordEncoderConfig | None = None
+    init_from: str | None = None  # text models: class-conditional model folder to take shared weights from
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
+        d["text_encoder"] = None if self.text_encoder is None else self.text_encoder.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        d["model"] = DiTConfig.from_dict(d["model"])
+        d["model"] = config_from_dict(d["model"])
+        if d.get("text_encoder") is not None:
+            d["text_encoder"] = WordEncoderConfig.from_dict(d["text_encoder"])
         d["flow"] = FlowConfig(**d["flow"])
         d["betas"] = tuple(d["betas"])
         return cls(**d)
@@ -179,6 +194,13 @@ class Trainer:
             if isinstance(self.codec, nn.Module):
                 self.codec.to(self.device).eval().requires_grad_(False)
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.codec)
+        self.text = is_text_config(cfg.model)
+        if self.text and not hasattr(self.dataset, "caption"):
+            raise ValueError("a text-conditioned model trains on captions: use the shapes dataset")
+        if cfg.init_from is not None and not self.text:
+            raise ValueError("init_from starts a text-conditioned model from a class-conditional one; "
+                             "this model is class-conditional")
+        self.drop_prob = cfg.model.caption_dropout_prob if self.text else cfg.model.class_dropout_prob
         if self.codec is not None:  # the latent of one dataset image must be what the DiT models
             image = self.dataset[0][0]  # (3, H, W)
             check_codec_fits(self.codec, image.shape[-2:], cfg.model.in_channels, cfg.model.hw, where="the model config")
@@ -186,15 +208,15 @@ class Trainer:
         self.process = FlowMatching(cfg.flow)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
-        self.model = DiT(cfg.model).to(self.device)
-        self.ema = DiT(cfg.model).to(self.device).requires_grad_(False)
+        self.model = self._build().to(self.device)
+        self.ema = self._build().to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.eval()
         # The CFG label drop is drawn in `_batch` for the global batch (so ranks and resumes agree);
         # the label embedder's own random drop in train mode would apply it a second time, from each
         # process's global RNG. Turn that one off (the null row of the table stays).
         for m in (self.model, self.ema):
-            if m.y_embedder is not None:
+            if getattr(m, "y_embedder", None) is not None:
                 m.y_embedder.dropout_prob = 0.0
         self.ddp = self.model
         if self.world > 1:
@@ -203,6 +225,22 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.step, self.elapsed = 0, 0.0
         self.ckpt_dir = self.out_dir / "checkpoints"
+
+    def _build(self) -> nn.Module:
+        cfg = self.cfg
+        if not self.text:
+            return DiT(cfg.model)
+        return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
+                           build_model(cfg.model))
+
+    def _init_from_class_model(self) -> None:
+        from ..pipeline import load_pipeline
+
+        source = load_pipeline(self.cfg.init_from).model
+        names = init_from_class_dit(self.model.dit, source.float().cpu())
+        self.ema.load_state_dict(self.model.state_dict())
+        if self.rank == 0:
+            self.log(f"initialised {len(names)} tensors from the class-conditional model {self.cfg.init_from}")
 
     # ------------------------------------------------------------------ data for one step
     def _batch(self, step: int):
@@ -215,12 +253,15 @@ class Trainer:
         hi = lo + cfg.batch_size // self.world
         items = [self.dataset[int(i)] for i in idx[lo:hi]]
         x = torch.stack([it[0] for it in items])
-        y = torch.tensor([int(it[1]) for it in items])
+        if self.text:  # captions, (B_local,) strings
+            y = [self.dataset.caption(int(i)) for i in idx[lo:hi]]
+        else:
+            y = torch.tensor([int(it[1]) for it in items])
         g2 = torch.Generator().manual_seed(noise_seed)
         shape = self.latent_shape if self.codec is not None else x.shape[1:]  # noise lives where the DiT works
         noise = torch.randn((cfg.batch_size, *shape), generator=g2)[lo:hi]
         s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
-        drop = (torch.rand(cfg.batch_size, generator=g2) < cfg.model.class_dropout_prob).long()[lo:hi]
+        drop = (torch.rand(cfg.batch_size, generator=g2) < self.drop_prob).long()[lo:hi]
         return x, y, noise, s, drop
 
     # ------------------------------------------------------------------ checkpoints
@@ -277,11 +318,16 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
         x, y, noise, s, drop = self._batch(self.step)
-        x, y, noise, s, drop = (v.to(self.device) for v in (x, y, noise, s, drop))
+        x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
         if self.codec is not None:
             with torch.no_grad():
                 x = self.codec.encode(x).float()  # (B, C, h, w) normalised latents
-        y = torch.where(drop.bool(), torch.full_like(y, cfg.model.num_classes), y)  # CFG label drop
+        if self.text:  # CFG caption drop to the empty prompt, then word ids (B, L)
+            ids, mask = self.model.encoder.tokenize(["" if d else c for c, d in zip(y, drop.tolist())])
+            cond = {"ids": ids.to(self.device), "ids_mask": mask.to(self.device)}
+        else:
+            y = y.to(self.device)
+            cond = {"y": torch.where(drop.bool(), torch.full_like(y, cfg.model.num_classes), y)}  # CFG label drop
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
         )
@@ -291,7 +337,8 @@ class Trainer:
             sl = slice(k * self.micro, (k + 1) * self.micro)
             last = k == cfg.grad_accum - 1
             with (nullcontext() if last or self.world == 1 else self.ddp.no_sync()), autocast:
-                loss = self.process.training_loss(self.ddp, x[sl], {"y": y[sl]}, noise=noise[sl], s=s[sl]).mean()
+                kwargs = {k: v[sl] for k, v in cond.items()}
+                loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
                 loss = loss / cfg.grad_accum
             loss.backward()
             total += float(loss.detach())
@@ -316,6 +363,8 @@ class Trainer:
             self.load_checkpoint(resume)
             if self.rank == 0:
                 self.log(f"resumed from {resume} at step {self.step}")
+        elif cfg.init_from is not None:
+            self._init_from_class_model()
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.out_dir / "train_config.json") as tmp:
