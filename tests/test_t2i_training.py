@@ -15,7 +15,8 @@ from ditkit.config import DiTConfig, TextDiTConfig
 from ditkit.data.shapes import ShapesDataset
 from ditkit.io.checkpoint import load_tensors
 from ditkit.models.dit import DiT
-from ditkit.models.text_encoder import WordEncoderConfig
+from ditkit.models.text_dit import build_model
+from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ditkit.pipeline import SamplingDefaults, load_pipeline
 from ditkit.train.export import export_run
 from ditkit.train.presets import get_train_preset
@@ -130,3 +131,18 @@ def test_shapes_t2i_preset_takes_a_step(tmp_path: Path):
     assert result["done"]
     log = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[-1])
     assert log["step"] == 1 and log["loss"] == log["loss"]  # finite, not NaN
+
+
+def test_eval_of_a_text_model_uses_held_out_captions_and_checks_colours(tmp_path: Path):
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(MODEL, input_size=32, patch_size=8)
+    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2))
+    save_pipeline(tmp_path / "m", build_model(cfg), FlowMatching(), text_encoder=enc,
+                  defaults=SamplingDefaults(steps=1, cfg_scale=2.0))
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--model", str(tmp_path / "m"), "--num-samples", "10", "--reference-samples", "10",
+               "--json", str(out), "--no-progress"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["num_samples"] == 10 and len(result["per_class_accuracy"]) == 10
+    assert set(result["colors"]) == {"foreground", "background", "both", "n"} and result["colors"]["n"] == 10

@@ -123,9 +123,17 @@ def cmd_eval(args) -> None:
     pipe = _load(args.model)
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
-    labels = torch.arange(args.num_samples) % n_cls
+    labels = torch.arange(args.num_samples) % max(1, n_cls)
+    cond = {"labels": labels.tolist()}
+    if pipe.text_encoder is not None:  # captions of held-out shapes (another seed than training's), classes balanced
+        from .data.shapes import CLASSES
+
+        n_cls, held_out = len(CLASSES), ShapesDataset(args.num_samples, seed=args.reference_seed + 1,
+                                                      labels=list(range(len(CLASSES))))
+        labels = torch.arange(args.num_samples) % n_cls
+        cond = {"prompts": [held_out.caption(i) for i in range(args.num_samples)]}
     t0 = time.time()
-    images = pipe.generate(labels.tolist(), sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+    images = pipe.generate(**cond, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
                            seed=args.seed, batch_size=args.batch_size, shift=args.shift,
                            guidance_interval=args.guidance_interval, progress=not args.no_progress)
     seconds = time.time() - t0
@@ -135,6 +143,13 @@ def cmd_eval(args) -> None:
                    "cfg_scale": pipe.defaults.cfg_scale if args.cfg_scale is None else args.cfg_scale,
                    "seed": args.seed, "sampling_seconds": round(seconds, 1),
                    "reference": f"{args.reference_samples} held-out shapes (seed {args.reference_seed})"})
+    if "prompts" in cond:  # do the drawn colours match the caption's? (ditkit.eval.colors)
+        from .eval.colors import color_accuracy
+
+        result["colors"] = color_accuracy(images, cond["prompts"])
+        result["prompts"] = f"captions of {args.num_samples} held-out shapes (seed {args.reference_seed + 1})"
+        print(f"named colours drawn: {result['colors']['both'] * 100:.1f}% (shape {result['colors']['foreground'] * 100:.1f}%, "
+              f"background {result['colors']['background'] * 100:.1f}%)")
     print(f"class accuracy {result['accuracy'] * 100:.1f}% over {args.num_samples} samples; "
           f"FD {result['fd']:.2f} vs held-out data; sampling took {seconds:.0f}s")
     if args.json:
@@ -234,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=_positive_int, default=1)
     c.set_defaults(func=cmd_train_classifier)
 
-    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples")
+    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples (text models: "
+                                          "from held-out captions, plus the caption colour check)")
     _sampling_args(e)
     e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
     e.add_argument("--classifier", help="classifier folder (default: the bundled one)")
