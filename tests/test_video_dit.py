@@ -178,12 +178,12 @@ def test_attention_core_hook_sees_layer_grid_axes():
 
 
 def test_text_hook_starts_as_a_no_op_and_config_round_trips():
-    cfg = VideoDiTConfig(dit=tiny(), num_frames=2, text_dim=7, rope_layout="axial", rope_dims=(4, 6, 6))
+    cfg = VideoDiTConfig(dit=tiny(), num_frames=2, pooled_text_dim=7, rope_layout="axial", rope_dims=(4, 6, 6))
     assert VideoDiTConfig.from_dict(cfg.to_dict()) == cfg
     model = VideoDiT(cfg)
     perturb(model.blocks)
     x, t, y = torch.randn(1, 2, 3, 8, 8), torch.tensor([10.0]), torch.tensor([1])
-    torch.testing.assert_close(model(x, t, y, text=torch.randn(1, 7)), model(x, t, y))
+    torch.testing.assert_close(model(x, t, y, pooled_text=torch.randn(1, 7)), model(x, t, y))
     with pytest.raises(ValueError, match="unknown VideoDiTConfig"):
         VideoDiTConfig.from_dict({"frames": 3})
     with pytest.raises(ValueError, match="rope_dims"):

@@ -28,9 +28,9 @@ Design, with the papers each choice comes from:
   (N,) for the clip or (N, F) per frame; each latent frame's embedding drives adaLN for that frame's
   tokens only. A constant (N, F) vector equals the scalar case.
 * **Conditioning**: class labels (``y``, with the null label for CFG) as in the image DiT, plus a
-  hook for text: ``text`` (N, text_dim) pooled embeddings are projected and added to c
-  (zero-initialised, so it starts as a no-op). Token-level cross-attention is left to the text
-  encoders module.
+  hook for text: ``pooled_text`` (N, pooled_text_dim) sentence embeddings are projected and added
+  to c (zero-initialised, so it starts as a no-op). Token-level text (cross-attention with
+  ``text`` (N, L, D_txt) and ``text_mask``, as in ``models/cross_dit.py``) is not wired in yet.
 
 Sampling-time attention options (sparse patterns, UltraViCo) plug in as ``model.attention_core``,
 a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`).
@@ -64,7 +64,7 @@ class VideoDiTConfig:
     rope_layout: str = "image"  # "image" (image tables + frame on low-frequency pairs) or "axial" (split head_dim)
     temporal_rope_pairs: int = 4  # "image" layout: pairs per spatial half that also rotate with the frame
     rope_dims: tuple[int, int, int] | None = None  # "axial" layout: channels per (frame, row, col); None = ~(1/4, 3/8, 3/8)
-    text_dim: int = 0  # > 0: pooled text embedding (N, text_dim) added to c through a zero-initialised Linear
+    pooled_text_dim: int = 0  # > 0: a pooled text embedding (N, pooled_text_dim) is added to c (zero-initialised Linear)
 
     def __post_init__(self):
         cfg = self.dit
@@ -81,8 +81,8 @@ class VideoDiTConfig:
             dims = self.axial_dims
             if len(dims) != 3 or any(d <= 0 or d % 2 for d in dims) or sum(dims) != cfg.head_dim:
                 raise ValueError(f"rope_dims must be three positive even numbers summing to head_dim {cfg.head_dim}, got {dims}")
-        if self.text_dim < 0:
-            raise ValueError(f"text_dim must be >= 0, got {self.text_dim}")
+        if self.pooled_text_dim < 0:
+            raise ValueError(f"pooled_text_dim must be >= 0, got {self.pooled_text_dim}")
 
     @property
     def axial_dims(self) -> tuple[int, int, int]:
@@ -256,7 +256,7 @@ class VideoDiTBlock(DiTBlock):
 
 
 class VideoDiT(nn.Module):
-    """forward(x (N, F, C, H, W), t (N,) or (N, F), y (N,) long, text (N, text_dim)) -> (N, F, C_out, H, W)."""
+    """forward(x (N, F, C, H, W), t (N,) or (N, F), y (N,) long, pooled_text (N, P)) -> (N, F, C_out, H, W)."""
 
     def __init__(self, config: VideoDiTConfig):
         super().__init__()
@@ -266,7 +266,7 @@ class VideoDiT(nn.Module):
         self.x_embedder = PatchEmbed3D(pt, p, cfg.in_channels, d)
         self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size, cfg.timestep_freq_shift)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
-        self.text_embedder = nn.Linear(config.text_dim, d) if config.text_dim > 0 else None
+        self.pooled_text_embedder = nn.Linear(config.pooled_text_dim, d) if config.pooled_text_dim > 0 else None
         self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes) for i, axes in enumerate(config.block_axes())])
         self.final_layer = FinalLayer(cfg)
         self.final_layer.linear = nn.Linear(d, pt * p * p * cfg.out_channels, bias=True)  # (pt, p, p, C_out) per token
@@ -288,8 +288,8 @@ class VideoDiT(nn.Module):
         nn.init.zeros_(self.x_embedder.proj.bias)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        if self.text_embedder is not None:
-            nn.init.zeros_(self.text_embedder.weight)
+        if self.pooled_text_embedder is not None:
+            nn.init.zeros_(self.pooled_text_embedder.weight)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
@@ -350,7 +350,8 @@ class VideoDiT(nn.Module):
             raise ValueError(f"per-frame times must be equal within each group of {pt} frames (one temporal patch)")
         return tf[..., 0]  # (N, f)
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None = None,
+                  pooled_text: torch.Tensor | None = None) -> torch.Tensor:
         """c (N, D) for per-clip t (N,), or (N, f, D) for per-latent-frame t (N, f)."""
         c = self.t_embedder(t.reshape(-1)).reshape(*t.shape, -1)  # (N, D) or (N, f, D)
         extra = 0
@@ -358,10 +359,10 @@ class VideoDiT(nn.Module):
             if y is None:
                 raise ValueError("this model is class-conditional: pass labels y")
             extra = extra + self.y_embedder(y, self.training)  # (N, D)
-        if text is not None:
-            if self.text_embedder is None:
-                raise ValueError("this model has no text conditioning (text_dim = 0)")
-            extra = extra + self.text_embedder(text.to(self.text_embedder.weight.dtype))  # (N, D)
+        if pooled_text is not None:
+            if self.pooled_text_embedder is None:
+                raise ValueError("this model has no pooled-text conditioning (pooled_text_dim = 0)")
+            extra = extra + self.pooled_text_embedder(pooled_text.to(self.pooled_text_embedder.weight.dtype))  # (N, D)
         if torch.is_tensor(extra):
             c = c + (extra.unsqueeze(1) if c.ndim == 3 else extra)
         return c
@@ -383,9 +384,9 @@ class VideoDiT(nn.Module):
         return self.unpatchify(out, ctx.grid)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
+                pooled_text: torch.Tensor | None = None) -> torch.Tensor:
         tokens, ctx = self.embed(x)  # (N, T, D)
-        c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, text)  # (N, D) or (N, f, D)
+        c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, pooled_text)  # (N, D) or (N, f, D)
         for block in self.blocks:
             tokens = block(tokens, c, ctx)  # (N, T, D)
         return self.final(tokens, c, ctx)  # (N, F, C_out, H, W)
@@ -413,7 +414,7 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
     Every image parameter has a video twin of the same name. The patch embedding is inflated
     over the temporal patch by averaging (I3D-style, Carreira & Zisserman 2017: a clip of pt
     equal frames embeds like the image) and the output projection is repeated for each of the pt
-    frames of a token. Video-only parameters (``text_embedder``) keep their zero initialisation.
+    frames of a token. Video-only parameters (``pooled_text_embedder``) keep their zero initialisation.
     """
     pt = model.config.temporal_patch
     own = model.state_dict()
@@ -428,7 +429,7 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(f"{name}: image shape {tuple(value.shape)} does not fit video shape {tuple(own[name].shape)}")
         loaded[name] = value
-    missing = sorted(k for k in own if k not in loaded and not k.startswith("text_embedder."))
+    missing = sorted(k for k in own if k not in loaded and not k.startswith("pooled_text_embedder."))
     if missing:
         raise ValueError(f"the image state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
     model.load_state_dict(loaded, strict=False)
