@@ -208,3 +208,23 @@ def test_flex_core_with_gradients_on_cpu_falls_back_to_dense():
         ref = VideoAttention(plan, backend="dense")(q, k, v, layer=0, grid=GRID)
     torch.testing.assert_close(out.detach(), ref)
     assert q.grad is not None and q.grad[:, 2].abs().sum() == 0  # the skipped head passes no gradient
+
+
+def test_a_compiled_kernel_that_disagrees_with_eager_flex_is_not_used():
+    plan = SparsePlan({0: [Pattern("diagonal", 12), Pattern("stripe", 1), Pattern("full")]})
+    core = VideoAttention(plan, block_size=16)
+    calls = []
+
+    def broken(q, k, v, **kw):  # stands in for a miscompiled kernel
+        calls.append(1)
+        return torch.zeros_like(q)
+
+    core._flex = broken
+    q, k, v = qkv()
+    ref = VideoAttention(plan, backend="dense")(q, k, v, layer=0, grid=GRID)
+    with pytest.warns(UserWarning, match="disagrees with eager flex"):
+        first = core(q, k, v, layer=0, grid=GRID)
+    second = core(q, k, v, layer=0, grid=GRID)
+    torch.testing.assert_close(first, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(second, ref, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 1  # checked once, then never used for this mask

@@ -28,8 +28,9 @@ sets those logits to -1e4). Inside the training window it is the identity.
 Backends: ``"flex"`` runs ``torch.nn.attention.flex_attention`` with a ``BlockMask`` and
 ``score_mod``. On CPU in eager mode flex_attention works but is unfused (it materialises the
 scores; PyTorch warns), so it only saves time under ``compile=True`` (``torch.compile`` of
-flex_attention builds a C++ kernel on CPU: ~20 s per new shape, then block-sparse), and it has
-no CPU backward, so with gradients on CPU the core takes the dense path. ``"dense"``
+flex_attention builds a C++ kernel on CPU: ~20 s per new shape, then block-sparse; the first
+call of each mask is checked against eager flex and falls back to it, with a warning, if they
+disagree), and it has no CPU backward, so with gradients on CPU the core takes the dense path. ``"dense"``
 materialises the same mask for SDPA (an explicit softmax when UltraViCo is on); it is the
 reference the flex path is tested against. Masks are cached per (layer, grid).
 
@@ -153,8 +154,11 @@ def make_layout(grid: tuple[int, int, int], tile: tuple[int, int, int] | None = 
 
 
 def _pattern_fn(p: Pattern, layout: Layout):
-    """mask(q, kv) -> bool for sequence positions (broadcasting index tensors, or flex's scalars)."""
-    order, coords, ft = layout.order, layout.coords, layout.frame_tokens
+    """mask(q, kv) -> bool for sequence positions (broadcasting index tensors, or flex's scalars).
+
+    Lookups are 1D tensors indexed by position (what compiled flex_attention handles best).
+    """
+    order, ft = layout.order, layout.frame_tokens
     if p.kind == "full":
         return lambda q, kv: (q >= 0) & (kv >= 0)
     if p.kind == "skip":
@@ -162,19 +166,22 @@ def _pattern_fn(p: Pattern, layout: Layout):
     if p.kind == "diagonal":
         return lambda q, kv: (order[q] - order[kv]).abs() <= p.width
     if p.kind == "multi_diagonal":
-        return lambda q, kv: (order[q] % ft - order[kv] % ft).abs() <= p.width
+        place = order % ft  # (T,) raster index within the frame
+        return lambda q, kv: (place[q] - place[kv]).abs() <= p.width
     if p.kind == "stripe":
-        return lambda q, kv: coords[kv, 0] < p.width
-    tiles = torch.tensor(p.tile)  # sta
-    n_tiles = -(-torch.tensor(layout.grid) // tiles)  # (3,) tiles per axis
-    half = torch.tensor(p.window) // 2
-    lo, hi = torch.minimum(half, n_tiles - 1), torch.clamp(n_tiles - 1 - half, min=0)
-    tile_of = coords // tiles  # (T, 3)
-    centre = torch.maximum(torch.minimum(tile_of, hi), lo)  # (T, 3) clamped window centre
+        frame = layout.coords[:, 0].contiguous()
+        return lambda q, kv: frame[kv] < p.width
+    axes = []  # sta: per axis, the key's tile and the query's clamped window centre, (T,) each
+    for a in range(3):
+        n_tiles = -(-layout.grid[a] // p.tile[a])
+        half = p.window[a] // 2
+        lo, hi = min(half, n_tiles - 1), max(n_tiles - 1 - half, 0)
+        tile_of = (layout.coords[:, a] // p.tile[a]).contiguous()
+        axes.append((tile_of, tile_of.clamp(max=hi).clamp(min=lo), half))
 
     def sta(q, kv):
-        d = (centre[q] - tile_of[kv]).abs() <= half  # (..., 3)
-        return d[..., 0] & d[..., 1] & d[..., 2]
+        (t0, c0, h0), (t1, c1, h1), (t2, c2, h2) = axes
+        return ((c0[q] - t0[kv]).abs() <= h0) & ((c1[q] - t1[kv]).abs() <= h1) & ((c2[q] - t2[kv]).abs() <= h2)
 
     return sta
 
@@ -199,7 +206,7 @@ def head_mask_mod(patterns: list[Pattern], layout: Layout, ultravico: UltraViCoC
 def _first_frame_mask(layout: Layout, uv: UltraViCoConfig | None):
     if uv is None or not uv.mask_first_frame or layout.grid[0] <= uv.train_frames:
         return None
-    frame = layout.coords[:, 0]
+    frame = layout.coords[:, 0].contiguous()
     return lambda q, kv: (frame[q] > 0) | (frame[kv] < uv.train_frames)
 
 
@@ -266,22 +273,25 @@ class VideoAttention:
         if compile and backend != "flex":
             raise ValueError("compile applies to the flex backend only")
         self.plan, self.ultravico, self.backend, self.block_size = plan, ultravico, backend, block_size
-        self._flex = None
+        self._flex = self._eager = None
         if backend == "flex":
             from torch.nn.attention.flex_attention import flex_attention
 
+            self._eager = flex_attention
             self._flex = torch.compile(flex_attention, dynamic=False) if compile else flex_attention
         self._cache: dict[tuple, tuple] = {}
+        self._trusted: dict[tuple, bool] = {}  # compile: per mask, did the kernel match eager flex on first use
 
     def reset(self) -> None:
         self._cache.clear()
+        self._trusted.clear()
 
     def _setup(self, layer: int, grid: tuple[int, int, int], axes: str, num_heads: int, device):
         patterns = self.plan.for_layer(layer, num_heads) if self.plan is not None and axes == "all" else None
         tile = self.plan.tile if patterns is not None else None
         key = (tuple(patterns) if patterns else None, grid, tile, num_heads, str(device))
         if key in self._cache:
-            return self._cache[key]
+            return key, self._cache[key]
         layout = make_layout(grid, tile)
         uv = self.ultravico if axes in ("all", "time") else None
         score_mod = ultravico_score_mod(layout, uv)
@@ -302,12 +312,12 @@ class VideoAttention:
             keep = torch.tensor([p.kind != "skip" for p in patterns], device=device).view(1, -1, 1, 1)
         order = None if tile is None else layout.order.to(device)
         entry = self._cache[key] = (mask, score_mod, keep, order, mask_mod)
-        return entry
+        return key, entry
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layer: int,
                  grid: tuple[int, int, int], axes: str = "all") -> torch.Tensor:
         n, heads, t, hd = q.shape
-        mask, score_mod, keep, order, mask_mod = self._setup(layer, grid, axes, heads, q.device)
+        key, (mask, score_mod, keep, order, mask_mod) = self._setup(layer, grid, axes, heads, q.device)
         if mask is None and score_mod is None:
             return F.scaled_dot_product_attention(q, k, v)  # nothing to change on this layer
         if order is not None:  # tile-major sequence
@@ -317,9 +327,7 @@ class VideoAttention:
             flex = False  # flex_attention has no CPU backward: the same mask, densely
             mask = None if mask_mod is None else dense_mask(mask_mod, heads, t).to(q.device)
         if flex:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-                out = self._flex(q, k, v, score_mod=score_mod, block_mask=mask)  # (N, H, T, hd)
+            out = self._run_flex(key, q, k, v, score_mod, mask)  # (N, H, T, hd)
         elif score_mod is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
@@ -328,6 +336,24 @@ class VideoAttention:
             out = out * keep
         if order is not None:
             out = out[:, :, torch.argsort(order)]  # back to frame-major
+        return out
+
+
+    def _run_flex(self, key, q, k, v, score_mod, mask) -> torch.Tensor:
+        """Compiled flex where it has been checked against eager flex on this mask's first call, else eager."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+            if self._flex is self._eager or self._trusted.get(key) is False:
+                return self._eager(q, k, v, score_mod=score_mod, block_mask=mask)
+            out = self._flex(q, k, v, score_mod=score_mod, block_mask=mask)
+            if key not in self._trusted:
+                ref = self._eager(q, k, v, score_mod=score_mod, block_mask=mask)
+                self._trusted[key] = ok = bool(torch.allclose(out, ref, atol=1e-3, rtol=1e-3))
+                if not ok:
+                    warnings.warn(f"compiled flex_attention disagrees with eager flex for grid {key[1]} "
+                                  f"(max diff {(out - ref).abs().max().item():.3g}); using eager flex for this mask",
+                                  stacklevel=3)
+                    return ref
         return out
 
 
