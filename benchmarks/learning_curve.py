@@ -37,13 +37,18 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default="euler")
     p.add_argument("--cfg-scale", type=float, default=1.0)
     p.add_argument("--every", type=int, default=1, help="use every k-th snapshot")
+    p.add_argument("--min-step", type=int, default=0, help="skip snapshots before this training step")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json")
     p.add_argument("--plot")
     args = p.parse_args(argv)
 
     run = Path(args.run)
     cfg_file = run / "train_config.json"
-    snaps = sorted((run / "snapshots").glob("ema_*.safetensors"))[:: args.every]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    snaps = sorted((run / "snapshots").glob("ema_*.safetensors"))
+    snaps = [s for s in snaps if int(s.stem.split("_")[1]) >= args.min_step][:: args.every]
     if not cfg_file.is_file() or not snaps:
         print(f"learning_curve: {run} has no train_config.json or no snapshots", file=sys.stderr)
         return 2
