@@ -18,7 +18,7 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(PIP) -e ".[dev,bench,video]" 2>&1 | grep -v "is ignored" || true
+	$(PIP) -e ".[dev,bench,video,interop]" 2>&1 | grep -v "is ignored" || true
 	$(PY) -c "import pytest, ruff" || { echo "setup failed: test tools did not install"; exit 1; }
 	touch $(DEV)
 
