@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TextDiTConfig
-from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, make_norm, modulate
+from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, make_norm, modulate, reference_init
 from .text_common import ImageStages, TextTokenContext, check_text, key_padding_mask
 
 
@@ -140,19 +140,7 @@ class CrossDiT(ImageStages):
 
     def initialize_weights(self) -> None:
         """Xavier linears, zero biases; PixArt-α's choices for the t-MLPs, cross-attention output and head."""
-
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a Linear over flattened patches
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        reference_init(self)
         nn.init.normal_(self.t_block[1].weight, std=0.02)
         nn.init.normal_(self.caption_projection.fc1.weight, std=0.02)
         nn.init.normal_(self.caption_projection.fc2.weight, std=0.02)

@@ -32,6 +32,7 @@ from .layers import (
     grid_positions,
     make_norm,
     modulate,
+    reference_init,
     rope_tables,
     sincos_2d,
 )
@@ -110,20 +111,7 @@ class DiT(nn.Module):
 
     # ------------------------------------------------------------------ init (reference DiT)
     def initialize_weights(self) -> None:
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a Linear over flattened patches
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        reference_init(self)
         for block in self.blocks:  # adaLN-Zero: every residual branch starts closed
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)

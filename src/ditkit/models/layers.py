@@ -105,6 +105,30 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # (N, D, h, w) -> (N, T, D)
 
 
+def reference_init(model: nn.Module) -> None:
+    """The reference DiT initialisation every DiT variant starts from (Peebles & Xie 2023, `initialize_weights`).
+
+    Xavier-uniform linears with zero biases; the patch embedding initialised as a Linear over flattened
+    patches; N(0, 0.02) for the label table (if any) and the timestep MLP. Each model then closes its own
+    residual branches (adaLN-Zero, adaLN-single, cross-attention outputs) on top of this.
+    """
+
+    def _basic(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    model.apply(_basic)
+    w = model.x_embedder.proj.weight
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a Linear over flattened patches
+    nn.init.zeros_(model.x_embedder.proj.bias)
+    if getattr(model, "y_embedder", None) is not None:
+        nn.init.normal_(model.y_embedder.embedding_table.weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embedder.mlp[2].weight, std=0.02)
+
+
 class TimestepEmbedder(nn.Module):
     """Sinusoidal features of t (cos first, max period 10000) -> Linear -> SiLU -> Linear.
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import TextDiTConfig
 from .dit import FinalLayer
-from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, make_norm, modulate
+from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, make_norm, modulate, reference_init
 from .text_common import ImageStages, TextTokenContext, check_text, masked_mean
 
 
@@ -150,19 +150,7 @@ class MMDiT(ImageStages):
 
     def initialize_weights(self) -> None:
         """Xavier linears, zero biases; adaLN-Zero in both streams and the head (as DiT)."""
-
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a Linear over flattened patches
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        reference_init(self)
         nn.init.normal_(self.pooled_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.pooled_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:

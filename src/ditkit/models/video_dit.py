@@ -48,7 +48,7 @@ from torch import nn
 
 from ..config import DiTConfig
 from .dit import DiTBlock, FinalLayer, TokenContext
-from .layers import LabelEmbedder, TimestepEmbedder, grid_positions, modulate, sincos_1d, sincos_2d
+from .layers import LabelEmbedder, TimestepEmbedder, grid_positions, modulate, reference_init, sincos_1d, sincos_2d
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
 
@@ -276,22 +276,9 @@ class VideoDiT(nn.Module):
 
     def initialize_weights(self) -> None:
         """The reference DiT initialisation (adaLN-Zero: every branch and the output start at zero)."""
-        def _basic(m):
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-
-        self.apply(_basic)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.proj.bias)
-        if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        reference_init(self)
         if self.pooled_text_embedder is not None:
             nn.init.zeros_(self.pooled_text_embedder.weight)
-        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
