@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from ditkit.data.shapes import CLASSES, ShapesDataset, to_tensor
 from ditkit.io.checkpoint import CheckpointError, load_model_files, save_model
+from ditkit.train.schedule import warmup_cosine
 
 KIND = "shapes-classifier"
 TRAIN_SEED = 1000  # dataset seed of the training images
@@ -258,9 +259,7 @@ def train_classifier(
     warmup = max(1, int(warmup_frac * steps))
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        return warmup_cosine(step, lr, warmup, steps)
 
     model.train()
     running, log_every = 0.0, max(1, steps // 10)

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io.checkpoint import CheckpointError, load_json, load_model_files, save_model
+from ..train.schedule import warmup_cosine
 
 KIND = "ditkit-autoencoder"
 TRAIN_SEED = 4000  # dataset seed of the training images (the classifier uses 1000/2000)
@@ -397,9 +398,7 @@ def train_autoencoder(out_dir, steps: int = 12_000, batch_size: int = 8, lr: flo
     warmup = max(1, int(warmup_frac * steps))
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        return warmup_cosine(step, lr, warmup, steps)
 
     model.train()
     running, log_every = [0.0, 0.0], max(1, steps // 20)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -56,6 +55,7 @@ from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec
 from ..models.dit import DiT
 from ..models.text_dit import TextToImage, build_model, init_from_class_dit
 from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
+from .schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,8 @@ def init_distributed() -> tuple[int, int, torch.device]:
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "cosine":
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
-    return cfg.lr
+    return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, min_ratio=cfg.min_lr_ratio,
+                         cosine=cfg.lr_schedule == "cosine")
 
 
 @torch.no_grad()
