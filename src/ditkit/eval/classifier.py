@@ -122,11 +122,16 @@ class ShapesClassifier(nn.Module):
         )
         self.head = nn.Linear(w[-1], config.num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stem(x)  # (N, w0, H, W)
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every stage: [(N, w1, H/2, W/2), (N, w2, H/4, W/4), ...] (REPA's teacher features)."""
+        h, maps = self.stem(x), []  # (N, w0, H, W)
         for stage in self.stages:
             h = stage(h)  # (N, wk, H / 2**k, W / 2**k)
-        return h.mean(dim=(2, 3))  # (N, D) global average pool
+            maps.append(h)
+        return maps
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_maps(x)[-1].mean(dim=(2, 3))  # (N, D) global average pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (N, num_classes)
@@ -237,6 +242,7 @@ def train_classifier(
     warmup_frac: float = 0.05,
     config: ClassifierConfig = ClassifierConfig(),
     augment_config: AugmentConfig = AugmentConfig(),
+    train_seed: int = TRAIN_SEED,
 ) -> dict:
     """Train a `ShapesClassifier` on fresh renders (dataset seed 1000), save it to `out_dir`; return its info.
 
@@ -248,7 +254,7 @@ def train_classifier(
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     log(f"rendering {num_train} training and {num_eval} held-out images ...")
-    train_pixels, train_labels = ShapesDataset(num_train, seed=TRAIN_SEED).materialize()  # uint8 (N, 32, 32, 3)
+    train_pixels, train_labels = ShapesDataset(num_train, seed=train_seed).materialize()  # uint8 (N, 32, 32, 3)
     eval_pixels, eval_labels = ShapesDataset(num_eval, seed=EVAL_SEED).materialize()
 
     model = ShapesClassifier(config)
@@ -289,6 +295,10 @@ def train_classifier(
     log(f"held-out accuracy: clean {metrics['clean_accuracy']:.4f}, noisy {metrics['noisy_accuracy']:.4f}")
     command = f"python -m ditkit.eval.classifier --out {out_dir} --steps {steps} --batch-size {batch_size} "
     command += f"--lr {lr} --seed {seed}"
+    if config.widths != ClassifierConfig().widths:
+        command += " --widths " + ",".join(str(w) for w in config.widths)
+    if train_seed != TRAIN_SEED:
+        command += f" --train-seed {train_seed}"
     info = {
         "kind": KIND,
         "config": asdict(config),
@@ -300,7 +310,7 @@ def train_classifier(
             "weight_decay": weight_decay,
             "warmup_frac": warmup_frac,
             "num_train": num_train,
-            "train_seed": TRAIN_SEED,
+            "train_seed": train_seed,
             "augment": asdict(augment_config),
         },
         "metrics": metrics,
@@ -335,10 +345,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--widths", default=None, help="channels per stage, e.g. 32,64,96,128 (default 24,48,96,128)")
+    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED,
+                        help="dataset seed of the training renders (a REPA teacher uses its own, e.g. 6000)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = functools.partial(print, flush=True)
-    return train_classifier(args.out, args.steps, args.batch_size, args.lr, args.seed, log=log)
+    config = ClassifierConfig()
+    if args.widths:
+        try:
+            config = ClassifierConfig(widths=tuple(int(w) for w in args.widths.split(",")))
+        except ValueError:
+            parser.error(f"--widths must be comma-separated integers, got {args.widths!r}")
+    return train_classifier(args.out, args.steps, args.batch_size, args.lr, args.seed, log=log, config=config,
+                            train_seed=args.train_seed)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,16 @@ EMA) on the dataset's captions; a caption is replaced by the empty prompt with p
 unconditional velocity for guidance. ``init_from`` starts a fresh run from a class-conditional
 model folder's shared weights (`ditkit.models.text_dit.init_from_class_dit`).
 
+REPA. With ``TrainConfig.repa`` the loss adds λ·(negative cosine) between the projected hidden
+tokens of one block and a frozen encoder's features of the clean images (`ditkit.train.repa`);
+the projector is trained with the DiT, checkpointed with it, and never exported.
+
 Layout of ``out_dir``::
 
     train_config.json            the TrainConfig (and model config) of the run
     train_log.jsonl              one JSON line per log interval: step, loss, lr, wall time, ...
     checkpoints/step_0001000/    model.safetensors, ema.safetensors, optimizer.safetensors, state.json
+                                 (+ repa.safetensors, the REPA projector, when REPA is on)
     checkpoints/latest           name of the newest complete checkpoint (written last, atomically)
     snapshots/ema_0001000.safetensors   EMA weights at snapshot intervals (learning curves)
 """
@@ -55,6 +60,7 @@ from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec
 from ..models.dit import DiT
 from ..models.text_dit import TextToImage, build_model, init_from_class_dit
 from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
+from .repa import RepaAlignment, RepaConfig
 from .schedule import warmup_cosine
 
 
@@ -87,11 +93,13 @@ class TrainConfig:
     # text models (a TextDiTConfig): the trainable word encoder (None = WordEncoderConfig(dim=model.text_dim))
     text_encoder: WordEncoderConfig | None = None
     init_from: str | None = None  # text models: class-conditional model folder to take shared weights from
+    repa: RepaConfig | None = None  # representation alignment with a frozen encoder (see ditkit.train.repa)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
         d["text_encoder"] = None if self.text_encoder is None else self.text_encoder.to_dict()
+        d["repa"] = None if self.repa is None else self.repa.to_dict()
         return d
 
     @classmethod
@@ -101,6 +109,8 @@ class TrainConfig:
         if d.get("text_encoder") is not None:
             d["text_encoder"] = WordEncoderConfig.from_dict(d["text_encoder"])
         d["flow"] = FlowConfig(**d["flow"])
+        if d.get("repa") is not None:
+            d["repa"] = RepaConfig(**d["repa"])
         d["betas"] = tuple(d["betas"])
         return cls(**d)
 
@@ -218,7 +228,17 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.repa = None
+        if cfg.repa is not None:
+            if cache is not None:
+                raise ValueError("REPA aligns with features of the clean images; a latent cache has none "
+                                 "(train from the dataset with --autoencoder instead)")
+            p = cfg.model.patch_size
+            grid = (cfg.model.hw[0] // p, cfg.model.hw[1] // p)
+            torch.manual_seed(cfg.seed + 1)  # the projector's init; the DiT's is unchanged by REPA
+            self.repa = RepaAlignment(cfg.repa, self.model, grid).to(self.device)
+        self.params = list(self.model.parameters()) + ([] if self.repa is None else list(self.repa.parameters()))
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.step, self.elapsed = 0, 0.0
         self.ckpt_dir = self.out_dir / "checkpoints"
 
@@ -278,6 +298,8 @@ class Trainer:
             save_tensors(tmp / "model.safetensors", self.model.state_dict())
             save_tensors(tmp / "ema.safetensors", self.ema.state_dict())
             save_tensors(tmp / "optimizer.safetensors", opt_tensors)
+            if self.repa is not None:
+                save_tensors(tmp / "repa.safetensors", self.repa.state_dict())
             save_tensors(tmp / "rng.safetensors", {"torch": torch.get_rng_state()})
             (tmp / "state.json").write_text(json.dumps(state, indent=2))
         with atomic_write(self.ckpt_dir / "latest") as tmp:
@@ -292,10 +314,14 @@ class Trainer:
         saved = TrainConfig.from_dict(state["train_config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"checkpoint {path} was trained with a different model config")
+        if saved.repa != self.cfg.repa:
+            raise CheckpointError(f"checkpoint {path} was trained with a different REPA setting ({saved.repa})")
         if state.get("autoencoder_fingerprint") != self.codec_fingerprint:
             raise CheckpointError(f"checkpoint {path} was trained with a different autoencoder "
                                   f"({state.get('autoencoder_fingerprint')} vs {self.codec_fingerprint} now)")
         self.model.load_state_dict(load_tensors(path / "model.safetensors"))
+        if self.repa is not None:
+            self.repa.load_state_dict(load_tensors(path / "repa.safetensors"))
         self.ema.load_state_dict(load_tensors(path / "ema.safetensors"))
         self.opt.load_state_dict(_optimizer_state(load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
         torch.set_rng_state(load_tensors(path / "rng.safetensors")["torch"])
@@ -315,6 +341,7 @@ class Trainer:
             group["lr"] = lr_at(cfg, self.step)
         x, y, noise, s, drop = self._batch(self.step)
         x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
+        targets = None if self.repa is None else self.repa.targets(x)  # (B, T, C) teacher features of clean images
         if self.codec is not None:
             with torch.no_grad():
                 x = self.codec.encode(x).float()  # (B, C, h, w) normalised latents
@@ -328,7 +355,7 @@ class Trainer:
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
         )
         self.opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total, proj_total = 0.0, 0.0
         for k in range(cfg.grad_accum):
             sl = slice(k * self.micro, (k + 1) * self.micro)
             last = k == cfg.grad_accum - 1
@@ -336,18 +363,27 @@ class Trainer:
                 kwargs = {k: v[sl] for k, v in cond.items()}
                 loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
                 loss = loss / cfg.grad_accum
+                if self.repa is not None:
+                    proj = self.repa.loss(targets[sl]) / cfg.grad_accum
+                    proj_total += float(proj.detach())
+                    loss = loss + cfg.repa.coeff * proj
             loss.backward()
             total += float(loss.detach())
+        if self.repa is not None and self.world > 1:  # the projector is outside DDP: average its grads here
+            for p in self.repa.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))  # EMA warm-up
         ema_update(self.ema, self.model, decay)
         self.step += 1
         if self.world > 1:
-            t = torch.tensor([total], device=self.device)
+            t = torch.tensor([total, proj_total], device=self.device)
             dist.all_reduce(t)
-            total = float(t) / self.world
+            total, proj_total = (float(v) / self.world for v in t)
+        self.last_proj_loss = proj_total
         return total
 
     def run(self, max_seconds: float | None = None) -> dict:
@@ -365,11 +401,12 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.out_dir / "train_config.json") as tmp:
                 tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        start, losses = time.time(), []
+        start, losses, proj_losses = time.time(), [], []
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
         last_t = time.time()
         while self.step < cfg.steps:
             losses.append(self.train_step())
+            proj_losses.append(self.last_proj_loss)
             now = time.time()
             self.elapsed += now - last_t
             last_t = now
@@ -377,10 +414,12 @@ class Trainer:
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 rec = {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr_at(cfg, self.step - 1),
                        "elapsed_seconds": round(self.elapsed, 2)}
+                if self.repa is not None:  # the total loss above includes coeff * this
+                    rec["proj_loss"] = round(sum(proj_losses) / len(proj_losses), 5)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 with open(self.out_dir / "train_log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
-                losses = []
+                losses, proj_losses = [], []
             if cfg.snapshot_every and self.step % cfg.snapshot_every == 0 and self.rank == 0:
                 save_tensors(self.out_dir / "snapshots" / f"ema_{self.step:07d}.safetensors", self.ema.state_dict(),
                              metadata={"step": str(self.step), "elapsed_seconds": f"{self.elapsed:.2f}"})
