@@ -36,6 +36,13 @@ def test_positions_follow_the_selected_tokens(model_cfg):
     torch.testing.assert_close(permuted, View(idx).take(dense), rtol=1e-5, atol=1e-5)
 
 
+def test_ras_refuses_mixffn_models():
+    model = tiny_dit(ROPE.replace(mlp_type="mixffn"))
+    with pytest.raises(ValueError, match="unsupported combination: RAS computes token subsets"):
+        accel.accelerate(model, accel.RASConfig())
+    accel.accelerate(model, accel.FORAConfig(interval=2))  # caching works on whole grids: allowed
+
+
 def test_kv_cache_keeps_dropped_tokens_visible():
     """With unchanged inputs a subset attends over the cached K/V of the others: exactly the dense values."""
     model = tiny_dit(ROPE)

@@ -85,6 +85,7 @@ def flag_configs() -> dict[str, DiTConfig]:
         "qk_norm": TINY.replace(qk_norm=True),
         "rmsnorm": TINY.replace(norm_type="rmsnorm"),
         "swiglu": TINY.replace(mlp_type="swiglu"),
+        "mixffn": TINY.replace(mlp_type="mixffn"),
         "no_abs_pos": TINY.replace(use_abs_pos=False),
     }
 
@@ -93,7 +94,7 @@ def _block_keys(model: DiT) -> set[str]:
     return set(model.state_dict())
 
 
-@pytest.mark.parametrize("flag", ["use_rope", "qk_norm", "rmsnorm", "swiglu", "no_abs_pos"])
+@pytest.mark.parametrize("flag", ["use_rope", "qk_norm", "rmsnorm", "swiglu", "mixffn", "no_abs_pos"])
 def test_architecture_flag_changes_params_and_forward(flag):
     base = randomize(DiT(TINY))
     cfg = flag_configs()[flag]
@@ -117,10 +118,17 @@ def test_architecture_flag_changes_params_and_forward(flag):
         assert base_keys - keys == mlp
         assert model.blocks[0].mlp.w12.weight.shape == (2 * hidden, d)
         assert model.blocks[0].mlp.w3.weight.shape == (d, hidden)
+    elif flag == "mixffn":
+        extra = {f"blocks.{i}.mlp.dwconv.{p}" for i in range(depth) for p in ("weight", "bias")}
+        assert keys == base_keys | extra
+        assert model.blocks[0].mlp.dwconv.weight.shape == (4 * d, 1, 3, 3)  # depthwise
 
     # same shared weights (new ones at their init), different network -> different output
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert all(k.startswith("blocks.") and ".mlp." in k for k in unexpected)
+    if flag == "mixffn":
+        for block in model.blocks:  # a zero-centred kernel would silence the MLP: make the conv count
+            torch.nn.init.normal_(block.mlp.dwconv.weight, std=0.5)
     x, t, y = batch()
     base.eval(), model.eval()
     with torch.no_grad():
@@ -135,7 +143,7 @@ def test_architecture_flag_changes_params_and_forward(flag):
         assert base.token_context((4, 4), torch.device("cpu")).rope is None
 
 
-@pytest.mark.parametrize("flag", ["base", "use_rope", "qk_norm", "rmsnorm", "swiglu", "no_abs_pos"])
+@pytest.mark.parametrize("flag", ["base", "use_rope", "qk_norm", "rmsnorm", "swiglu", "mixffn", "no_abs_pos"])
 def test_architecture_flag_trains_one_step(flag):
     torch.manual_seed(0)
     cfg = flag_configs()[flag]
@@ -154,6 +162,21 @@ def test_architecture_flag_trains_one_step(flag):
     assert all(torch.isfinite(v).all() for v in after.values())
     assert not torch.equal(after["final_layer.linear.weight"], before["final_layer.linear.weight"])
     assert not torch.equal(after["blocks.0.adaLN_modulation.1.weight"], before["blocks.0.adaLN_modulation.1.weight"])
+
+
+def test_mixffn_mixes_only_the_3x3_neighbourhood():
+    from ditkit.models.layers import MixFFN
+
+    torch.manual_seed(0)
+    mlp = MixFFN(8, 16)
+    x = torch.randn(1, 5 * 6, 8, requires_grad=True)  # a 5x6 grid, row-major
+    mlp(x, (5, 6))[0, 2 * 6 + 3].sum().backward()  # the output token at row 2, col 3
+    touched = (x.grad[0].abs().sum(-1) > 0).view(5, 6)
+    expected = torch.zeros(5, 6, dtype=torch.bool)
+    expected[1:4, 2:5] = True
+    assert torch.equal(touched, expected)
+    with pytest.raises(ValueError, match="full 2D token grid"):
+        mlp(x.detach()[:, :20], (5, 6))  # a token subset (what RAS would pass)
 
 
 # ----------------------------------------------------------------------------- RoPE

@@ -34,7 +34,8 @@ class DiTConfig:
     rope_theta: float = 10000.0
     qk_norm: bool = False  # RMSNorm over head_dim on q and k before attention
     norm_type: str = "layernorm"  # "layernorm" (no affine, eps 1e-6) or "rmsnorm" (learnable weight)
-    mlp_type: str = "gelu"  # "gelu" (fc1 -> GELU-tanh -> fc2) or "swiglu" (w12 -> silu * gate -> w3)
+    mlp_type: str = "gelu"  # "gelu" (fc1 -> GELU-tanh -> fc2), "swiglu" (w12 -> silu * gate -> w3) or
+    #                         "mixffn" (fc1 -> depthwise 3x3 conv on the token grid -> GELU -> fc2, SANA)
     # --- numerics options (the reference values; other ports differ, see REFERENCE.md §4) ---
     frequency_embedding_size: int = 256  # sinusoidal timestep features before the t-MLP
     norm_eps: float = 1e-6
@@ -49,8 +50,8 @@ class DiTConfig:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.norm_type not in ("layernorm", "rmsnorm"):
             raise ValueError(f"norm_type must be 'layernorm' or 'rmsnorm', got {self.norm_type!r}")
-        if self.mlp_type not in ("gelu", "swiglu"):
-            raise ValueError(f"mlp_type must be 'gelu' or 'swiglu', got {self.mlp_type!r}")
+        if self.mlp_type not in ("gelu", "swiglu", "mixffn"):
+            raise ValueError(f"mlp_type must be 'gelu', 'swiglu' or 'mixffn', got {self.mlp_type!r}")
         if self.use_abs_pos and self.hidden_size % 4:
             raise ValueError("2D sin-cos positions need hidden_size divisible by 4")
         if self.use_rope and self.head_dim % 4:
@@ -132,6 +133,8 @@ PRESETS["shapes-latent"] = DiTConfig(
     input_size=8, patch_size=1, in_channels=4, hidden_size=192, depth=8, num_heads=3,
     num_classes=10, learn_sigma=False, use_rope=True, qk_norm=True,
 )
+# the bundled model: shapes-latent with Mix-FFN (a depthwise 3x3 conv in every MLP)
+PRESETS["shapes-latent-mix"] = PRESETS["shapes-latent"].replace(mlp_type="mixffn")
 
 
 def get_preset(name: str) -> DiTConfig:

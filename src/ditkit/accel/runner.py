@@ -91,6 +91,9 @@ class Accelerated(nn.Module):
                              "a time (RAS and guidance reuse combine with any one of them)")
         if len(ras) > 1:
             raise ValueError("unsupported combination: RAS given twice")
+        if ras and ras[0].enabled and getattr(model.config, "mlp_type", None) == "mixffn":
+            raise ValueError("unsupported combination: RAS computes token subsets, and this model's Mix-FFN "
+                             "(mlp_type='mixffn') convolves over the full token grid")
         self.model = model
         self.cache_config: CacheConfig | None = caches[0] if caches else None
         self.ras_config: RASConfig | None = ras[0] if ras else None

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..models.dit import mlp_macs_per_token
 from ..models.layers import modulate
 
 
@@ -73,12 +74,6 @@ class MacCounter:
         self.macs += int(n)
 
 
-def mlp_macs_per_token(cfg) -> int:
-    """MACs of one MLP on one token (GELU MLP or SwiGLU), as in ``macs_per_forward``."""
-    d, hidden = cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
-    return 3 * int(2 * hidden / 3) * d if cfg.mlp_type == "swiglu" else 2 * hidden * d
-
-
 KVHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -104,6 +99,7 @@ class Trunk:
         self.depth = len(model.blocks)
         self._kv_hooks = kv_hooks
         self._rope = rope if not self.view.full else ctx.rope
+        self._grid = ctx.grid if self.view.full else None  # Mix-FFN needs the whole grid (RAS refuses it)
         cfg = model.config
         self._d, self._mlp = cfg.hidden_size, mlp_macs_per_token(cfg)
         self.num_samples, self.num_rows = self.x.shape[0], self.x.shape[1]
@@ -163,12 +159,12 @@ class Trunk:
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Gated MLP residual of block i, (N, K, D)."""
         self.counter.add(self.num_samples * self.num_rows * self._mlp)
-        return self.blocks[i].mlp_branch(x, self.mod(i))
+        return self.blocks[i].mlp_branch(x, self.mod(i), self._grid)
 
     def mlp_pre(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """MLP output of block i before its gate, (N, K, D)."""
         self.counter.add(self.num_samples * self.num_rows * self._mlp)
-        return self.blocks[i].mlp_branch(x, self._mod_ungated(i))
+        return self.blocks[i].mlp_branch(x, self._mod_ungated(i), self._grid)
 
     # -- blocks --------------------------------------------------------------------------
     def block(self, i: int, x: torch.Tensor) -> torch.Tensor:

@@ -25,11 +25,10 @@ from ..config import DiTConfig
 from .layers import (
     Attention,
     LabelEmbedder,
-    Mlp,
     PatchEmbed,
-    SwiGLU,
     TimestepEmbedder,
     grid_positions,
+    make_mlp,
     make_norm,
     modulate,
     reference_init,
@@ -58,7 +57,7 @@ class DiTBlock(nn.Module):
         self.attn = Attention(d, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.norm_eps)
         self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps if cfg.mlp_norm_eps is None else cfg.mlp_norm_eps)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = SwiGLU(d, int(2 * hidden / 3)) if cfg.mlp_type == "swiglu" else Mlp(d, hidden)
+        self.mlp = make_mlp(cfg.mlp_type, d, hidden)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
 
     def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -69,14 +68,15 @@ class DiTBlock(nn.Module):
         shift, scale, gate = mod[0], mod[1], mod[2]
         return gate.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift, scale), rope=ctx.rope)
 
-    def mlp_branch(self, x, mod) -> torch.Tensor:
+    def mlp_branch(self, x, mod, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         shift, scale, gate = mod[3], mod[4], mod[5]
-        return gate.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift, scale))
+        h = modulate(self.norm2(x), shift, scale)
+        return gate.unsqueeze(1) * (self.mlp(h, grid) if getattr(self.mlp, "needs_grid", False) else self.mlp(h))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: TokenContext) -> torch.Tensor:
         mod = self.modulation(c)
         x = x + self.attn_branch(x, mod, ctx)  # (N, T, D)
-        return x + self.mlp_branch(x, mod)  # (N, T, D)
+        return x + self.mlp_branch(x, mod, ctx.grid)  # (N, T, D)
 
 
 class FinalLayer(nn.Module):
@@ -191,6 +191,14 @@ class DiT(nn.Module):
         return load_reference(source, **config_overrides)
 
 
+def mlp_macs_per_token(cfg) -> int:
+    """MACs of one MLP on one token (GELU MLP, SwiGLU or Mix-FFN), as in ``macs_per_forward``."""
+    d, hidden = cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
+    if cfg.mlp_type == "swiglu":
+        return 3 * int(2 * hidden / 3) * d
+    return 2 * hidden * d + (9 * hidden if cfg.mlp_type == "mixffn" else 0)
+
+
 def macs_per_forward(cfg: DiTConfig, batch: int = 1) -> int:
     """Multiply-accumulates of one forward (linear layers + attention matmuls + patch/final).
 
@@ -198,8 +206,7 @@ def macs_per_forward(cfg: DiTConfig, batch: int = 1) -> int:
     for DiT-XL/2 at 256px gives the paper's 118.6 "Gflops" (which are MACs).
     """
     d, t, p = cfg.hidden_size, cfg.num_tokens, cfg.patch_size
-    hidden = int(d * cfg.mlp_ratio)
-    mlp = 3 * int(2 * hidden / 3) * d if cfg.mlp_type == "swiglu" else 2 * hidden * d
+    mlp = mlp_macs_per_token(cfg)
     block = t * (4 * d * d + mlp) + 2 * t * t * d + 6 * d * d
     head = t * (cfg.in_channels * p * p * d + d * p * p * cfg.out_channels) + 2 * d * d
     embed = cfg.frequency_embedding_size * d + d * d

@@ -237,6 +237,43 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class MixFFN(nn.Module):
+    """fc1 -> depthwise 3x3 conv over the token grid -> GELU(tanh) -> fc2.
+
+    A local-mixing MLP after SANA's Mix-FFN (Xie et al. 2024, https://arxiv.org/abs/2410.10629),
+    itself from SegFormer (Xie et al. 2021): the depthwise conv gives every block a 3x3
+    neighbourhood prior, which attention alone must learn from data. Needs the token grid, so
+    the tokens must be the whole row-major grid (no token subsets, see `ditkit.accel.ras`).
+    """
+
+    needs_grid = True
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        n, t, _ = x.shape
+        if len(grid) != 2 or grid[0] * grid[1] != t:
+            raise ValueError(f"MixFFN needs the full 2D token grid; got {t} tokens for grid {tuple(grid)}")
+        h = self.fc1(x)  # (N, T, hidden)
+        h = h.transpose(1, 2).reshape(n, -1, grid[0], grid[1])  # (N, hidden, gh, gw)
+        h = self.dwconv(h).flatten(2).transpose(1, 2)  # (N, T, hidden)
+        return self.fc2(self.act(h))  # (N, T, D)
+
+
+def make_mlp(mlp_type: str, dim: int, hidden: int) -> nn.Module:
+    """The block MLP of a config's ``mlp_type`` ("gelu", "swiglu" or "mixffn"), `hidden` = ratio * dim."""
+    if mlp_type == "swiglu":
+        return SwiGLU(dim, int(2 * hidden / 3))
+    if mlp_type == "mixffn":
+        return MixFFN(dim, hidden)
+    return Mlp(dim, hidden)
+
+
 class SwiGLU(nn.Module):
     """w3(silu(x1) * x2) with [x1, x2] = w12(x) (Shazeer 2020; LightningDiT hidden = 2/3 * ratio * D)."""
 

@@ -48,9 +48,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
     ),
     "shapes-repa": TrainConfig(
-        model=get_preset("shapes-latent"), flow=FlowConfig(time_sampling="logit_normal"),
-        steps=12_000, batch_size=64, lr=1e-3, warmup_steps=300, log_every=25, ckpt_every=250,
-        snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae", repa=RepaConfig(),
+        model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal"),
+        steps=10_000, batch_size=64, lr=1e-3, warmup_steps=300, lr_schedule="cosine", log_every=25,
+        ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae", repa=RepaConfig(),
     ),
     "shapes-t2i": TrainConfig(
         model=get_preset("shapes-t2i"), flow=FlowConfig(time_sampling="logit_normal"),
