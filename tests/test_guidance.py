@@ -82,3 +82,18 @@ def test_bad_inputs():
         cfg(Recorder(), 2.0, null_label=1000, interval=(800.0, 100.0))
     with pytest.raises(ValueError):  # labels under another keyword
         cfg(Recorder(), 2.0, null_label=1000, cond_key="label")(X, T, y=Y)
+
+
+def test_autoguidance_extrapolates_away_from_the_weak_model():
+    from ditkit.diffusion.guidance import autoguidance
+
+    x, t = torch.randn(2, 3, 4, 4), torch.rand(2)
+    strong = lambda x, t, **kw: x * 2.0  # noqa: E731
+    weak = lambda x, t, **kw: x * 1.5  # noqa: E731
+    torch.testing.assert_close(autoguidance(strong, weak, 3.0)(x, t), x * (1.5 + 3.0 * 0.5))
+    torch.testing.assert_close(autoguidance(strong, weak, 1.0)(x, t), x * 2.0)  # the model alone
+    with pytest.raises(ValueError, match=">= 0"):
+        autoguidance(strong, weak, -1.0)
+    bad = lambda x, t, **kw: x[:, :2]  # noqa: E731
+    with pytest.raises(ValueError, match="does not match"):
+        autoguidance(strong, bad, 2.0)(x, t)

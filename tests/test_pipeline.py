@@ -74,3 +74,21 @@ def test_gaussian_pipeline_samples(tmp_path):
     assert isinstance(pipe.process, ditkit.GaussianDiffusion)
     out = pipe.generate([0, 1], sampler="ddim", steps=5)
     assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_autoguidance_in_sample(tiny_model_dir):
+    import copy
+
+    from ditkit.pipeline import sample
+
+    pipe = load_pipeline(tiny_model_dir)
+    kw = dict(process=pipe.process, steps=4, cfg_scale=2.0, seed=0)
+    plain = sample(pipe.model, [0, 1], **kw)
+    same = sample(pipe.model, [0, 1], guide_model=copy.deepcopy(pipe.model), autoguidance_scale=2.0, **kw)
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)  # weak == model: nothing to extrapolate
+    weak = copy.deepcopy(pipe.model)
+    with torch.no_grad():
+        for p in weak.parameters():
+            p.mul_(0.9)
+    guided = sample(pipe.model, [0, 1], guide_model=weak, autoguidance_scale=2.0, **kw)
+    assert not torch.allclose(guided, plain)

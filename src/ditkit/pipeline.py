@@ -33,6 +33,7 @@ import torch
 from .config import DiTConfig, config_from_dict
 from .diffusion.flow import FlowConfig, FlowMatching
 from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
+from .diffusion.guidance import autoguidance
 from .diffusion.guidance import cfg as cfg_wrapper
 from .diffusion.samplers import sample as run_sampler
 from .io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
@@ -138,7 +139,8 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
            guidance_interval: tuple[float, float] | None = None, seed: int = 0, batch_size: int = 64,
            shift: float = 1.0, eta: float = 0.0, noise: torch.Tensor | None = None, progress: bool = False,
            model_wrapper=None, text: tuple[torch.Tensor, torch.Tensor] | None = None,
-           null_text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+           null_text: tuple[torch.Tensor, torch.Tensor] | None = None, guide_model=None,
+           autoguidance_scale: float = 1.0) -> torch.Tensor:
     """Sample len(labels) images from `model` (any callable (x, t, y) -> output with a `.config`).
 
     A text model takes ``text=(tokens (N, L, D_txt), mask (N, L))`` instead of labels (None), and
@@ -146,6 +148,9 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
 
     guidance_interval is in network time (see `ditkit.diffusion`); cfg_channels=3 reproduces the
     reference DiT guidance quirk. `model_wrapper(fn) -> fn` is applied inside guidance (caches etc.).
+    ``guide_model`` (a weaker model of the same config, e.g. an early snapshot) with
+    ``autoguidance_scale`` w applies autoguidance, weak + w (model - weak), inside CFG
+    (`ditkit.diffusion.guidance.autoguidance`).
     """
     cfg: DiTConfig = model.config
     if steps <= 0:
@@ -172,6 +177,13 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
     device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else torch.device("cpu")
 
     fn = model_wrapper(model) if model_wrapper is not None else model
+    if guide_model is not None and autoguidance_scale != 1.0:
+        gcfg = guide_model.config
+        if (gcfg.in_channels, gcfg.hw, getattr(gcfg, "num_classes", 0)) != (cfg.in_channels, cfg.hw, cfg.num_classes):
+            raise ValueError("the autoguidance model must take the same inputs and classes as the model")
+        if isinstance(guide_model, torch.nn.Module):
+            guide_model.eval()
+        fn = autoguidance(fn, guide_model, autoguidance_scale)
     if cfg_scale != 1.0 and text is not None:
         if null_text is None:
             raise ValueError("guidance of a text model needs the encoded empty prompt (null_text)")

@@ -97,3 +97,30 @@ def cfg(model_fn: ModelFn, scale: float, *, null_label: int | None = None, cond_
         return mixed
 
     return guided_fn
+
+
+def autoguidance(model_fn: ModelFn, weak_fn: ModelFn, scale: float) -> ModelFn:
+    """Guide a model with a weaker version of itself (Karras et al. 2024, "Guiding a Diffusion Model
+    with a Bad Version of Itself", https://arxiv.org/abs/2406.02507, eq. 2):
+
+        out = weak + scale * (model - weak)
+
+    ``weak_fn`` sees the same input and conditioning (e.g. an earlier, smaller snapshot of the same
+    training run); its errors are the ones the strong model partly fixed, and extrapolating away from
+    them sharpens samples. Compose with classifier-free guidance by wrapping the result in `cfg`
+    (both models then receive the doubled [cond; null] batch). ``scale == 1`` is the model alone.
+    """
+    if scale < 0:
+        raise ValueError(f"autoguidance scale must be >= 0, got {scale}")
+
+    def guided_fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = model_fn(x, t, **kwargs)
+        if scale == 1.0:
+            return out
+        weak = weak_fn(x, t, **kwargs)
+        if weak.shape != out.shape:
+            raise ValueError(f"autoguidance: the weak model's output {tuple(weak.shape)} does not match "
+                             f"the model's {tuple(out.shape)}")
+        return weak + scale * (out - weak)
+
+    return guided_fn
