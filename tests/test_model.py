@@ -320,3 +320,14 @@ def test_presets():
         with torch.device("meta"):
             model = DiT(PRESETS[name])
         assert model.num_parameters() + PRESETS[name].num_tokens * PRESETS[name].hidden_size == n, name
+
+
+def test_mixffn_is_refused_where_blocks_lack_the_grid():
+    from ditkit.config import TextDiTConfig
+    from ditkit.models.video_dit import VideoDiTBlock
+
+    with pytest.raises(ValueError, match="mixffn"):
+        TextDiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2,
+                      num_classes=0, class_dropout_prob=0.0, learn_sigma=False, mlp_type="mixffn")
+    with pytest.raises(ValueError, match="mixffn"):
+        VideoDiTBlock(TINY.replace(mlp_type="mixffn"), 0)

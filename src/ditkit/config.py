@@ -167,6 +167,8 @@ class TextDiTConfig(DiTConfig):
         super().__post_init__()
         if self.arch not in ("cross", "mmdit"):
             raise ValueError(f"arch must be 'cross' or 'mmdit', got {self.arch!r}")
+        if self.mlp_type == "mixffn":
+            raise ValueError("mlp_type='mixffn' is for class-conditional image DiTs; text DiTs take 'gelu' or 'swiglu'")
         if self.num_classes or self.class_dropout_prob:
             raise ValueError("a text-conditioned DiT has no classes: num_classes and class_dropout_prob must be 0")
         if self.text_dim <= 0:

@@ -218,6 +218,8 @@ class VideoDiTBlock(DiTBlock):
 
     def __init__(self, cfg: DiTConfig, layer_index: int, axes: str = "all"):
         super().__init__(cfg)
+        if cfg.mlp_type == "mixffn":
+            raise ValueError("mlp_type='mixffn' is for image DiTs; the video DiT supports 'gelu' and 'swiglu'")
         if axes not in ("all", "space", "time"):
             raise ValueError(f"axes must be 'all', 'space' or 'time', got {axes!r}")
         self.layer_index, self.axes = layer_index, axes
@@ -247,7 +249,7 @@ class VideoDiTBlock(DiTBlock):
         shift, scale, gate = mod[0], mod[1], mod[2]
         return gate_frames(gate, self.attend(modulate_frames(self.norm1(x), shift, scale), ctx))
 
-    def mlp_branch(self, x, mod) -> torch.Tensor:
+    def mlp_branch(self, x, mod, grid=None) -> torch.Tensor:  # grid: unused (no Mix-FFN in video blocks)
         shift, scale, gate = mod[3], mod[4], mod[5]
         return gate_frames(gate, self.mlp(modulate_frames(self.norm2(x), shift, scale)))
 
