@@ -23,3 +23,22 @@ def default_model_dir() -> Path:
 
 def default_classifier_dir() -> Path:
     return assets_dir() / "classifier"
+
+
+def resolve_asset_path(path, what: str, base: Path | None = None) -> Path:
+    """`path` as given if it exists; else relative to `base` (e.g. a model folder); else under the
+    assets dir (``"assets/x"`` or ``"x"``). Raises CheckpointError("no such <what>: <path>")."""
+    from .io.checkpoint import CheckpointError
+
+    p = Path(path)
+    if p.exists():
+        return p
+    candidates = [] if p.is_absolute() else [base / p] if base is not None else []
+    if not p.is_absolute():
+        candidates.append(assets_dir() / p)
+        if p.parts[0] == "assets":  # "assets/shapes-ae" from outside the repo root
+            candidates.append(assets_dir().joinpath(*p.parts[1:]))
+    for c in candidates:
+        if c.exists():
+            return c
+    raise CheckpointError(f"no such {what}: {path}")

@@ -304,20 +304,9 @@ class DiffusersVAE(nn.Module):
 
 def resolve_codec_path(path, base: Path | None = None) -> Path:
     """An autoencoder path as given; else relative to `base` (a model folder); else under the assets dir."""
-    from ..assets import assets_dir
+    from ..assets import resolve_asset_path
 
-    p = Path(path)
-    if p.exists():
-        return p
-    candidates = [] if p.is_absolute() else [base / p] if base is not None else []
-    if not p.is_absolute():
-        candidates.append(assets_dir() / p)
-        if p.parts[0] == "assets":  # "assets/shapes-ae" from outside the repo root
-            candidates.append(assets_dir().joinpath(*p.parts[1:]))
-    for c in candidates:
-        if c.exists():
-            return c
-    raise CheckpointError(f"no such autoencoder: {path}")
+    return resolve_asset_path(path, "autoencoder", base)
 
 
 def load_codec(path) -> LatentCodec:

@@ -32,8 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io.checkpoint import CheckpointError
-
 
 @dataclass(frozen=True)
 class RepaConfig:
@@ -48,16 +46,9 @@ class RepaConfig:
 
 def resolve_teacher_path(path) -> Path:
     """A teacher folder as given, else under the assets dir ("assets/x" or "x")."""
-    from ..assets import assets_dir
+    from ..assets import resolve_asset_path
 
-    p = Path(path)
-    if p.exists():
-        return p
-    if not p.is_absolute():
-        for c in (assets_dir() / p, assets_dir().joinpath(*p.parts[1:]) if p.parts[0] == "assets" else None):
-            if c is not None and c.exists():
-                return c
-    raise CheckpointError(f"no such REPA encoder: {path}")
+    return resolve_asset_path(path, "REPA encoder")
 
 
 def _weights_digest(folder: Path) -> bytes:
