@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import TextDiTConfig
-from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, make_norm, modulate, reference_init
+from .layers import Attention, PatchEmbed, RMSNorm, TimestepEmbedder, make_mlp, make_norm, modulate, reference_init
 from .text_common import ImageStages, TextTokenContext, check_text, key_padding_mask
 
 
@@ -91,7 +91,7 @@ class CrossDiTBlock(nn.Module):
         self.cross_attn = CrossAttention(d, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.norm_eps)
         self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps if cfg.mlp_norm_eps is None else cfg.mlp_norm_eps)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = SwiGLU(d, int(2 * hidden / 3)) if cfg.mlp_type == "swiglu" else Mlp(d, hidden)
+        self.mlp = make_mlp(cfg.mlp_type, d, hidden)
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)  # E_i (PixArt-α init)
 
     def modulation(self, c: TimeCondition) -> tuple[torch.Tensor, ...]:

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..config import TextDiTConfig
 from .dit import FinalLayer
-from .layers import Attention, Mlp, PatchEmbed, RMSNorm, SwiGLU, TimestepEmbedder, apply_rope, make_norm, modulate, reference_init
+from .layers import Attention, PatchEmbed, RMSNorm, TimestepEmbedder, apply_rope, make_mlp, make_norm, modulate, reference_init
 from .text_common import ImageStages, TextTokenContext, check_text, masked_mean
 
 
@@ -89,7 +89,7 @@ class MMDiTBlock(nn.Module):
         hidden = int(d * cfg.mlp_ratio)
 
         def mlp():
-            return SwiGLU(d, int(2 * hidden / 3)) if cfg.mlp_type == "swiglu" else Mlp(d, hidden)
+            return make_mlp(cfg.mlp_type, d, hidden)
 
         self.context_out = context_out
         self.norm1 = make_norm(cfg.norm_type, d, eps)
