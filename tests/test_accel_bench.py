@@ -66,6 +66,22 @@ def test_bench_rows_metrics_and_report(tmp_path):
         assert "png" not in paths
 
 
+def test_bench_decodes_latent_samples_before_every_metric():
+    """A latent model's samples are decoded (inside the timing) before PSNR, SSIM and the classifier."""
+    calls = []
+
+    def decode(z):  # stand-in decoder: 4 latent channels at 8x8 -> RGB at 16x16
+        calls.append(tuple(z.shape))
+        return torch.nn.functional.interpolate(z[:, :3], scale_factor=2.0, mode="nearest")
+
+    result = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), setting=SETTING, methods=METHODS[:1],
+                             classifier=Judge(), reference_images=torch.rand(6, 3, 16, 16) * 2 - 1, decode=decode)
+    assert calls[0] == (4, ROPE.in_channels, 8, 8) and len(calls) == 3  # full, FORA, full again
+    rows = {r["method"]: r for r in result.rows}
+    assert rows["full compute"]["ssim"] == 1.0  # 16x16 decoded images are big enough for SSIM
+    assert 0 < rows["FORA N=2"]["ssim"] < 1 and rows["FORA N=2"]["psnr"] < bench.PSNR_CAP
+
+
 def test_guidance_reuse_is_skipped_without_guidance():
     result = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), methods=METHODS[-1:],
                              setting=bench.BenchSetting(steps=3, num_samples=2, batch_size=2))

@@ -97,6 +97,7 @@ def test_latent_training_export_generate(tmp_path, ae_dir):
     assert info["autoencoder"]["path"] == "autoencoder" and info["autoencoder"]["image_size"] == [32, 32]
     pipe = load_pipeline(out)
     assert pipe.codec is not None and pipe.codec.name == "ditkit-ae-f4c4"
+    assert pipe.image_shape == (3, 32, 32) and pipe.config.hw == (8, 8)
     images = pipe.generate([0, 3, 7], steps=2, seed=1)
     assert images.shape == (3, 3, 32, 32) and images.abs().max() <= 1
     # the exported folder still works after the run's autoencoder has gone

@@ -70,6 +70,14 @@ class Pipeline:
     def config(self) -> DiTConfig:
         return self.model.config
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images `generate` returns (decoded, for a latent model)."""
+        h, w = self.config.hw
+        if self.codec is None:
+            return self.config.in_channels, h, w
+        return 3, h * self.codec.downsample, w * self.codec.downsample
+
     def class_index(self, name_or_index: str | int) -> int:
         n = self.config.num_classes
         s = str(name_or_index)

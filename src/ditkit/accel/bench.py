@@ -159,9 +159,10 @@ class Bench:
     """
 
     def __init__(self, model, *, process, setting: BenchSetting = BenchSetting(), labels: torch.Tensor | None = None,
-                 classifier=None, reference_images: torch.Tensor | None = None):
+                 classifier=None, reference_images: torch.Tensor | None = None, decode=None):
         cfg = self.cfg = model.config
         self.model, self.setting, self.classifier = model, setting, classifier
+        self.decode = decode if decode is not None else (lambda x: x)  # a latent model's samples -> images (timed)
         n = setting.num_samples
         self.labels = torch.arange(n) % max(cfg.num_classes, 1) if labels is None else torch.as_tensor(labels)
         self.guided = setting.cfg_scale != 1.0
@@ -174,7 +175,7 @@ class Bench:
         self.base_macs = setting.calls * macs_per_forward(cfg, len(self.labels) * (2 if self.guided else 1))
         self.base_row = {"method": "full compute", "family": "full compute", "settings": "full compute",
                          "seconds": seconds, "macs": self.base_macs, "psnr": PSNR_CAP,
-                         "ssim": 1.0 if min(cfg.hw) >= 11 else None, "cache_bytes": 0}
+                         "ssim": 1.0 if min(self.base_images.shape[-2:]) >= 11 else None, "cache_bytes": 0}
         self.base_pred = None
         if classifier is not None:
             metrics, self.base_pred = _class_metrics(classifier, self.base_images, self.labels, None, self.ref_feats)
@@ -183,7 +184,7 @@ class Bench:
         self.result = BenchResult(setting=dict(setting.__dict__), model=model_info, rows=[self._derive(self.base_row)])
 
     def _full(self):
-        return sample(self.model, self.labels, cfg_scale=self.setting.cfg_scale, **self.common)
+        return self.decode(sample(self.model, self.labels, cfg_scale=self.setting.cfg_scale, **self.common))
 
     def _best_time(self, fn):
         images, best = None, math.inf
@@ -218,8 +219,8 @@ class Bench:
 
         def run():
             if method.cfg_every == 1:
-                return sample(fast, self.labels, cfg_scale=setting.cfg_scale, **self.common)
-            return sample(fast, self.labels, cfg_scale=1.0, model_wrapper=wrap, **self.common)
+                return self.decode(sample(fast, self.labels, cfg_scale=setting.cfg_scale, **self.common))
+            return self.decode(sample(fast, self.labels, cfg_scale=1.0, model_wrapper=wrap, **self.common))
 
         images, seconds = self._best_time(run)
         row = {"method": method.label, "family": method.family, "settings": method.describe(), "seconds": seconds,
@@ -242,13 +243,14 @@ class Bench:
 
 def run_bench(model, *, process, setting: BenchSetting = BenchSetting(), methods: list[Method] | None = None,
               labels: torch.Tensor | None = None, classifier=None, reference_images: torch.Tensor | None = None,
-              progress=None) -> BenchResult:
+              progress=None, decode=None) -> BenchResult:
     """Full compute and every method (default: `default_methods`) on identical seeds.
 
-    ``progress(str)`` is called with one line per method.
+    ``progress(str)`` is called with one line per method; ``decode`` turns a latent model's samples
+    into images (e.g. `Pipeline.decode`), inside the timing, before any metric.
     """
     bench = Bench(model, process=process, setting=setting, labels=labels, classifier=classifier,
-                  reference_images=reference_images)
+                  reference_images=reference_images, decode=decode)
     if methods is None:
         methods = default_methods(model.config.depth, setting.calls, guided=bench.guided)
     for m in methods:

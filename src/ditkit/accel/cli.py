@@ -72,7 +72,7 @@ def _judge(args, pipe):
     from ..data.shapes import ShapesDataset, to_tensor
     from ..eval.classifier import load_classifier
 
-    if pipe.config.in_channels != 3 or pipe.config.hw != (32, 32):
+    if pipe.image_shape != (3, 32, 32):
         print("note: not a 32x32 RGB shapes model; reporting PSNR/SSIM only", file=sys.stderr)
         return None, None
     clf = load_classifier(args.classifier or default_classifier_dir())
@@ -125,7 +125,8 @@ def cmd_bench_accel(args) -> None:
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = _judge(args, pipe)
     result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
-                       reference_images=ref, progress=_say)
+                       reference_images=ref, progress=_say,
+                       decode=pipe.decode)
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     paths = write_report(result, args.out, command=command)
     print(markdown_table(result))
@@ -144,7 +145,7 @@ def cmd_tune(args) -> None:
         raise ValueError(f"the budget uses {', '.join(sorted(needs))}, which needs the classifier")
     result = tune(pipe.model, budgets, process=pipe.process, setting=setting, holdout_seed=args.holdout_seed,
                   holdout_samples=args.holdout_samples, methods=methods, classifier=clf, reference_images=ref,
-                  progress=_say)
+                  progress=_say, decode=pipe.decode)
     print(result.message)
     if result.chosen:
         print(f"settings: {result.chosen['settings']}")

@@ -92,17 +92,19 @@ def _config_dict(method: Method) -> list[dict]:
 def tune(model, budget: str | list[Budget], *, process, setting: BenchSetting | None = None,
          holdout_seed: int | None = None, holdout_samples: int | None = None, methods: list[Method] | None = None,
          classifier=None, reference_images=None, max_confirm: int = 3, min_speedup: float = 1.1,
-         progress=None) -> TuneResult:
+         progress=None, decode=None) -> TuneResult:
     """The fastest setting meeting ``budget`` on ``setting``'s seeds, confirmed on held-out seeds.
 
     ``holdout_seed`` defaults to ``setting.seed + 10_000``; ``holdout_samples`` to the calibration count.
     ``min_speedup``: below this wall-clock speedup a setting is reported as not worth using.
+    ``decode``: a latent model's samples -> images (`Pipeline.decode`), applied before every metric.
     """
     setting = setting or BenchSetting()
     budgets = parse_budget(budget) if isinstance(budget, str) else list(budget)
     text = ", ".join(str(b) for b in budgets)
     say = progress or (lambda _line: None)
-    calib = Bench(model, process=process, setting=setting, classifier=classifier, reference_images=reference_images)
+    calib = Bench(model, process=process, setting=setting, classifier=classifier, reference_images=reference_images,
+                  decode=decode)
     methods = methods if methods is not None else default_methods(model.config.depth, setting.calls, guided=calib.guided)
     quality = [b for b in budgets if b.metric not in ("speedup", "macs_speedup")]
     passed: list[tuple[dict, Method]] = []
@@ -124,7 +126,8 @@ def tune(model, budget: str | list[Budget], *, process, setting: BenchSetting | 
 
     hold = Bench(model, process=process, setting=replace(
         setting, seed=setting.seed + 10_000 if holdout_seed is None else holdout_seed,
-        num_samples=holdout_samples or setting.num_samples), classifier=classifier, reference_images=reference_images)
+        num_samples=holdout_samples or setting.num_samples), classifier=classifier, reference_images=reference_images,
+        decode=decode)
     passed.sort(key=lambda rm: rm[0]["speedup"], reverse=True)
     for row, m in passed[:max_confirm]:
         hrow = hold.measure(m)
