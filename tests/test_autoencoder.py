@@ -169,3 +169,25 @@ def test_diffusers_vae(tmp_path):
     save_pipeline(tmp_path / "m", dit, FlowMatching(), autoencoder=tmp_path / "vae", copy_autoencoder=False)
     assert not (tmp_path / "m" / "autoencoder").exists()
     assert load_pipeline(tmp_path / "m").generate([2, 5], steps=1).shape == (2, 3, 32, 32)
+
+
+def test_quantized_and_pruned_latent_folders_keep_their_autoencoder(tmp_path, ae_dir, capsys):
+    """`ditkit quantize` and `ditkit prune` of a latent model write folders that still decode to images."""
+    from ditkit.cli import main
+
+    torch.manual_seed(0)
+    dit = DiT(LATENT_DIT.replace(depth=2))
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    save_pipeline(tmp_path / "m", dit, FlowMatching(), autoencoder=ae_dir)
+    common = ["--model", str(tmp_path / "m"), "--threads", "1"]
+    assert main(["quantize", *common, "--out", str(tmp_path / "q"), "--calib-samples", "2", "--calib-steps", "2"]) == 0
+    assert main(["prune", *common, "--out", str(tmp_path / "p"), "--keep", "1", "--method", "importance",
+                 "--calib-batches", "1", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    (ae_dir / "model.safetensors").unlink()  # the derived folders are self-contained
+    for name in ("q", "p"):
+        pipe = load_pipeline(tmp_path / name)
+        assert pipe.codec is not None and pipe.image_shape == (3, 32, 32)
+        assert pipe.generate([1, 2], steps=2).shape == (2, 3, 32, 32)
+    assert load_pipeline(tmp_path / "q").info["kind"] == "ditkit-dit-quantized"

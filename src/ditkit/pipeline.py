@@ -256,19 +256,7 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
     to ``text_encoder/`` (float32).
     """
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    subfolders, ae_info = {}, None
-    if autoencoder is not None:
-        from .models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
-
-        src = resolve_codec_path(autoencoder)
-        codec = load_codec(src)
-        f = codec.downsample
-        image_hw = [model.config.hw[0] * f, model.config.hw[1] * f]
-        check_codec_fits(codec, image_hw, model.config.in_channels, model.config.hw)
-        ae_info = {"path": "autoencoder" if copy_autoencoder else str(src.resolve()), "name": codec.name,
-                   "image_size": image_hw}
-        if copy_autoencoder:
-            subfolders["autoencoder"] = src
+    ae_info, subfolders = autoencoder_entry(model.config, autoencoder, copy_autoencoder)
     info = {
         "kind": "ditkit-dit",
         "config": model.config.to_dict(),
@@ -291,6 +279,38 @@ def save_pipeline(folder: str | Path, model: DiT, process, *, class_names=None, 
             subfolders["text_encoder"] = Path(tmp) / "text_encoder"
             info["text_encoder"] = {"path": "text_encoder", "type": type(text_encoder).__name__}
         save_model(folder, state, info, subfolders=subfolders)
+
+
+def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | None,
+                      copy: bool = True) -> tuple[dict | None, dict[str, Path]]:
+    """(config.json's "autoencoder" entry, subfolders to copy) for a model folder; (None, {}) without one.
+
+    The codec is loaded and checked against the DiT's input; ``copy=False`` references it by its
+    absolute path instead of copying it into the folder as ``autoencoder/``.
+    """
+    if autoencoder is None:
+        return None, {}
+    from .models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
+
+    src = resolve_codec_path(autoencoder)
+    codec = load_codec(src)
+    f = codec.downsample
+    image_hw = [config.hw[0] * f, config.hw[1] * f]
+    check_codec_fits(codec, image_hw, config.in_channels, config.hw)
+    entry = {"path": "autoencoder" if copy else str(src.resolve()), "name": codec.name, "image_size": image_hw}
+    return entry, ({"autoencoder": src} if copy else {})
+
+
+def source_autoencoder(folder: str | Path, info: dict) -> tuple[Path | None, bool]:
+    """(the codec folder, copy it?) of the model folder ``folder`` with config.json ``info``, so that a
+    model derived from it (quantized, pruned) carries the same autoencoder: a copied one is copied
+    again, one referenced by absolute path stays referenced."""
+    ae = info.get("autoencoder")
+    if not ae:
+        return None, True
+    from .models.autoencoder import resolve_codec_path
+
+    return resolve_codec_path(ae["path"], base=Path(folder)), not Path(ae["path"]).is_absolute()
 
 
 def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:

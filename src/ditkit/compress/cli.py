@@ -29,7 +29,7 @@ def cmd_quantize(args) -> None:
     import torch
 
     from ..assets import default_model_dir
-    from ..pipeline import load_pipeline
+    from ..pipeline import load_pipeline, source_autoencoder
     from .calibrate import collect_calibration
     from .files import save_quantized
     from .quantize import quantize_model
@@ -58,8 +58,10 @@ def cmd_quantize(args) -> None:
         losses = [(b["loss_before"], b["loss_after"]) for b in vq["blocks"]]
         print("vq calibration (block residual rel. MSE before -> after): "
               + ", ".join(f"{a:.3f}->{b:.3f}" for a, b in losses))
+    source = Path(args.model) if args.model else default_model_dir()
+    ae_src, copy_ae = source_autoencoder(source.parent if source.suffix == ".safetensors" else source, pipe.info)
     save_quantized(args.out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
-                   extra={"quantized_from": str(args.model or default_model_dir())})
+                   extra={"quantized_from": str(source)}, autoencoder=ae_src, copy_autoencoder=copy_ae)
     b = report["bytes"]
     print(f"{args.scheme}: {len(report['quantized'])} layers quantized, {len(report['kept_fp'])} kept float; "
           f"weights {b['model_fp32'] / 2**20:.2f} -> {b['model_quantized'] / 2**20:.2f} MiB "

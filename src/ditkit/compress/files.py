@@ -24,7 +24,7 @@ from torch import nn
 from ..config import DiTConfig
 from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
 from ..models.dit import DiT
-from ..pipeline import Pipeline, SamplingDefaults, process_from_info, process_info
+from ..pipeline import Pipeline, SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
 from .calibrate import TimestepRouter
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
@@ -83,11 +83,15 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def save_quantized(folder: str | Path, model: DiT, process, *, class_names=None,
-                   defaults: SamplingDefaults | None = None, extra: dict | None = None) -> None:
-    """Write a quantized model folder atomically (tensors exactly as held in memory)."""
+                   defaults: SamplingDefaults | None = None, extra: dict | None = None,
+                   autoencoder: str | Path | None = None, copy_autoencoder: bool = True) -> None:
+    """Write a quantized model folder atomically (tensors exactly as held in memory).
+
+    A latent model keeps its ``autoencoder`` (float, copied as in `ditkit.save_pipeline`)."""
     layers = quantized_layers(model)
     if not layers:
         raise ValueError("model has no quantized layers; use ditkit.save_pipeline for float models")
+    ae_info, subfolders = autoencoder_entry(model.config, autoencoder, copy_autoencoder)
     qinfo = dict(getattr(model, "quantization", {}))
     qinfo["layers"] = {n: layer_spec(m) for n, m in layers.items()}
     info = {
@@ -99,7 +103,9 @@ def save_quantized(folder: str | Path, model: DiT, process, *, class_names=None,
         "quantization": qinfo,
         **(extra or {}),
     }
-    save_model(folder, model.state_dict(), info)
+    if ae_info is not None:
+        info["autoencoder"] = ae_info
+    save_model(folder, model.state_dict(), info, subfolders=subfolders)
 
 
 def build_quantized(config: DiTConfig, qinfo: dict, cache_int8: bool = False) -> DiT:
@@ -135,4 +141,7 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_i
     model.load_state_dict(state)
     model.to(device).eval()
     defaults = SamplingDefaults(**info.get("sampling", {}))
-    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info)
+    codec = codec_from_info(path, info)
+    if isinstance(codec, nn.Module):
+        codec.to(device).eval()
+    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info, codec)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..io.checkpoint import atomic_write
-from ..pipeline import load_pipeline, save_pipeline
+from ..pipeline import load_pipeline, save_pipeline, source_autoencoder
 from .distill import DistillConfig, distill
 from .prune import (
     METRICS,
@@ -140,12 +140,7 @@ def _describe(result, k_of_n) -> str:
 
 
 def _save(out_dir, folder: Path, pipe, student, record: dict) -> None:
-    ae, ae_src, copy_ae = pipe.info.get("autoencoder"), None, True
-    if ae:
-        from ..models.autoencoder import resolve_codec_path
-
-        ae_src = resolve_codec_path(ae["path"], base=folder)
-        copy_ae = not Path(ae["path"]).is_absolute()
+    ae_src, copy_ae = source_autoencoder(folder, pipe.info)
     dtype = getattr(torch, str(pipe.info.get("weights_dtype", "float32")), torch.float32)
     summary = {k: record[k] for k in ("source", "method", "depth", "kept", "seconds")}
     if pipe.info.get("training") is not None:
