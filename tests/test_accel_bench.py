@@ -1,7 +1,6 @@
 """ditkit.accel bench / tune / CLI on tiny models: rows and derived metrics, reports, budget parsing,
 the tuner's choice confirmed on held-out seeds and its 'cannot help' answers, and the commands."""
 
-import argparse
 import json
 
 import pytest
@@ -11,8 +10,8 @@ from accel_tiny import ROPE, tiny_dit
 import ditkit
 from ditkit import accel
 from ditkit.accel import bench
-from ditkit.accel.cli import register
 from ditkit.accel.tune import Budget, parse_budget, tune
+from ditkit.cli import build_parser
 
 SETTING = bench.BenchSetting(steps=6, num_samples=4, batch_size=4, cfg_scale=2.0)
 METHODS = [
@@ -120,9 +119,7 @@ def test_tune_finds_and_confirms_or_says_it_cannot():
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="ditkit")
-    register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_commands(tiny_model_dir, tmp_path, capsys):

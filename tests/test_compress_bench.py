@@ -17,3 +17,38 @@ def test_bench_linears_and_forward_small():
     assert bench.parse_variant("w4a8-cached-rot64") == ("w4a8", {"cache_int8": True, "rotate": 64})
     with pytest.raises(ValueError):
         bench.parse_variant("w8a8-fast")
+
+
+def test_bench_compress_command(tiny_model_dir, tmp_path, capsys):
+    """ditkit bench compress: float vs a W8A8 and a pruned folder, each also with a cache, one table."""
+    import json
+
+    from ditkit.cli import main
+
+    common = ["--model", str(tiny_model_dir), "--threads", "1"]
+    assert main(["quantize", *common, "--out", str(tmp_path / "w8a8"), "--calib-samples", "2", "--calib-steps", "2"]) == 0
+    assert main(["prune", *common, "--out", str(tmp_path / "d1"), "--keep", "1", "--method", "importance",
+                 "--calib-batches", "1", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    rc = main(["bench", "compress", *common, "--variants", f"{tmp_path / 'w8a8'},{tmp_path / 'd1'}",
+               "--cache", "fora n=2", "--steps", "4", "--num-samples", "4", "--batch-size", "4",
+               "--reference-samples", "20", "--out", str(tmp_path / "bench")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = {r["method"]: r for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]}
+    assert list(rows) == ["float32", "w8a8", "d1", "float32 + FORA N=2", "w8a8 + FORA N=2", "d1 + FORA N=2"]
+    w8, d1, base = rows["w8a8"], rows["d1"], rows["float32"]
+    assert w8["compute"] == "int_mm" and w8["kernel_calls"]["int_mm"] > 0 and w8["kernel_calls"]["fallback_float_mm"] == 0
+    assert base["compute"] == "float" and d1["compute"] == "float" and "pruned" in d1["compression"]
+    assert w8["weight_bytes"] < base["weight_bytes"] and w8["disk_bytes"] < base["disk_bytes"]
+    assert d1["macs_speedup"] > 1.5 and rows["d1 + FORA N=2"]["macs_speedup"] > d1["macs_speedup"]
+    for r in rows.values():
+        assert 0 <= r["accuracy"] <= 1 and "psnr" in r and "fd" in r
+    assert d1["psnr"] < 100 and base["psnr"] == 100  # (the tiny untrained W8A8 model may round to identical images)
+    assert "| w8a8 |" in out and "| model | disk MiB |" in out
+    # user errors: one line, exit 2
+    assert main(["bench", "compress", *common, "--variants", str(tmp_path / "nope")]) == 2
+    assert main(["bench", "compress", *common, "--variants", str(tmp_path / "d1"), "--cache", "warp drive"]) == 2
+    assert main(["bench", "compress", "--model", str(tmp_path / "w8a8"), "--variants", str(tmp_path / "d1")]) == 2
+    err = capsys.readouterr().err
+    assert "no such checkpoint" in err and "warp drive" in err and "give the float model" in err

@@ -263,9 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .interop.cli import register as register_interop
 
     register_interop(sub)
+    from .accel.cli import add_bench_accel
     from .accel.cli import register as register_accel
+    from .compress.cli import add_bench_compress
 
     register_accel(sub)
+    bench = sub.add_parser("bench", help="benchmarks on identical seeds: accel (caching, forecasting, RAS), "
+                                         "compress (quantized and pruned folders)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    add_bench_accel(bench_sub)
+    add_bench_compress(bench_sub)
     from .data.cli import register as register_encode
 
     register_encode(sub)

@@ -203,13 +203,17 @@ class Bench:
                 row["fd_increase"] = 100.0 * (row["fd"] / base_fd - 1.0) if base_fd > 0 else 0.0  # %
         return row
 
-    def measure(self, method: Method) -> dict | None:
-        """Sample with ``method``, append its row to the result and return it (None if not applicable)."""
+    def measure(self, method: Method, model=None, extra: dict | None = None) -> dict | None:
+        """Sample with ``method``, append its row to the result and return it (None if not applicable).
+
+        ``model``: another model of the same inputs and classes in place of the benchmarked one (a
+        quantized or pruned variant: ``ditkit bench compress``); ``extra``: more columns for its row.
+        """
         setting, cfg = self.setting, self.cfg
         if method.cfg_every > 1 and not self.guided:
             self.result.notes.append(f"skipped {method.label}: guidance reuse needs cfg_scale != 1")
             return None
-        fast = accelerate(self.model, *method.configs)
+        fast = accelerate(self.model if model is None else model, *method.configs)
         fast.begin(setting.calls)  # lets policies always compute the last call
         guidance = []
 
@@ -226,7 +230,7 @@ class Bench:
         row = {"method": method.label, "family": method.family, "settings": method.describe(), "seconds": seconds,
                "macs": fast.stats.macs // max(1, setting.repeats),
                "cache_bytes": fast.stats.peak_cache_bytes + sum(g.cache_bytes() for g in guidance),
-               **_pair_metrics(images, self.base_images)}
+               **_pair_metrics(images, self.base_images), **(extra or {})}
         if self.classifier is not None:
             row.update(_class_metrics(self.classifier, images, self.labels, self.base_pred, self.ref_feats)[0])
         self.result.rows.append(self._derive(row))
@@ -271,15 +275,15 @@ COLUMNS = [  # key, header, format of the value (fractions shown in %, bytes in 
 SCALE = {"accuracy": 100.0, "agreement": 100.0, "cache_bytes": 1.0 / 2**20}
 
 
-def markdown_table(result: BenchResult) -> str:
+def markdown_table(result: BenchResult, columns=COLUMNS, scale=SCALE) -> str:
     """The rows as a Markdown table (columns without values are left out)."""
-    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in result.rows)]
+    cols = [c for c in columns if any(r.get(c[0]) is not None for r in result.rows)]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in result.rows:
         cells = []
         for key, _, fmt in cols:
             v = r.get(key)
-            cells.append("" if v is None else fmt.format(v * SCALE[key] if key in SCALE else v))
+            cells.append("" if v is None else fmt.format(v * scale[key] if key in scale else v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -308,8 +312,11 @@ def plot(result: BenchResult, path: str | Path) -> bool:
     return True
 
 
-def write_report(result: BenchResult, out_dir: str | Path, command: str | None = None) -> dict:
-    """Write bench.json, bench.md and (with matplotlib) bench.png into ``out_dir``; return the paths."""
+def write_report(result: BenchResult, out_dir: str | Path, command: str | None = None, table=markdown_table,
+                 plot=plot) -> dict:
+    """Write bench.json, bench.md and (with matplotlib) bench.png into ``out_dir``; return the paths.
+
+    ``table(result) -> str`` and ``plot(result, path) -> bool`` default to the acceleration ones."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
@@ -320,7 +327,7 @@ def write_report(result: BenchResult, out_dir: str | Path, command: str | None =
     s = result.setting
     header = (f"{s['num_samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg_scale']}, seed {s['seed']}"
               + (f"\n\n`{command}`" if command else ""))
-    paths["markdown"].write_text(header + "\n\n" + markdown_table(result) + "".join(f"\n{n}" for n in result.notes))
+    paths["markdown"].write_text(header + "\n\n" + table(result) + "".join(f"\n{n}" for n in result.notes))
     if plot(result, out / "bench.png"):
         paths["png"] = out / "bench.png"
     return {k: str(v) for k, v in paths.items()}

@@ -1,7 +1,8 @@
 """Command-line entry points of ditkit.accel: ``bench accel``, ``tune``, ``calibrate-teacache``.
 
-``register(subparsers)`` adds them to ditkit's argparse subparsers (``ditkit.cli`` wires it);
-``add_bench_accel(bench_subparsers)`` attaches only ``accel`` to an existing ``bench`` group.
+``register(subparsers)`` adds ``tune`` and ``calibrate-teacache`` to ditkit's argparse subparsers
+and ``add_bench_accel(bench_subparsers)`` adds ``accel`` to the ``bench`` group (``ditkit.cli``
+wires both). `common_args`, `judge_args`, `bench_setup` and `judge` are shared with ``bench compress``.
 Each command sets ``func(args)``; user errors are ``ValueError``s (one line, exit status 2).
 
     ditkit calibrate-teacache --steps 50                       # fit TeaCache's polynomial -> <model>/teacache.json
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..cli_types import positive_int as _positive_int
 
 
-def _common(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:
+def common_args(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:
     p.add_argument("--model", help="model folder (default: the bundled shapes model)")
     p.add_argument("--sampler", choices=["euler", "heun", "dpm++2m", "ddim", "ddpm"], help="default: the model's")
     p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
@@ -35,16 +36,21 @@ def _common(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> 
 
 def _quality_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", help="comma-separated method names to keep (substring match, e.g. 'FORA,TaylorSeer')")
-    p.add_argument("--repeats", type=_positive_int, default=1, help="timed runs per setting (the best counts)")
     p.add_argument("--teacache", help="TeaCache fit (JSON from calibrate-teacache; default <model>/teacache.json "
                                       "when it matches the sampler, steps and guidance, else fitted now)")
+    judge_args(p)
+
+
+def judge_args(p: argparse.ArgumentParser) -> None:
+    """Timing repeats and the classifier/reference options of every quality benchmark."""
+    p.add_argument("--repeats", type=_positive_int, default=1, help="timed runs per setting (the best counts)")
     p.add_argument("--classifier", help="classifier folder for accuracy/FD (default: the bundled one)")
     p.add_argument("--no-classifier", action="store_true", help="PSNR/SSIM only")
     p.add_argument("--reference-samples", type=_positive_int, default=1000, help="held-out shapes for FD")
     p.add_argument("--reference-seed", type=int, default=3000)
 
 
-def _setup(args):
+def bench_setup(args):
     """(pipeline, BenchSetting, model folder) from the common arguments."""
     import torch
 
@@ -64,7 +70,7 @@ def _setup(args):
     return pipe, setting, folder
 
 
-def _judge(args, pipe):
+def judge(args, pipe):
     """(classifier, reference images) unless --no-classifier or the model is not a shapes model."""
     if args.no_classifier:
         return None, None
@@ -121,9 +127,9 @@ def _say(line: str) -> None:
 def cmd_bench_accel(args) -> None:
     from .bench import markdown_table, run_bench, write_report
 
-    pipe, setting, folder = _setup(args)
+    pipe, setting, folder = bench_setup(args)
     methods = _methods(args, pipe, setting, folder, _say)
-    clf, ref = _judge(args, pipe)
+    clf, ref = judge(args, pipe)
     result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
                        reference_images=ref, progress=_say,
                        decode=pipe.decode)
@@ -137,9 +143,9 @@ def cmd_tune(args) -> None:
     from .tune import parse_budget, tune
 
     budgets = parse_budget(args.budget)  # fail before any sampling
-    pipe, setting, folder = _setup(args)
+    pipe, setting, folder = bench_setup(args)
     methods = _methods(args, pipe, setting, folder, _say)
-    clf, ref = _judge(args, pipe)
+    clf, ref = judge(args, pipe)
     needs = {b.metric for b in budgets} & {"accuracy", "agreement", "fd", "accuracy_drop", "fd_increase"}
     if needs and clf is None:
         raise ValueError(f"the budget uses {', '.join(sorted(needs))}, which needs the classifier")
@@ -159,7 +165,7 @@ def cmd_calibrate_teacache(args) -> None:
 
     from .teacache import fit_teacache
 
-    pipe, setting, folder = _setup(args)
+    pipe, setting, folder = bench_setup(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     labels = torch.arange(args.num_samples) % max(pipe.config.num_classes, 1)
     fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
@@ -174,7 +180,7 @@ def cmd_calibrate_teacache(args) -> None:
 
 def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
     p = bench_subparsers.add_parser("accel", help="full compute vs caching/forecasting/RAS on identical seeds")
-    _common(p, num_samples=100)
+    common_args(p, num_samples=100)
     _quality_args(p)
     p.add_argument("--out", default="bench-accel", help="folder for bench.json, bench.md, bench.png")
     p.set_defaults(func=cmd_bench_accel)
@@ -182,12 +188,9 @@ def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
 
 
 def register(subparsers) -> None:
-    """Add ``bench accel``, ``tune`` and ``calibrate-teacache`` to ditkit's subparsers."""
-    bench = subparsers.add_parser("bench", help="benchmarks (accel)")
-    add_bench_accel(bench.add_subparsers(dest="bench_command", required=True))
-
+    """Add ``tune`` and ``calibrate-teacache`` to ditkit's subparsers (``bench accel``: `add_bench_accel`)."""
     t = subparsers.add_parser("tune", help="fastest acceleration setting within a quality budget")
-    _common(t, num_samples=100)
+    common_args(t, num_samples=100)
     _quality_args(t)
     t.add_argument("--budget", required=True, help="e.g. 'psnr>=30' or 'accuracy_drop<=2, fd_increase<=10'")
     t.add_argument("--holdout-seed", type=int, help="seed of the held-out check (default seed + 10000)")
@@ -196,7 +199,7 @@ def register(subparsers) -> None:
     t.set_defaults(func=cmd_tune)
 
     c = subparsers.add_parser("calibrate-teacache", help="fit TeaCache's rescaling polynomial for a model")
-    _common(c, num_samples=16, seed=False)
+    common_args(c, num_samples=16, seed=False)
     c.add_argument("--seeds", default="1000,1001", help="comma-separated calibration seeds")
     c.add_argument("--degree", type=int, default=4)
     c.add_argument("--out", help="JSON to write (default <model>/teacache.json)")

@@ -1,12 +1,14 @@
-"""Command line of ditkit.compress: ``ditkit quantize``, ``ditkit prune``.
+"""Command line of ditkit.compress: ``ditkit quantize``, ``ditkit prune``, ``ditkit bench compress``.
 
-``register(subparsers)`` adds the command to ditkit's argparse subparsers (``ditkit.cli`` wires
-it); the command sets ``func(args)`` and raises ``ValueError`` for user errors (one line, exit 2).
+``register(subparsers)`` adds quantize and prune to ditkit's argparse subparsers and
+``add_bench_compress(bench_subparsers)`` adds ``compress`` to the ``bench`` group (``ditkit.cli``
+wires both); each command sets ``func(args)`` and raises ``ValueError`` for user errors (one line, exit 2).
 
     ditkit quantize --scheme w8a8 --out out/shapes-w8a8                  # calibrate, quantize, save
     ditkit quantize --scheme w4a8 --override adaLN_modulation=w8a16 --override final_layer=w8a16 \\
                     --keep-sensitive 2 --out out/shapes-w4a8 --report out/w4a8.json
     ditkit prune --keep 4 --method learned --group 2 --search-steps 200 --finetune-minutes 20 --out out/shapes-d4
+    ditkit bench compress --variants out/shapes-w8a8,out/shapes-w4a8,out/shapes-d4 --cache "TaylorSeer N=3 m=1"
 """
 
 from __future__ import annotations
@@ -95,6 +97,59 @@ def cmd_prune(args) -> None:
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
           f"{p['after'] / 1e6:.2f} M; {record['seconds']['total']:.1f} s in all")
     print(f"wrote {args.out} (record: {args.out}/prune.json)")
+
+
+def cmd_bench_compress(args) -> None:
+    import shlex
+    import sys
+
+    from ..accel.bench import default_methods, write_report
+    from ..accel.cli import bench_setup, judge
+    from ..pipeline import load_pipeline
+    from .bench_models import Variant, compress_table, plot_compress, run_compress_bench
+
+    pipe, setting, folder = bench_setup(args)
+    if pipe.info.get("kind") != "ditkit-dit":
+        raise ValueError(f"--model {folder} is a {pipe.info.get('kind')!r} folder; give the float model")
+    paths = [Path(v.strip()) for v in args.variants.split(",") if v.strip()]
+    if not paths:
+        raise ValueError("--variants needs at least one model folder")
+    labels = [p.name for p in paths]
+    variants = [Variant(p.name if labels.count(p.name) == 1 else str(p), load_pipeline(p), p) for p in paths]
+    cache = None
+    if args.cache:
+        methods = default_methods(pipe.config.depth, setting.calls, guided=setting.cfg_scale != 1.0)
+        cache = next((m for m in methods if m.label.lower() == args.cache.strip().lower()), None)
+        if cache is None:
+            raise ValueError(f"--cache {args.cache!r} is none of ditkit bench accel's methods: "
+                             + ", ".join(m.label for m in methods if not m.label.startswith("TeaCache")))
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    clf, ref = judge(args, pipe)
+    result = run_compress_bench(pipe, variants, setting=setting, reference_folder=folder, cache=cache,
+                                classifier=clf, reference_images=ref, progress=say)
+    command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    written = write_report(result, args.out, command=command, table=compress_table, plot=plot_compress)
+    print(compress_table(result))
+    print("wrote " + ", ".join(written.values()))
+
+
+def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
+    """``ditkit bench compress``: compressed folders against their float model (`bench_models`)."""
+    from ..accel.cli import common_args, judge_args
+
+    p = bench_subparsers.add_parser("compress", help="quantized/pruned model folders vs the float model, "
+                                                     "identical seeds: bytes, speed, PSNR, accuracy, FD")
+    common_args(p, num_samples=100)
+    judge_args(p)
+    p.add_argument("--variants", required=True, help="comma-separated model folders from ditkit quantize/prune")
+    p.add_argument("--cache", help="also run the float model and every variant with this acceleration method "
+                                   "of ditkit bench accel, e.g. 'TaylorSeer N=3 m=1'")
+    p.add_argument("--out", default="bench-compress", help="folder for bench.json, bench.md, bench.png")
+    p.set_defaults(func=cmd_bench_compress)
+    return p
 
 
 def _add_prune(subparsers) -> None:
