@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=1, help="use every k-th snapshot")
     p.add_argument("--min-step", type=int, default=0, help="skip snapshots before this training step")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--json")
+    p.add_argument("--json", help="write the curve here; an existing file with the same settings is extended: "
+                                  "its points are kept and only snapshots it lacks are sampled")
     p.add_argument("--plot")
     args = p.parse_args(argv)
 
@@ -63,7 +64,16 @@ def main(argv=None) -> int:
         from ditkit.models.autoencoder import load_autoencoder, resolve_codec_path
 
         codec = load_autoencoder(resolve_codec_path(cfg.autoencoder))
+    settings = {"run": str(run), "samples": args.samples, "steps": args.steps, "sampler": args.sampler,
+                "cfg_scale": args.cfg_scale}
     rows = []
+    if args.json and Path(args.json).is_file():
+        old = json.loads(Path(args.json).read_text())
+        if all(old.get(k) == v for k, v in settings.items()):
+            rows = old["points"]
+            done = {r["step"] for r in rows}
+            snaps = [s for s in snaps if int(s.stem.split("_")[1]) not in done]
+            print(f"{len(rows)} points kept from {args.json}", flush=True)
     for snap in snaps:
         with safe_open(str(snap), "pt") as f:
             meta = f.metadata() or {}
@@ -81,8 +91,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"step {row['step']:6d}  {row['training_minutes']:6.1f} min  accuracy {row['accuracy'] * 100:5.1f}%  FD {fd:8.2f}",
               flush=True)
-    result = {"run": str(run), "samples": args.samples, "steps": args.steps, "sampler": args.sampler,
-              "cfg_scale": args.cfg_scale, "points": rows}
+    rows.sort(key=lambda r: r["step"])
+    result = {**settings, "points": rows}
     if args.json:
         save_json(args.json, result)
     if args.plot:
