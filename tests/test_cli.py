@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from ditkit.cli import main
@@ -88,3 +89,12 @@ def test_export_run(tmp_path, capsys):
     assert (tmp_path / "m" / "train_log.jsonl").is_file()
     code, _, err = run(capsys, "export", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "m2"))
     assert code == 2 and "no checkpoint" in err
+
+
+def test_eval_grid_takes_k_samples_of_every_class():
+    from ditkit.cli import per_class_order
+
+    labels = torch.arange(50) % 10
+    order = per_class_order(labels, 10, 3)
+    assert labels[order].tolist() == [c for c in range(10) for _ in range(3)]
+    assert order[:3].tolist() == [0, 10, 20]

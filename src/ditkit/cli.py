@@ -158,8 +158,14 @@ def cmd_eval(args) -> None:
     if args.grid:
         from .io.media import save_grid
 
-        order = torch.argsort(labels, stable=True)[: n_cls * 8]
-        save_grid(images[order], args.grid, nrow=8, upscale=2)
+        save_grid(images[per_class_order(labels, n_cls, 8)], args.grid, nrow=8, upscale=2)
+
+
+def per_class_order(labels, num_classes: int, k: int):
+    """Indices of the first ``k`` samples of each class, class by class (one grid row per class)."""
+    import torch
+
+    return torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in range(num_classes)])
 
 
 def cmd_info(args) -> None:
