@@ -301,16 +301,17 @@ def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | None,
     return entry, ({"autoencoder": src} if copy else {})
 
 
-def source_autoencoder(folder: str | Path, info: dict) -> tuple[Path | None, bool]:
-    """(the codec folder, copy it?) of the model folder ``folder`` with config.json ``info``, so that a
-    model derived from it (quantized, pruned) carries the same autoencoder: a copied one is copied
-    again, one referenced by absolute path stays referenced."""
+def source_autoencoder(path: str | Path, info: dict) -> tuple[Path | None, bool]:
+    """(the codec folder, copy it?) of the model folder at ``path`` (or its model.safetensors) with
+    config.json ``info``, so that a model derived from it (quantized, pruned) carries the same
+    autoencoder: a copied one is copied again, one referenced by absolute path stays referenced."""
     ae = info.get("autoencoder")
     if not ae:
         return None, True
     from .models.autoencoder import resolve_codec_path
 
-    return resolve_codec_path(ae["path"], base=Path(folder)), not Path(ae["path"]).is_absolute()
+    folder = Path(path).parent if Path(path).suffix == ".safetensors" else Path(path)
+    return resolve_codec_path(ae["path"], base=folder), not Path(ae["path"]).is_absolute()
 
 
 def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:

@@ -131,8 +131,7 @@ def cmd_bench_accel(args) -> None:
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
     result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
-                       reference_images=ref, progress=_say,
-                       decode=pipe.decode)
+                       reference_images=ref, progress=_say, decode=pipe.decode)
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     paths = write_report(result, args.out, command=command)
     print(markdown_table(result))

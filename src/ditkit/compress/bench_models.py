@@ -70,11 +70,12 @@ def compute_paths(model: torch.nn.Module) -> list[str]:
     return sorted({kernel_label(m) for m in quantized_layers(model).values()}) or ["float"]
 
 
-def _size_columns(pipe: Pipeline, folder: Path | None) -> dict:
+def _size_columns(pipe: Pipeline, folder: Path | None, float_bytes: int) -> dict:
     paths = compute_paths(pipe.model)
-    return {"disk_bytes": disk_bytes(folder), "weight_bytes": weight_bytes(pipe.model),
-            "compression": describe_compression(pipe.info), "compute_paths": paths,
-            "compute": " + ".join(sorted({p.split(" (")[0] for p in paths}))}
+    nbytes = weight_bytes(pipe.model)
+    return {"disk_bytes": disk_bytes(folder), "weight_bytes": nbytes, "size_ratio": float_bytes / nbytes,
+            "compression": describe_compression(pipe.info),
+            "compute_paths": paths, "compute": " + ".join(sorted({p.split(" (")[0] for p in paths}))}
 
 
 def check_variant(reference: Pipeline, variant: Variant) -> None:
@@ -98,33 +99,25 @@ def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting:
     say = progress or (lambda _line: None)
     bench = Bench(reference.model, process=reference.process, setting=setting, classifier=classifier,
                   reference_images=reference_images, decode=reference.decode)
-    base = bench.base_row
-    base.update(_size_columns(reference, reference_folder), method="float32", family="float32")
-    base["resident_bytes"] = resident_bytes(reference.model)
-    runs = [("float32", reference, reference_folder)] if cache is not None else []
+    float_bytes = weight_bytes(reference.model)
+    base_sizes = _size_columns(reference, reference_folder, float_bytes)
+    bench.base_row.update(base_sizes, method="float32", family="float32", resident_bytes=resident_bytes(reference.model))
+    runs = [("float32", reference, base_sizes)] if cache is not None else []
     for v in variants:
-        row = bench.measure(Method(v.label, group="compressed"), model=v.pipe.model,
-                            extra=_size_columns(v.pipe, v.folder))
-        row["resident_bytes"] = resident_bytes(v.pipe.model)
+        sizes = _size_columns(v.pipe, v.folder, float_bytes)
+        row = bench.measure(Method(v.label, group="compressed"), model=v.pipe.model, extra=sizes)
+        row["resident_bytes"] = resident_bytes(v.pipe.model)  # after sampling: runtime caches included
         row["kernel_calls"] = kernel_calls(v.pipe.model)  # int8 matmuls that really ran the kernel vs fell back
-        say(f"{v.label}: {row['speedup']:.2f}x speed, {_ratio(base, row)} smaller, PSNR {row['psnr']:.1f} dB"
+        say(f"{v.label}: {row['speedup']:.2f}x speed, {row['size_ratio']:.2f}x smaller, PSNR {row['psnr']:.1f} dB"
             + (f", accuracy {100 * row['accuracy']:.1f}%" if 'accuracy' in row else ""))
-        runs.append((v.label, v.pipe, v.folder))
+        runs.append((v.label, v.pipe, sizes))
     if cache is not None:
-        for label, pipe, folder in runs:
+        for label, pipe, sizes in runs:
             row = bench.measure(Method(f"{label} + {cache.label}", cache.configs, cache.cfg_every,
-                                       group="compressed + cache"), model=pipe.model, extra=_size_columns(pipe, folder))
+                                       group="compressed + cache"), model=pipe.model, extra=sizes)
             if row is not None:
                 say(f"{row['method']}: {row['speedup']:.2f}x speed, PSNR {row['psnr']:.1f} dB")
-    result = bench.finish()
-    for row in result.rows:
-        if row.get("weight_bytes"):
-            row["size_ratio"] = base["weight_bytes"] / row["weight_bytes"]
-    return result
-
-
-def _ratio(base: dict, row: dict) -> str:
-    return f"{base['weight_bytes'] / row['weight_bytes']:.2f}x" if row.get("weight_bytes") else "?"
+    return bench.finish()
 
 
 COLUMNS = [  # key, header, format (bytes shown in MiB, fractions in %)

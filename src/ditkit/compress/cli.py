@@ -61,7 +61,7 @@ def cmd_quantize(args) -> None:
         print("vq calibration (block residual rel. MSE before -> after): "
               + ", ".join(f"{a:.3f}->{b:.3f}" for a, b in losses))
     source = Path(args.model) if args.model else default_model_dir()
-    ae_src, copy_ae = source_autoencoder(source.parent if source.suffix == ".safetensors" else source, pipe.info)
+    ae_src, copy_ae = source_autoencoder(source, pipe.info)
     save_quantized(args.out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
                    extra={"quantized_from": str(source)}, autoencoder=ae_src, copy_autoencoder=copy_ae)
     b = report["bytes"]
