@@ -29,15 +29,17 @@ Same function on both sides. diffusers' DiT defaults differ from the reference n
 timestep-frequency divisor and one LayerNorm eps (REFERENCE.md §4); the twin's ``Timesteps`` shift and
 LayerNorm eps are set to the model's own values, so both sides compute the model as it was trained, and
 the PSNR between the two full-compute baselines is printed as a sanity line (100 dB = identical up to
-float rounding). `DiTTransformer2DModel` has no 2D RoPE and no QK-norm;
+float rounding). `DiTTransformer2DModel` has no 2D RoPE, no QK-norm and no Mix-FFN;
 for a model that uses them (ditkit's shapes presets do), the diffusers side gets diffusers' own
-``RMSNorm`` as ``attn1.norm_q``/``norm_k`` and a short attention processor that applies the same rotary
-tables (`RotaryAttnProcessor`); the hooks are unaffected (they wrap blocks and attention modules).
+``RMSNorm`` as ``attn1.norm_q``/``norm_k``, a short attention processor that applies the same rotary
+tables (`RotaryAttnProcessor`), and a copy of the Mix-FFN as each block's ``.ff`` (`GridFeedForward`);
+the hooks are unaffected (they wrap blocks, attention and feed-forward modules).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import re
 import sys
@@ -100,6 +102,18 @@ class RotaryAttnProcessor:
         return attn.to_out[1](attn.to_out[0](out))
 
 
+class GridFeedForward(nn.Module):
+    """A copy of the model's Mix-FFN as a block's ``.ff``: diffusers calls ``ff(hidden_states)`` and the
+    depthwise conv needs the token grid, which is fixed for this benchmark's model."""
+
+    def __init__(self, mlp: nn.Module, grid: tuple[int, int]):
+        super().__init__()
+        self.mlp, self.grid = copy.deepcopy(mlp), grid
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.mlp(hidden_states, self.grid)
+
+
 def diffusers_twin(model) -> tuple[nn.Module, list[str]]:
     """A `DiTTransformer2DModel` holding `model`'s weights and numerics, and notes on what was added."""
     from diffusers.models.normalization import RMSNorm
@@ -107,17 +121,21 @@ def diffusers_twin(model) -> tuple[nn.Module, list[str]]:
     from ditkit.interop.diffusers_dit import to_diffusers_model
 
     cfg, notes = model.config, []
-    extras = {k for k in model.state_dict() if ".q_norm." in k or ".k_norm." in k}
-    if not (cfg.use_rope or cfg.qk_norm):
+    mixffn = cfg.mlp_type == "mixffn"
+    extras = {k for k in model.state_dict() if ".q_norm." in k or ".k_norm." in k or ".mlp.dwconv." in k}
+    if not (cfg.use_rope or cfg.qk_norm or mixffn):
         return _same_numerics(to_diffusers_model(model, allow_numerics_change=True), cfg, notes), notes
     from ditkit.models.dit import DiT
 
-    with torch.device("meta"):
-        plain = DiT(cfg.replace(use_rope=False, qk_norm=False))
+    with torch.device("meta"):  # Mix-FFN's fc1/fc2 have the plain MLP's shapes; its dwconv is added below
+        plain = DiT(cfg.replace(use_rope=False, qk_norm=False, mlp_type="gelu" if mixffn else cfg.mlp_type))
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in extras}, assign=True)
     twin = to_diffusers_model(plain, allow_numerics_change=True)
     first = next(model.parameters())
+    grid = (cfg.hw[0] // cfg.patch_size, cfg.hw[1] // cfg.patch_size)
     for i, block in enumerate(twin.transformer_blocks):
+        if mixffn:
+            block.ff = GridFeedForward(model.blocks[i].mlp, grid)
         attn = block.attn1
         if cfg.qk_norm:
             src = model.blocks[i].attn
@@ -127,11 +145,11 @@ def diffusers_twin(model) -> tuple[nn.Module, list[str]]:
                 attn.norm_q.weight.copy_(src.q_norm.weight)
                 attn.norm_k.weight.copy_(src.k_norm.weight)
         if cfg.use_rope:
-            grid = (cfg.hw[0] // cfg.patch_size, cfg.hw[1] // cfg.patch_size)
             attn.set_processor(RotaryAttnProcessor(cfg.head_dim, grid, cfg.rope_theta))
     _same_numerics(twin, cfg, notes)
     added = [name for name, on in (("QK-norm (diffusers RMSNorm as attn1.norm_q/norm_k)", cfg.qk_norm),
-                                   ("2D RoPE (RotaryAttnProcessor)", cfg.use_rope)) if on]
+                                   ("2D RoPE (RotaryAttnProcessor)", cfg.use_rope),
+                                   ("Mix-FFN (GridFeedForward as .ff)", mixffn)) if on]
     notes.append("the model uses " + " and ".join(added) + ", which DiTTransformer2DModel has no switch for; "
                  "added to the diffusers twin")
     return twin, notes

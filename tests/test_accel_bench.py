@@ -81,6 +81,40 @@ def test_bench_decodes_latent_samples_before_every_metric():
     assert 0 < rows["FORA N=2"]["ssim"] < 1 and rows["FORA N=2"]["psnr"] < bench.PSNR_CAP
 
 
+def test_timing_subset_times_few_samples_and_judges_all(tmp_path):
+    """timing_samples: one untimed run over every sample gives the metrics; the timings are of the subset."""
+    sizes = []
+
+    def decode(z):
+        sizes.append(len(z))
+        return z[:, :3]
+
+    setting = bench.BenchSetting(steps=4, num_samples=6, batch_size=6, cfg_scale=2.0, timing_samples=2, repeats=2)
+    plain = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), methods=METHODS[:1],
+                            setting=bench.BenchSetting(steps=4, num_samples=6, batch_size=6, cfg_scale=2.0))
+    result = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), setting=setting, methods=METHODS[:1],
+                             decode=decode)
+    # full (all, then the subset twice), FORA (likewise), full again (the subset twice)
+    assert sizes == [6, 2, 2, 6, 2, 2, 2, 2]
+    for a, b in zip(plain.rows, result.rows):  # same quality figures and executed MACs as timing every run
+        assert a["psnr"] == b["psnr"] and a["macs"] == b["macs"]
+    bench.write_report(result, tmp_path)
+    assert "times of the first 2 samples" in (tmp_path / "bench.md").read_text()
+    with pytest.raises(ValueError, match="timing_samples"):
+        bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), methods=[],
+                        setting=bench.BenchSetting(steps=2, num_samples=4, batch_size=4, timing_samples=0))
+
+
+def test_unsupported_method_is_skipped_with_a_note():
+    mix = tiny_dit(ROPE.replace(mlp_type="mixffn"))
+    result = bench.run_bench(mix, process=ditkit.FlowMatching(), methods=METHODS[:3],
+                             setting=bench.BenchSetting(steps=3, num_samples=2, batch_size=2))
+    assert [r["method"] for r in result.rows] == ["full compute", "FORA N=2", "FORA N=3"]
+    assert any("skipped RAS 0.5" in n and "Mix-FFN" in n for n in result.notes)
+    with pytest.raises(accel.UnsupportedCombination, match="Mix-FFN"):
+        accel.accelerate(mix, accel.RASConfig(sample_ratio=0.5))
+
+
 def test_guidance_reuse_is_skipped_without_guidance():
     result = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), methods=METHODS[-1:],
                              setting=bench.BenchSetting(steps=3, num_samples=2, batch_size=2))

@@ -54,6 +54,15 @@ def test_twin_computes_the_same_function():
         torch.testing.assert_close(twin(x, timestep=t, class_labels=y).sample, model(x, t, y), atol=1e-5, rtol=1e-5)
 
 
+def test_twin_carries_mixffn():
+    model = tiny_dit(TINY.replace(mlp_type="mixffn"))  # the bundled model's MLP
+    twin, notes = bench.diffusers_twin(model)
+    assert any("Mix-FFN" in n for n in notes)
+    x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([20.0, 700.0]), torch.tensor([3, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x, timestep=t, class_labels=y).sample, model(x, t, y), atol=1e-5, rtol=1e-5)
+
+
 def test_hook_state_does_not_leak_between_generations():
     model = tiny_dit()
     denoiser = bench.DiffusersDenoiser(bench.diffusers_twin(model)[0], model.config)

@@ -43,13 +43,13 @@ from .gated import GatedTaylorConfig
 from .guidance import GuidanceReuse, cfg_reuse
 from .policy import CacheConfig, Policy
 from .ras import RASConfig
-from .runner import Accelerated, AccelStats, accelerate, calls_per_generation
+from .runner import Accelerated, AccelStats, UnsupportedCombination, accelerate, calls_per_generation
 from .steps import Step
 from .teacache import TeaCacheConfig, TeaCacheFit, fit_teacache
 from .trunk import Trunk, View
 
 __all__ = [
-    "accelerate", "Accelerated", "AccelStats", "calls_per_generation",
+    "accelerate", "Accelerated", "AccelStats", "UnsupportedCombination", "calls_per_generation",
     "FORAConfig", "DeltaDiTConfig", "FirstBlockCacheConfig", "TeaCacheConfig", "TaylorSeerConfig",
     "GatedTaylorConfig", "RASConfig", "cfg_reuse", "GuidanceReuse", "fit_teacache", "TeaCacheFit",
     "CacheConfig", "Policy", "Step", "Trunk", "View",

@@ -4,7 +4,10 @@ For each setting ("method") the same labels and initial noise are sampled as for
 and the report gives, all measured in this one process:
 
 * wall-clock seconds (the best of ``repeats``) and the speedup over full compute (timed before
-  and after the methods; the faster of the two is the reference, so drift cannot flatter a method);
+  and after the methods; the faster of the two is the reference, so drift cannot flatter a method).
+  With ``timing_samples`` the timings are of that many samples (the first labels and seeds, same
+  batch size), run right after one untimed run over all samples, which gives every quality figure:
+  large quality sets then cost one pass each, not ``repeats`` + 1 for full compute;
 * multiply-accumulates executed (``Accelerated.stats``) and their ratio to full compute;
 * PSNR and SSIM of each sample against its full-compute twin (``ditkit.eval.metrics``; PSNR is
   capped at 100 dB per sample so that identical images stay a finite number);
@@ -35,7 +38,7 @@ from .forecast import FORAConfig, TaylorSeerConfig
 from .gated import GatedTaylorConfig
 from .guidance import cfg_reuse
 from .ras import RASConfig
-from .runner import accelerate, calls_per_generation
+from .runner import UnsupportedCombination, accelerate, calls_per_generation
 from .teacache import TeaCacheConfig
 
 PSNR_CAP = 100.0
@@ -74,6 +77,7 @@ class BenchSetting:
     seed: int = 0
     batch_size: int = 100
     repeats: int = 1
+    timing_samples: int | None = None  # time on the first this many samples only (quality: all, untimed)
 
     @property
     def calls(self) -> int:
@@ -171,7 +175,8 @@ class Bench:
         self.ref_feats = None
         if classifier is not None and reference_images is not None:
             self.ref_feats = classifier_features(classifier, reference_images)
-        self.base_images, seconds = self._best_time(self._full)
+        self.timed = self._timing_labels(setting)
+        self.base_images, seconds = self._quality_and_time(lambda labels: self._full(labels))
         self.base_macs = setting.calls * macs_per_forward(cfg, len(self.labels) * (2 if self.guided else 1))
         self.base_row = {"method": "full compute", "family": "full compute", "settings": "full compute",
                          "seconds": seconds, "macs": self.base_macs, "psnr": PSNR_CAP,
@@ -183,8 +188,17 @@ class Bench:
         model_info = {"depth": cfg.depth, "hidden_size": cfg.hidden_size, "tokens": cfg.num_tokens}
         self.result = BenchResult(setting=dict(setting.__dict__), model=model_info, rows=[self._derive(self.base_row)])
 
-    def _full(self):
-        return self.decode(sample(self.model, self.labels, cfg_scale=self.setting.cfg_scale, **self.common))
+    def _timing_labels(self, setting: BenchSetting) -> torch.Tensor | None:
+        """The labels timed apart from the quality run (None: the quality run itself is timed)."""
+        k = setting.timing_samples
+        if k is None or k >= len(self.labels):
+            return None
+        if k < 1:
+            raise ValueError(f"timing_samples must be >= 1, got {k}")
+        return self.labels[:k]
+
+    def _full(self, labels):
+        return self.decode(sample(self.model, labels, cfg_scale=self.setting.cfg_scale, **self.common))
 
     def _best_time(self, fn):
         images, best = None, math.inf
@@ -192,6 +206,15 @@ class Bench:
             images, seconds = _timed(fn)
             best = min(best, seconds)
         return images, best
+
+    def _quality_and_time(self, run, after_quality=lambda: None):
+        """``run(labels)`` over every sample, and the best of ``repeats`` timings: of those very runs, or,
+        with ``timing_samples``, of runs over the timed subset made after one untimed run over all."""
+        if self.timed is None:
+            return self._best_time(lambda: run(self.labels))
+        images = run(self.labels)
+        after_quality()
+        return images, self._best_time(lambda: run(self.timed))[1]
 
     def _derive(self, row: dict) -> dict:
         row["speedup"] = self.base_row["seconds"] / row["seconds"]
@@ -213,7 +236,11 @@ class Bench:
         if method.cfg_every > 1 and not self.guided:
             self.result.notes.append(f"skipped {method.label}: guidance reuse needs cfg_scale != 1")
             return None
-        fast = accelerate(self.model if model is None else model, *method.configs)
+        try:
+            fast = accelerate(self.model if model is None else model, *method.configs)
+        except UnsupportedCombination as e:
+            self.result.notes.append(f"skipped {method.label}: {e}")
+            return None
         fast.begin(setting.calls)  # lets policies always compute the last call
         guidance = []
 
@@ -221,14 +248,16 @@ class Bench:
             guidance[:] = [cfg_reuse(fn, setting.cfg_scale, null_label=cfg.num_classes, every=method.cfg_every)]
             return guidance[0]
 
-        def run():
+        def run(labels):
             if method.cfg_every == 1:
-                return self.decode(sample(fast, self.labels, cfg_scale=setting.cfg_scale, **self.common))
-            return self.decode(sample(fast, self.labels, cfg_scale=1.0, model_wrapper=wrap, **self.common))
+                return self.decode(sample(fast, labels, cfg_scale=setting.cfg_scale, **self.common))
+            return self.decode(sample(fast, labels, cfg_scale=1.0, model_wrapper=wrap, **self.common))
 
-        images, seconds = self._best_time(run)
+        quality_macs = []
+        images, seconds = self._quality_and_time(run, lambda: quality_macs.append(fast.stats.macs))
+        macs = quality_macs[0] if quality_macs else fast.stats.macs // max(1, setting.repeats)
         row = {"method": method.label, "family": method.family, "settings": method.describe(), "seconds": seconds,
-               "macs": fast.stats.macs // max(1, setting.repeats),
+               "macs": macs,
                "cache_bytes": fast.stats.peak_cache_bytes + sum(g.cache_bytes() for g in guidance),
                **_pair_metrics(images, self.base_images), **(extra or {})}
         if self.classifier is not None:
@@ -238,7 +267,7 @@ class Bench:
 
     def finish(self) -> BenchResult:
         """Time full compute again (the faster timing is the reference) and return the result."""
-        _, again = self._best_time(self._full)
+        _, again = self._best_time(lambda: self._full(self.labels if self.timed is None else self.timed))
         self.base_row["seconds"] = min(self.base_row["seconds"], again)
         for row in self.result.rows:
             self._derive(row)
@@ -325,7 +354,9 @@ def write_report(result: BenchResult, out_dir: str | Path, command: str | None =
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
     paths["json"].write_text(json.dumps(data, indent=2) + "\n")
     s = result.setting
+    timed = s.get("timing_samples")
     header = (f"{s['num_samples']} samples, {s['sampler']} {s['steps']} steps, cfg {s['cfg_scale']}, seed {s['seed']}"
+              + (f"; times of the first {timed} samples" if timed and timed < s["num_samples"] else "")
               + (f"\n\n`{command}`" if command else ""))
     paths["markdown"].write_text(header + "\n\n" + table(result) + "".join(f"\n{n}" for n in result.notes))
     if plot(result, out / "bench.png"):

@@ -44,6 +44,9 @@ def _quality_args(p: argparse.ArgumentParser) -> None:
 def judge_args(p: argparse.ArgumentParser) -> None:
     """Timing repeats and the classifier/reference options of every quality benchmark."""
     p.add_argument("--repeats", type=_positive_int, default=1, help="timed runs per setting (the best counts)")
+    p.add_argument("--timing-samples", type=_positive_int,
+                   help="time each setting on the first this many samples, after one untimed run over all "
+                        "(default: time the runs over all samples)")
     p.add_argument("--classifier", help="classifier folder for accuracy/FD (default: the bundled one)")
     p.add_argument("--no-classifier", action="store_true", help="PSNR/SSIM only")
     p.add_argument("--reference-samples", type=_positive_int, default=1000, help="held-out shapes for FD")
@@ -66,7 +69,8 @@ def bench_setup(args):
     setting = BenchSetting(sampler=args.sampler or d.sampler, steps=args.steps or d.steps,
                            cfg_scale=d.cfg_scale if args.cfg_scale is None else args.cfg_scale,
                            shift=d.shift if args.shift is None else args.shift, num_samples=args.num_samples,
-                           seed=getattr(args, "seed", 0), batch_size=args.batch_size, repeats=getattr(args, "repeats", 1))
+                           seed=getattr(args, "seed", 0), batch_size=args.batch_size, repeats=getattr(args, "repeats", 1),
+                           timing_samples=getattr(args, "timing_samples", None))
     return pipe, setting, folder
 
 

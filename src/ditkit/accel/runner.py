@@ -35,6 +35,10 @@ from .trunk import MacCounter, Trunk
 STAGES = ("embed", "condition", "blocks", "final", "final_layer", "unpatchify", "config")
 
 
+class UnsupportedCombination(ValueError):
+    """Configs (or a config and a model) that ditkit does not combine; raised instead of degrading silently."""
+
+
 def calls_per_generation(sampler: str, steps: int) -> int:
     """Model calls one generation makes (Heun: 2·steps - 1; every other ditkit sampler: steps)."""
     return 2 * steps - 1 if sampler == "heun" else steps
@@ -87,12 +91,12 @@ class Accelerated(nn.Module):
             raise ValueError(f"not an acceleration config: {other[0]!r} (guidance reuse wraps the guided model: "
                              "use ditkit.accel.cfg_reuse(accelerated_model, ...))")
         if len(caches) > 1:
-            raise ValueError(f"unsupported combination: {' + '.join(c.name for c in caches)}; one cache policy at "
+            raise UnsupportedCombination(f"unsupported combination: {' + '.join(c.name for c in caches)}; one cache policy at "
                              "a time (RAS and guidance reuse combine with any one of them)")
         if len(ras) > 1:
-            raise ValueError("unsupported combination: RAS given twice")
+            raise UnsupportedCombination("unsupported combination: RAS given twice")
         if ras and ras[0].enabled and getattr(model.config, "mlp_type", None) == "mixffn":
-            raise ValueError("unsupported combination: RAS computes token subsets, and this model's Mix-FFN "
+            raise UnsupportedCombination("unsupported combination: RAS computes token subsets, and this model's Mix-FFN "
                              "(mlp_type='mixffn') convolves over the full token grid")
         self.model = model
         self.cache_config: CacheConfig | None = caches[0] if caches else None
