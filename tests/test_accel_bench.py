@@ -169,6 +169,8 @@ def test_commands(tiny_model_dir, tmp_path, capsys):
     args = _parse(["tune", *quick, "--budget", "psnr>=20", "--json", str(tmp_path / "tune.json")])
     args.func(args)
     assert json.loads((tmp_path / "tune.json").read_text())["budget"] == "psnr>=20"
+    out = capsys.readouterr().out
+    assert "settings: FORAConfig(interval=2, " in out or "settings: TeaCacheConfig(threshold=" in out  # every field
     with pytest.raises(ValueError, match="budget"):
         args = _parse(["tune", *quick, "--budget", "speed>=2"])
         args.func(args)

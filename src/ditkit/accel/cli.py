@@ -142,6 +142,15 @@ def cmd_bench_accel(args) -> None:
     print("wrote " + ", ".join(paths.values()))
 
 
+def _configs_text(configs: list[dict]) -> str:
+    """Every field of the chosen configs, as the Python that makes them: ``TaylorSeerConfig(interval=4, ...)``."""
+    parts = []
+    for c in configs:
+        kind, rest = c["type"], {k: v for k, v in c.items() if k != "type"}
+        parts.append(f"{kind}({', '.join(f'{k}={v!r}' for k, v in rest.items())})")
+    return " + ".join(parts)
+
+
 def cmd_tune(args) -> None:
     from .tune import parse_budget, tune
 
@@ -157,7 +166,7 @@ def cmd_tune(args) -> None:
                   progress=_say, decode=pipe.decode)
     print(result.message)
     if result.chosen:
-        print(f"settings: {result.chosen['settings']}")
+        print(f"settings: {_configs_text(result.chosen['configs'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"wrote {args.json}")
