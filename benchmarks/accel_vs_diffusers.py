@@ -65,6 +65,7 @@ class Setting:
     cfg_scale: float | None = None  # None: the model's default
     repeats: int = 1  # timed runs per configuration (the fastest counts)
     psnr: float = 30.0  # quality bar of the matched-PSNR summary (dB)
+    methods: str | None = None  # comma-separated ditkit method names to keep (substring match; None: all)
     device: str = "cpu"
 
 
@@ -302,15 +303,19 @@ class Side:
         return self.rows
 
 
-def run_ditkit(side: Side, methods, say) -> None:
-    from ditkit.accel import accelerate, calls_per_generation, cfg_reuse
+def run_ditkit(side: Side, methods, notes: list[str], say) -> None:
+    from ditkit.accel import UnsupportedCombination, accelerate, calls_per_generation, cfg_reuse
 
     model, cfg = side.pipe.model, side.pipe.config
     calls = calls_per_generation("euler", side.setting.steps)
     for m in methods:
         if m.cfg_every > 1 and side.cfg_scale == 1.0:
             continue
-        fast = accelerate(model, *m.configs)
+        try:
+            fast = accelerate(model, *m.configs)
+        except UnsupportedCombination as e:
+            notes.append(f"ditkit {m.label} skipped: {e}")
+            continue
 
         def run(fast=fast, m=m):
             fast.begin(calls)  # fresh caches; lets policies compute the last call
@@ -394,6 +399,11 @@ def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None
 
     fit = teacache_fit(folder, setting.steps, cfg_scale)
     methods = default_methods(cfg.depth, setting.steps, fit.coefficients if fit else None, guided=cfg_scale != 1.0)
+    if setting.methods:
+        keep = [k.strip().lower() for k in setting.methods.split(",") if k.strip()]
+        methods = [m for m in methods if any(k in m.label.lower() or k in m.family.lower() for k in keep)]
+        if not methods:
+            raise ValueError(f"--methods {setting.methods!r} matches no ditkit method")
     if fit is None:
         methods = [m for m in methods if m.family != "TeaCache"]
         notes.append("ditkit TeaCache left out: no teacache.json for this setting in the model folder "
@@ -409,7 +419,7 @@ def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None
     ours.baseline(lambda: ours.sample(pipe.model))
     theirs.baseline(full_diffusers)
     say(f"full compute: ditkit {ours.base_seconds:.2f}s, diffusers {theirs.base_seconds:.2f}s")
-    run_ditkit(ours, methods, say)
+    run_ditkit(ours, methods, notes, say)
     run_diffusers(theirs, denoiser, diffusers_configs(), notes, say)
     ours.baseline(lambda: ours.sample(pipe.model))  # again: the faster full-compute timing is the reference
     theirs.baseline(full_diffusers)
@@ -476,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=positive_int, help="samples per generation (default: all at once)")
     p.add_argument("--repeats", type=positive_int, default=1, help="timed runs per configuration (fastest counts)")
     p.add_argument("--psnr", type=float, default=Setting.psnr, help="quality bar of the summary, dB")
+    p.add_argument("--methods", help="ditkit methods to run, comma-separated substrings (default: all of "
+                                     "ditkit bench accel's)")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json", help="also write the full result to this JSON file")
@@ -483,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = Setting(steps=args.steps, num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size,
-                      cfg_scale=args.cfg_scale, repeats=args.repeats, psnr=args.psnr, device=args.device)
+                      cfg_scale=args.cfg_scale, repeats=args.repeats, psnr=args.psnr, device=args.device,
+                      methods=args.methods)
     try:
         result = compare(args.model or default_model_dir(), setting, say=lambda s: print(s, file=sys.stderr, flush=True))
     except ValueError as e:  # CheckpointError included: one line, exit status 2

@@ -107,6 +107,21 @@ def test_smoke_report(model_dir, tmp_path, capsys):
     assert result["setting"]["cfg_scale"] == 2.0 and result["model"]["latent"]
 
 
+def test_mixffn_model_with_methods_filter(tmp_path, capsys):
+    """The bundled model's Mix-FFN: RAS is skipped with a note (token subsets), --methods picks ditkit's rows."""
+    save_pipeline(tmp_path / "mix", tiny_dit(TINY.replace(mlp_type="mixffn")), FlowMatching(),
+                  class_names=[f"c{i}" for i in range(10)], defaults=SamplingDefaults(steps=4, cfg_scale=2.0))
+    out = tmp_path / "r.json"
+    code = bench.main(["--model", str(tmp_path / "mix"), "--num-samples", "2", "--steps", "4", "--threads", "1",
+                       "--methods", "FORA N=2,RAS 0.5", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert [r["method"] for r in result["rows"] if r["side"] == "ditkit"] == ["full compute", "FORA N=2"]
+    assert any("RAS 0.5 skipped" in n and "Mix-FFN" in n for n in result["notes"])
+    assert bench.main(["--model", str(tmp_path / "mix"), "--steps", "2", "--methods", "nothing"]) == 2
+    assert "matches no ditkit method" in capsys.readouterr().err
+
+
 def test_bad_inputs_exit_2(tmp_path, capsys):
     assert bench.main(["--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
