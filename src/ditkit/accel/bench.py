@@ -5,9 +5,10 @@ and the report gives, all measured in this one process:
 
 * wall-clock seconds (the best of ``repeats``) and the speedup over full compute (timed before
   and after the methods; the faster of the two is the reference, so drift cannot flatter a method).
-  With ``timing_samples`` the timings are of that many samples (the first labels and seeds, same
-  batch size), run right after one untimed run over all samples, which gives every quality figure:
-  large quality sets then cost one pass each, not ``repeats`` + 1 for full compute;
+  With ``timing_samples`` the timings are of that many samples (the first labels and seeds, in
+  batches of ``batch_size``: a multiple of it times the quality run's batch shape), run right
+  after one untimed run over all samples, which gives every quality figure: large quality sets
+  then cost one pass each, not ``repeats`` + 1 for full compute;
 * multiply-accumulates executed (``Accelerated.stats``) and their ratio to full compute;
 * PSNR and SSIM of each sample against its full-compute twin (``ditkit.eval.metrics``; PSNR is
   capped at 100 dB per sample so that identical images stay a finite number);
@@ -180,7 +181,7 @@ class Bench:
         if classifier is not None and reference_images is not None:
             self.ref_feats = classifier_features(classifier, reference_images)
         self.timed = self._timing_labels(setting)
-        self.base_images, seconds = self._quality_and_time(lambda labels: self._full(labels))
+        self.base_images, seconds = self._quality_and_time(self._full)
         self.base_macs = setting.calls * macs_per_forward(cfg, len(self.labels) * (2 if self.guided else 1))
         self.base_row = {"method": "full compute", "family": "full compute", "settings": "full compute",
                          "seconds": seconds, "macs": self.base_macs, "psnr": PSNR_CAP,
