@@ -376,7 +376,7 @@ def teacache_fit(folder: Path, steps: int, cfg_scale: float):
 
 def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None) -> dict:
     """Run both sides (see module doc) and return rows, summary and notes as a JSON-ready dict."""
-    from ditkit.accel.bench import default_methods
+    from ditkit.accel.bench import default_methods, select_methods
     from ditkit.diffusion.flow import FlowMatching
     from ditkit.pipeline import load_pipeline
 
@@ -400,10 +400,7 @@ def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None
     fit = teacache_fit(folder, setting.steps, cfg_scale)
     methods = default_methods(cfg.depth, setting.steps, fit.coefficients if fit else None, guided=cfg_scale != 1.0)
     if setting.methods:
-        keep = [k.strip().lower() for k in setting.methods.split(",") if k.strip()]
-        methods = [m for m in methods if any(k in m.label.lower() or k in m.family.lower() for k in keep)]
-        if not methods:
-            raise ValueError(f"--methods {setting.methods!r} matches no ditkit method")
+        methods = select_methods(methods, setting.methods, what="ditkit method")
     if fit is None:
         methods = [m for m in methods if m.family != "TeaCache"]
         notes.append("ditkit TeaCache left out: no teacache.json for this setting in the model folder "

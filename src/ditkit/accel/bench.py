@@ -127,6 +127,16 @@ def default_methods(depth: int, calls: int, teacache_coefficients: tuple[float, 
     return ms
 
 
+def select_methods(methods: list[Method], spec: str, what: str = "method") -> list[Method]:
+    """The methods whose label or family contains one of the comma-separated names in ``spec``
+    (case-insensitive, e.g. ``"FORA,TaylorSeer"``); ValueError when none does."""
+    keep = [k.strip().lower() for k in spec.split(",") if k.strip()]
+    chosen = [m for m in methods if any(k in m.label.lower() or k in m.family.lower() for k in keep)]
+    if not chosen:
+        raise ValueError(f"--methods {spec!r} matches no {what}")
+    return chosen
+
+
 @dataclass
 class BenchResult:
     setting: dict

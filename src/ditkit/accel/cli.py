@@ -112,16 +112,11 @@ def _teacache(args, pipe, setting, folder, say):
 
 
 def _methods(args, pipe, setting, folder, say):
-    from .bench import default_methods
+    from .bench import default_methods, select_methods
 
     fit = _teacache(args, pipe, setting, folder, say)
     methods = default_methods(pipe.config.depth, setting.calls, fit.coefficients, guided=setting.cfg_scale != 1.0)
-    if args.methods:
-        keep = [k.strip().lower() for k in args.methods.split(",") if k.strip()]
-        methods = [m for m in methods if any(k in m.label.lower() or k in m.family.lower() for k in keep)]
-        if not methods:
-            raise ValueError(f"--methods {args.methods!r} matches no method")
-    return methods
+    return select_methods(methods, args.methods) if args.methods else methods
 
 
 def _say(line: str) -> None:

@@ -195,6 +195,6 @@ def accelerate(model: nn.Module, *configs) -> Accelerated:
     """Wrap a ditkit DiT with at most one cache config and at most one `RASConfig`.
 
     Cache configs: `FORAConfig`, `DeltaDiTConfig`, `FirstBlockCacheConfig`, `TeaCacheConfig`,
-    `TaylorSeerConfig`, `GatedTaylorConfig`. Unsupported combinations raise ``ValueError``.
+    `TaylorSeerConfig`, `GatedTaylorConfig`. Unsupported combinations raise `UnsupportedCombination` (a ``ValueError``).
     """
     return Accelerated(model, *configs)
