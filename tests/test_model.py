@@ -331,3 +331,15 @@ def test_mixffn_is_refused_where_blocks_lack_the_grid():
                       num_classes=0, class_dropout_prob=0.0, learn_sigma=False, mlp_type="mixffn")
     with pytest.raises(ValueError, match="mixffn"):
         VideoDiTBlock(TINY.replace(mlp_type="mixffn"), 0)
+
+
+def test_training_after_an_inference_mode_forward():
+    """Position tables cached by a forward under inference_mode must not break a later backward
+    (a quantizer calibrates under inference_mode, then VQ fine-tunes the same model)."""
+    cfg = TINY.replace(use_rope=True)
+    model = randomize(DiT(cfg))
+    x, t, y = batch(cfg)
+    with torch.inference_mode():
+        model(x, t, y)
+    model(x, t, y).pow(2).mean().backward()
+    assert model.final_layer.linear.weight.grad is not None

@@ -60,6 +60,17 @@ def calibration_batches(calib: CalibSet, max_batch: int = 64) -> list[tuple]:
     return out
 
 
+def subsample_rows(batches: Sequence[tuple], n: int, max_batch: int = 64) -> list[tuple]:
+    """At most ``n`` calibration rows, evenly strided over all of ``batches`` (so over every timestep)."""
+    total = sum(b[0].shape[0] for b in batches)
+    if total <= n:
+        return list(batches)
+    x, t, y = _cat(list(batches))
+    idx = torch.linspace(0, total - 1, n).round().long()  # (n,)
+    rows = [(x[i:i + 1], t[i:i + 1], None if y is None else y[i:i + 1]) for i in idx.tolist()]
+    return calibration_batches(rows, max_batch)
+
+
 def _cat(items):
     x = torch.cat([it[0] for it in items])  # (n, C, H, W)
     t = torch.cat([it[1].reshape(-1).expand(it[0].shape[0]) for it in items])  # (n,)

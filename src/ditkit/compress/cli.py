@@ -44,14 +44,14 @@ def cmd_quantize(args) -> None:
     if args.calib_samples > 0:
         labels = torch.arange(args.calib_samples) % max(cfg.num_classes, 1)
         d = pipe.defaults
-        calib = collect_calibration(pipe.model, pipe.process, labels, steps=args.calib_steps or d.steps,
+        calib = collect_calibration(pipe.model, pipe.process, labels, steps=args.calib_steps,
                                     sampler=d.sampler, cfg_scale=d.cfg_scale, seed=args.seed)
     keep_fp = tuple(p for p in args.keep_fp.split(",") if p) if args.keep_fp is not None else None
     kwargs = {} if keep_fp is None else {"keep_fp": keep_fp}
     qmodel, report = quantize_model(
         pipe.model, args.scheme, calib, alpha=None if args.no_smooth else args.alpha, overrides=dict(args.override),
         keep_sensitive=args.keep_sensitive, sensitivity=calib is not None, timestep_groups=args.timestep_groups,
-        group_size=args.group_size, rotate=args.rotate, **kwargs)
+        group_size=args.group_size, rotate=args.rotate, sensitivity_inputs=args.sensitivity_inputs, **kwargs)
     if args.vq_steps and any(v.startswith("vq") for v in report["schemes"].values()):
         from .vq_calibrate import calibrate_vq
 
@@ -91,7 +91,8 @@ def cmd_prune(args) -> None:
     job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
-                   finetune_lr=args.lr, fm_weight=args.fm_weight, hidden_weight=args.hidden_kd, seed=args.seed)
+                   finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
+                   hidden_weight=args.hidden_kd, seed=args.seed)
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
@@ -169,6 +170,8 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--finetune-minutes", type=float, default=0.0, help="distillation fine-tuning budget (0: none)")
     p.add_argument("--finetune-steps", type=_positive_int, help="at most this many fine-tuning steps")
     p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
+    p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
+                   help="fine-tuning: cosine to zero over the budget (steps or minutes) after warm-up, or constant")
     p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
     p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
@@ -186,7 +189,10 @@ def register(subparsers) -> None:
     q.add_argument("--scheme", default="w8a8", choices=list(SCHEMES))
     q.add_argument("--calib-samples", type=int, default=20, help="samples whose sampling trajectory calibrates "
                                                                   "(0: no calibration, no smoothing)")
-    q.add_argument("--calib-steps", type=_positive_int, help="sampler steps of the calibration run (default: the model's)")
+    q.add_argument("--calib-steps", type=_positive_int, default=10,
+                   help="sampler steps of the calibration run (its inputs span every timestep range)")
+    q.add_argument("--sensitivity-inputs", type=_positive_int, default=128,
+                   help="calibration inputs on which each layer's sensitivity is measured (the costly part)")
     q.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
     q.add_argument("--no-smooth", action="store_true", help="no channel smoothing")
     q.add_argument("--keep-fp", help="comma-separated layer-name patterns kept in float "

@@ -13,12 +13,16 @@ activations from the hidden-state term: elements of the teacher's state with |h 
 block ``layer_map[j]`` (default: the teacher block it was copied from, `build_pruned`'s kept list).
 
 The loop is bounded by steps and/or wall-clock seconds (``max_seconds``), so a CPU budget such as
-"20 minutes of fine-tuning" is a parameter, and the time actually spent is returned.
+"20 minutes of fine-tuning" is a parameter, and the time actually spent is returned. The learning
+rate warms up linearly, then stays constant (``schedule="constant"``) or follows a cosine to zero
+(``"cosine"``) over the budget; with a wall-clock budget the cosine's progress is the larger of
+the step fraction and the time fraction, so the rate reaches zero as the time runs out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +32,8 @@ import torch
 from ..models.dit import DiT
 from .prune import DataFn
 
+SCHEDULES = ("cosine", "constant")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -35,6 +41,7 @@ class DistillConfig:
     max_seconds: float | None = None  # wall-clock budget of the loop
     lr: float = 2e-4
     warmup_steps: int = 10
+    schedule: str = "cosine"  # "cosine" (to zero over the budget) or "constant"
     kd_weight: float = 1.0  # output matching
     fm_weight: float = 0.0  # the diffusion (flow-matching) loss on the data
     hidden_weight: float = 0.0  # masked hidden-state KD
@@ -48,6 +55,17 @@ class DistillConfig:
             raise ValueError("distill steps and max_seconds must be positive")
         if min(self.kd_weight, self.fm_weight, self.hidden_weight) < 0 or self.log_every <= 0:
             raise ValueError("loss weights must be >= 0 and log_every positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+    def lr_at(self, step: int, seconds: float) -> float:
+        """The learning rate of optimizer step ``step`` (0-based) taken ``seconds`` into the loop."""
+        warm = min(1.0, (step + 1) / max(self.warmup_steps, 1))
+        if self.schedule == "constant":
+            return self.lr * warm
+        progress = max(step / self.steps if self.steps else 0.0,
+                       seconds / self.max_seconds if self.max_seconds else 0.0)
+        return self.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def trunk_forward(model: DiT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
@@ -96,7 +114,7 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
     start = time.perf_counter()
     while cfg.steps is None or step < cfg.steps:
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            group["lr"] = cfg.lr_at(step, time.perf_counter() - start)
         x0, y = data_fn(step)
         terms = {}
 
@@ -131,7 +149,7 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         history.append(_mean_row(step, window))
     student.requires_grad_(False).train(student_was)
     teacher.train(teacher_was)
-    return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr,
+    return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr, "schedule": cfg.schedule,
             "weights": {"output_kd": cfg.kd_weight, "diffusion": cfg.fm_weight, "hidden_kd": cfg.hidden_weight},
             "history": history}
 

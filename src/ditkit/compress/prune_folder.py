@@ -52,6 +52,7 @@ class PruneJob:
     finetune_minutes: float = 0.0  # distillation budget (0 and no finetune_steps: none)
     finetune_steps: int | None = None
     finetune_lr: float = 2e-4
+    lr_schedule: str = "cosine"  # fine-tuning learning-rate schedule (distill.SCHEDULES)
     fm_weight: float = 0.0  # diffusion-loss term of the fine-tuning
     hidden_weight: float = 0.0  # masked hidden-state KD term
     eval_batches: int = 4
@@ -113,7 +114,8 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
     if job.finetune_minutes > 0 or job.finetune_steps is not None:
         ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
-                             lr=job.finetune_lr, fm_weight=job.fm_weight, hidden_weight=job.hidden_weight, seed=job.seed)
+                             lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
+                             hidden_weight=job.hidden_weight, seed=job.seed)
         finetune = distill(student, model, process, ft_fn, dcfg, layer_map=result.kept)
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
         log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")

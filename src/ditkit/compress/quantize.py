@@ -30,7 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import nn
 
-from .calibrate import CalibSet, TimestepRouter, activation_absmax, calibration_batches, timestep_bounds
+from .calibrate import (
+    CalibSet,
+    TimestepRouter,
+    activation_absmax,
+    calibration_batches,
+    subsample_rows,
+    timestep_bounds,
+)
 from .fp import FPLinear
 from .int8 import PATH_FALLBACK, PATH_INT_MM, Int8Linear, Int8WeightOnlyLinear
 from .rotation import block_size_for
@@ -143,7 +150,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int | None = None,
                    cache_int8: bool = False, rotate: int = 0, kmeans_iters: int = 20,
-                   max_batch: int = 64) -> tuple[nn.Module, dict]:
+                   max_batch: int = 64, sensitivity_inputs: int | None = 128) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
     Args:
@@ -164,6 +171,9 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
             dividing its K. 0 = none.
         kmeans_iters: Lloyd iterations of the VQ schemes' k-means (see `calibrate_vq` to refine after).
         cache_int8: W4A8 keeps its unpacked int8 weight after the first forward (faster, int8-sized RAM).
+        sensitivity_inputs: measure sensitivity on at most this many calibration inputs, evenly
+            strided over the set (None: all). It costs one forward over them per candidate layer,
+            so it dominates calibration time; ranges and smoothing always use every input.
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
     """
@@ -200,7 +210,10 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         for m in new.values():
             m.router = router
 
-    sens = layer_sensitivity(qmodel, new, batches) if calib is not None and (sensitivity or keep_sensitive) else {}
+    sens, sens_batches = {}, []
+    if calib is not None and (sensitivity or keep_sensitive):
+        sens_batches = batches if sensitivity_inputs is None else subsample_rows(batches, sensitivity_inputs, max_batch)
+        sens = layer_sensitivity(qmodel, new, sens_batches)
     keep_measured = most_sensitive(sens, keep_sensitive)
     for n in targets:
         if n not in keep_measured:
@@ -233,6 +246,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
             "quantized_layers": sum(weight_bytes(qmodel.get_submodule(n)) for n in quantized),
         },
         "calibration_inputs": sum(b[0].shape[0] for b in batches),
+        "sensitivity_inputs": sum(b[0].shape[0] for b in sens_batches),
         "calibration_s": round(time.perf_counter() - start, 3),
     }
     return qmodel, report

@@ -126,16 +126,20 @@ class DiT(nn.Module):
         key = (grid, str(device))
         ctx = self._ctx_cache.get(key)
         if ctx is None:
-            pos = grid_positions(*grid, device=device)  # (T, 2)
-            rope = None
-            if self.config.use_rope:
-                cos, sin = rope_tables(self.config.head_dim, pos.cpu(), self.config.rope_theta)
-                rope = (cos.to(device), sin.to(device))
-            pe = None
-            if self.config.use_abs_pos:  # float64 table built on the CPU, cast to float32 (reference)
-                pe = sincos_2d(self.config.hidden_size, pos.cpu()).to(device).unsqueeze(0)  # (1, T, D)
-            ctx = self._ctx_cache[key] = TokenContext(grid, pos, rope, pe)
+            with torch.inference_mode(False):  # cached tables made under inference_mode could not enter autograd later
+                ctx = self._ctx_cache[key] = self._build_token_context(grid, device)
         return ctx
+
+    def _build_token_context(self, grid: tuple[int, ...], device) -> TokenContext:
+        pos = grid_positions(*grid, device=device)  # (T, 2)
+        rope = None
+        if self.config.use_rope:
+            cos, sin = rope_tables(self.config.head_dim, pos.cpu(), self.config.rope_theta)
+            rope = (cos.to(device), sin.to(device))
+        pe = None
+        if self.config.use_abs_pos:  # float64 table built on the CPU, cast to float32 (reference)
+            pe = sincos_2d(self.config.hidden_size, pos.cpu()).to(device).unsqueeze(0)  # (1, T, D)
+        return TokenContext(grid, pos, rope, pe)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, TokenContext]:
         p = self.config.patch_size

@@ -65,6 +65,7 @@ class ImageStages(nn.Module):
         self._ctx_cache: dict[tuple, TokenContext] = {}
 
     token_context = DiT.token_context  # positions, RoPE and sin-cos tables for a token grid (cached)
+    _build_token_context = DiT._build_token_context
     embed_image = DiT.embed  # (N, C, H, W) -> tokens (N, T, D) (+ fixed positions), TokenContext
     unpatchify = DiT.unpatchify  # (N, T, p*p*C_out) -> (N, C_out, H, W)
     num_parameters = DiT.num_parameters

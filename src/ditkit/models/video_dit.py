@@ -293,25 +293,29 @@ class VideoDiT(nn.Module):
         key = (grid, str(device))
         ctx = self._ctx_cache.get(key)
         if ctx is None:
-            cfg = self.config.dit
-            f, h, w = grid
-            pos = grid_positions(f, h, w)  # (T, 3) as (frame, row, col), frame-major
-            rope = rope_space = rope_time = None
-            if cfg.use_rope:
-                omega = rope_frequencies(self.config)  # (hd/2, 3) float64
-                rope = rope_tables_3d(omega, pos)
-                rope_space = rope_tables_3d(omega, pos[: h * w])  # frame 0
-                rope_time = rope_tables_3d(omega, pos[:: h * w])  # (frame, 0, 0)
-                rope, rope_space, rope_time = (tuple(a.to(device) for a in r) for r in (rope, rope_space, rope_time))
-            pe = None
-            if cfg.use_abs_pos:  # the image model's 2D table in every frame, plus a frame term that is 0 at frame 0
-                pe = sincos_2d(cfg.hidden_size, pos[:, 1:])  # (T, D)
-                if not cfg.use_rope:  # the only source of frame order then
-                    frame = pos[:, 0]
-                    pe = pe + (sincos_1d(cfg.hidden_size, frame) - sincos_1d(cfg.hidden_size, frame * 0)).float()
-                pe = pe.to(device).unsqueeze(0)  # (1, T, D)
-            ctx = self._ctx_cache[key] = VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time)
+            with torch.inference_mode(False):  # cached tables made under inference_mode could not enter autograd later
+                ctx = self._ctx_cache[key] = self._build_token_context(grid, device)
         return ctx
+
+    def _build_token_context(self, grid: tuple[int, int, int], device) -> VideoTokenContext:
+        cfg = self.config.dit
+        f, h, w = grid
+        pos = grid_positions(f, h, w)  # (T, 3) as (frame, row, col), frame-major
+        rope = rope_space = rope_time = None
+        if cfg.use_rope:
+            omega = rope_frequencies(self.config)  # (hd/2, 3) float64
+            rope = rope_tables_3d(omega, pos)
+            rope_space = rope_tables_3d(omega, pos[: h * w])  # frame 0
+            rope_time = rope_tables_3d(omega, pos[:: h * w])  # (frame, 0, 0)
+            rope, rope_space, rope_time = (tuple(a.to(device) for a in r) for r in (rope, rope_space, rope_time))
+        pe = None
+        if cfg.use_abs_pos:  # the image model's 2D table in every frame, plus a frame term that is 0 at frame 0
+            pe = sincos_2d(cfg.hidden_size, pos[:, 1:])  # (T, D)
+            if not cfg.use_rope:  # the only source of frame order then
+                frame = pos[:, 0]
+                pe = pe + (sincos_1d(cfg.hidden_size, frame) - sincos_1d(cfg.hidden_size, frame * 0)).float()
+            pe = pe.to(device).unsqueeze(0)  # (1, T, D)
+        return VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, VideoTokenContext]:
         cfg, pt = self.config.dit, self.config.temporal_patch
