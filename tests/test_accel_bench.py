@@ -105,6 +105,32 @@ def test_timing_subset_times_few_samples_and_judges_all(tmp_path):
                         setting=bench.BenchSetting(steps=2, num_samples=4, batch_size=4, timing_samples=0))
 
 
+def test_full_samples_file_is_written_then_reused_and_checked(tmp_path):
+    """full_store: the first bench writes the full-compute samples, a second loads them (only timing
+    the subset), and a file of another setting is refused rather than silently reused."""
+    sizes = []
+
+    def decode(z):
+        sizes.append(len(z))
+        return z[:, :3]
+
+    store = tmp_path / "full.safetensors"
+    setting = bench.BenchSetting(steps=4, num_samples=6, batch_size=6, cfg_scale=2.0, timing_samples=2)
+    model = tiny_dit(ROPE)
+    first = bench.Bench(model, process=ditkit.FlowMatching(), setting=setting, decode=decode, full_store=store)
+    assert store.is_file() and sizes == [6, 2] and not first.result.notes
+    sizes.clear()
+    second = bench.Bench(model, process=ditkit.FlowMatching(), setting=setting, decode=decode, full_store=store)
+    assert sizes == [2]  # only the timed subset ran
+    assert torch.equal(second.base_images, first.base_images) and "loaded from" in second.result.notes[0]
+    other = bench.BenchSetting(steps=3, num_samples=6, batch_size=6, cfg_scale=2.0, timing_samples=2)
+    with pytest.raises(ValueError, match="fingerprint differs"):
+        bench.Bench(model, process=ditkit.FlowMatching(), setting=other, decode=decode, full_store=store)
+    with pytest.raises(ValueError, match="needs timing_samples"):
+        bench.Bench(model, process=ditkit.FlowMatching(), setting=bench.BenchSetting(steps=2, num_samples=2),
+                    full_store=tmp_path / "x.safetensors")
+
+
 def test_unsupported_method_is_skipped_with_a_note():
     mix = tiny_dit(ROPE.replace(mlp_type="mixffn"))
     result = bench.run_bench(mix, process=ditkit.FlowMatching(), methods=METHODS[:3],

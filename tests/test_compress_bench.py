@@ -46,6 +46,14 @@ def test_bench_compress_command(tiny_model_dir, tmp_path, capsys):
         assert 0 <= r["accuracy"] <= 1 and "psnr" in r and "fd" in r
     assert d1["psnr"] < 100 and base["psnr"] == 100  # (the tiny untrained W8A8 model may round to identical images)
     assert "| w8a8 |" in out and "| model | disk MiB |" in out
+    # --full-samples: a second bench of another variant loads the float model's samples from the first
+    store = tmp_path / "full.safetensors"
+    for variant, out in (("w8a8", "b1"), ("d1", "b2")):
+        assert main(["bench", "compress", *common, "--variants", str(tmp_path / variant), "--steps", "4",
+                     "--num-samples", "4", "--batch-size", "2", "--timing-samples", "2", "--reference-samples", "20",
+                     "--full-samples", str(store), "--out", str(tmp_path / out)]) == 0
+    notes = [json.loads((tmp_path / out / "bench.json").read_text())["notes"] for out in ("b1", "b2")]
+    assert store.is_file() and not any("loaded from" in n for n in notes[0]) and any("loaded from" in n for n in notes[1])
     # user errors: one line, exit 2
     assert main(["bench", "compress", *common, "--variants", str(tmp_path / "nope")]) == 2
     assert main(["bench", "compress", *common, "--variants", str(tmp_path / "d1"), "--cache", "warp drive"]) == 2

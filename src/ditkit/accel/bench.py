@@ -178,7 +178,8 @@ class Bench:
     """
 
     def __init__(self, model, *, process, setting: BenchSetting = BenchSetting(), labels: torch.Tensor | None = None,
-                 classifier=None, reference_images: torch.Tensor | None = None, decode=None):
+                 classifier=None, reference_images: torch.Tensor | None = None, decode=None,
+                 full_store: str | Path | None = None):
         cfg = self.cfg = model.config
         self.model, self.setting, self.classifier = model, setting, classifier
         self.decode = decode if decode is not None else (lambda x: x)  # a latent model's samples -> images (timed)
@@ -191,7 +192,7 @@ class Bench:
         if classifier is not None and reference_images is not None:
             self.ref_feats = classifier_features(classifier, reference_images)
         self.timed = self._timing_labels(setting)
-        self.base_images, seconds = self._quality_and_time(self._full)
+        self.base_images, seconds, reused = self._full_compute(full_store)
         self.base_macs = setting.calls * macs_per_forward(cfg, len(self.labels) * (2 if self.guided else 1))
         self.base_row = {"method": "full compute", "family": "full compute", "settings": "full compute",
                          "seconds": seconds, "macs": self.base_macs, "psnr": PSNR_CAP,
@@ -202,6 +203,28 @@ class Bench:
             self.base_row.update(metrics)
         model_info = {"depth": cfg.depth, "hidden_size": cfg.hidden_size, "tokens": cfg.num_tokens}
         self.result = BenchResult(setting=dict(setting.__dict__), model=model_info, rows=[self._derive(self.base_row)])
+        if reused:
+            self.result.notes.append(f"full-compute samples (quality reference) loaded from {full_store}; "
+                                     "full compute timed in this run")
+
+    def _full_compute(self, store) -> tuple[torch.Tensor, float, bool]:
+        """Full-compute images and seconds; with ``store`` (see `full_store`) the images are loaded
+        when that file holds this very run's samples, and written there after computing them."""
+        if store is None:
+            return *self._quality_and_time(self._full), False
+        if self.timed is None:
+            raise ValueError("a full-compute sample file needs timing_samples (without it the timed run "
+                             "over all samples computes them anyway)")
+        from .full_store import fingerprint, load_full, save_full
+
+        codec = getattr(getattr(self.decode, "__self__", None), "codec", None)
+        fp = fingerprint(self.model, self.setting, self.labels, codec)
+        images = load_full(store, fp)
+        if images is not None:
+            return images, self._best_time(lambda: self._full(self.timed))[1], True
+        images, seconds = self._quality_and_time(self._full)
+        save_full(store, images, self.labels, fp)
+        return images, seconds, False
 
     def _timing_labels(self, setting: BenchSetting) -> torch.Tensor | None:
         """The labels timed apart from the quality run (None: the quality run itself is timed)."""

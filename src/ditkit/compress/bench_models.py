@@ -19,6 +19,11 @@ are computed exactly as for acceleration). Per row:
 
 ``cache`` adds, for the float model and every variant, a row with that acceleration method on top
 (e.g. W8A8 + TaylorSeer), which is the measured form of the compression x caching contract.
+
+``full_store`` (``--full-samples FILE``, with ``--timing-samples``) lets benchmarks of different
+variants run side by side in separate processes on one untimed full-compute pass: the first
+writes the float model's samples there, the others load them (`ditkit.accel.full_store`); every
+process still times the float model itself.
 """
 
 from __future__ import annotations
@@ -91,14 +96,15 @@ def check_variant(reference: Pipeline, variant: Variant) -> None:
 
 def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting: BenchSetting | None = None,
                        reference_folder: Path | None = None, cache: Method | None = None, classifier=None,
-                       reference_images: torch.Tensor | None = None, progress=None) -> BenchResult:
+                       reference_images: torch.Tensor | None = None, progress=None,
+                       full_store: str | Path | None = None) -> BenchResult:
     """The float model, then every variant (and with ``cache``, each also accelerated) on identical seeds."""
     setting = setting or BenchSetting()
     for v in variants:
         check_variant(reference, v)
     say = progress or (lambda _line: None)
     bench = Bench(reference.model, process=reference.process, setting=setting, classifier=classifier,
-                  reference_images=reference_images, decode=reference.decode)
+                  reference_images=reference_images, decode=reference.decode, full_store=full_store)
     float_bytes = weight_bytes(reference.model)
     base_sizes = _size_columns(reference, reference_folder, float_bytes)
     bench.base_row.update(base_sizes, method="float32", family="float32", resident_bytes=resident_bytes(reference.model))

@@ -130,7 +130,7 @@ def cmd_bench_compress(args) -> None:
 
     clf, ref = judge(args, pipe)
     result = run_compress_bench(pipe, variants, setting=setting, reference_folder=folder, cache=cache,
-                                classifier=clf, reference_images=ref, progress=say)
+                                classifier=clf, reference_images=ref, progress=say, full_store=args.full_samples)
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     written = write_report(result, args.out, command=command, table=compress_table, plot=plot_compress)
     print(compress_table(result))
@@ -148,6 +148,10 @@ def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--variants", required=True, help="comma-separated model folders from ditkit quantize/prune")
     p.add_argument("--cache", help="also run the float model and every variant with this acceleration method "
                                    "of ditkit bench accel, e.g. 'TaylorSeer N=3 m=1'")
+    p.add_argument("--full-samples", metavar="FILE",
+                   help="float model's samples: loaded from FILE when it holds this very setting's, else "
+                        "computed and written there (lets benchmarks of other variants run side by side; "
+                        "needs --timing-samples)")
     p.add_argument("--out", default="bench-compress", help="folder for bench.json, bench.md, bench.png")
     p.set_defaults(func=cmd_bench_compress)
     return p
