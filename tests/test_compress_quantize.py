@@ -121,7 +121,11 @@ def test_overrides_give_layers_another_scheme(tiny, calib):
     assert len(ada) == 3 and all(report["schemes"][n] == "w8a16" for n in ada)
     assert all(isinstance(qmodel.get_submodule(n), Int8WeightOnlyLinear) for n in ada)
     assert "simulated" in report["kernels"][ada[0]]
-    assert not any("t_embedder" in n for n in report["quantized"])  # always float
+    assert not any("t_embedder" in n for n in report["quantized"])  # kept by the default keep_fp
+    qall, rall = quantize_model(tiny, "w8a8", keep_fp=())  # everything but the timestep MLP's first layer
+    assert "t_embedder.mlp.2" in rall["quantized"] and "t_embedder.mlp.0" in rall["kept_fp"]
+    with torch.no_grad():
+        assert _rel(qall(*_inputs()), tiny(*_inputs())) < 5e-2
     x, t, y = _inputs()
     with torch.no_grad():
         assert _rel(qmodel(x, t, y), tiny(x, t, y)) < 2e-2

@@ -47,9 +47,10 @@ from .vq import VQLinear
 from .w4 import W4A8Linear, W4A16Linear
 
 DEFAULT_KEEP_FP = ("t_embedder", "adaLN_modulation", "final_layer")
-# Always float: the timestep MLP casts its sinusoidal features to `mlp[0].weight.dtype`, and it runs
-# on N rows of 256 features, so quantizing it would save almost nothing.
-ALWAYS_FP = ("t_embedder",)
+# Always float: the timestep MLP's first layer, whose weight dtype its sinusoidal features are cast
+# to (`TimestepEmbedder.forward`). Its second layer may be quantized where the default keep_fp
+# (which keeps the whole t_embedder) is overridden, e.g. to reach 2-bit model sizes with VQ.
+ALWAYS_FP = ("t_embedder.mlp.0",)
 
 
 def _rotation(linear: nn.Linear, opts: dict) -> int:
