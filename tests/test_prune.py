@@ -7,7 +7,7 @@ import torch
 
 from ditkit import DiT, FlowMatching, get_preset, load_pipeline, save_pipeline
 from ditkit.cli import main
-from ditkit.compress.distill import distill
+from ditkit.compress.distill import DistillConfig, distill
 from ditkit.compress.prune import (
     build_pruned,
     candidate_masks,
@@ -140,6 +140,26 @@ def test_distill_fits_the_teacher_within_a_budget():
     assert timed["seconds"] < 1.0 and timed["steps"] >= 1
     with pytest.raises(ValueError, match="budget"):
         distill(student, teacher, FlowMatching(), data)
+    # guided-output KD: the student's guided output u + w(c - u) moves towards the teacher's
+    with torch.no_grad():  # labels that matter, so the guided output differs from the conditional one
+        for p in teacher.y_embedder.parameters():
+            p.mul_(20)
+    guided = build_pruned(teacher, [0, 3])
+    x, t, y = data(0)[0], torch.full((4,), 0.5), torch.arange(4)
+    null = torch.full_like(y, CFG.num_classes)
+
+    def gap(m):
+        with torch.no_grad():
+            return ((m(x, t, null) + 4 * (m(x, t, y) - m(x, t, null)))
+                    - (teacher(x, t, null) + 4 * (teacher(x, t, y) - teacher(x, t, null)))).pow(2).mean()
+
+    before = gap(guided)
+    rec = distill(guided, teacher, FlowMatching(), data, steps=30, lr=3e-3, warmup_steps=1, guided_weight=1.0)
+    assert rec["weights"]["guided_kd"] == 1.0 and gap(guided) < 0.7 * before
+    cosine = DistillConfig(steps=10, lr=1.0, warmup_steps=1)
+    assert cosine.lr_at(0, 0.0) == 1.0 and cosine.lr_at(5, 0.0) == pytest.approx(0.5) and cosine.lr_at(10, 0.0) == 0.0
+    assert DistillConfig(max_seconds=10, lr=1.0, warmup_steps=1).lr_at(1, 5.0) == pytest.approx(0.5)
+    assert DistillConfig(steps=10, lr=1.0, warmup_steps=1, schedule="constant").lr_at(9, 0.0) == 1.0
     assert diffusion_loss(student, FlowMatching(), data, batches=1) > 0
 
 

@@ -92,7 +92,7 @@ def cmd_prune(args) -> None:
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
-                   hidden_weight=args.hidden_kd, seed=args.seed)
+                   hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, seed=args.seed)
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
@@ -178,6 +178,8 @@ def _add_prune(subparsers) -> None:
                    help="fine-tuning: cosine to zero over the budget (steps or minutes) after warm-up, or constant")
     p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
     p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
+    p.add_argument("--guided-kd", type=float, default=0.0,
+                   help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prune)

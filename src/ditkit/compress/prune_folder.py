@@ -55,6 +55,7 @@ class PruneJob:
     lr_schedule: str = "cosine"  # fine-tuning learning-rate schedule (distill.SCHEDULES)
     fm_weight: float = 0.0  # diffusion-loss term of the fine-tuning
     hidden_weight: float = 0.0  # masked hidden-state KD term
+    guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
     eval_batches: int = 4
     dataset: str = "shapes"
     seed: int = 0
@@ -115,7 +116,8 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
-                             hidden_weight=job.hidden_weight, seed=job.seed)
+                             hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
+                             guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
         finetune = distill(student, model, process, ft_fn, dcfg, layer_map=result.kept)
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
         log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")
