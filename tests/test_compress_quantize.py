@@ -144,3 +144,16 @@ def test_w8a8_composes_with_accel_caching(tiny, calib):
     out = ditkit.sample(fast, torch.tensor([2, 3]), **kw)
     assert torch.isfinite(out).all() and _rel(out, plain) < 0.2
     assert 0 < kernel_calls(qmodel)["int_mm"] - calls_plain < calls_plain  # cached steps skip int8 matmuls
+
+
+def test_sensitivity_subset_is_evenly_strided(calib):
+    from ditkit.compress.calibrate import calibration_batches, subsample_rows
+
+    batches = calibration_batches(calib, max_batch=8)
+    total = sum(b[0].shape[0] for b in batches)
+    sub = subsample_rows(batches, 5, max_batch=2)
+    assert [b[0].shape[0] for b in sub] == [2, 2, 1]
+    x_all = torch.cat([b[0] for b in batches])
+    x_sub = torch.cat([b[0] for b in sub])
+    assert torch.equal(x_sub[0], x_all[0]) and torch.equal(x_sub[-1], x_all[total - 1])
+    assert subsample_rows(batches, total + 1) == batches

@@ -67,8 +67,8 @@ def subsample_rows(batches: Sequence[tuple], n: int, max_batch: int = 64) -> lis
         return list(batches)
     x, t, y = _cat(list(batches))
     idx = torch.linspace(0, total - 1, n).round().long()  # (n,)
-    rows = [(x[i:i + 1], t[i:i + 1], None if y is None else y[i:i + 1]) for i in idx.tolist()]
-    return calibration_batches(rows, max_batch)
+    chunks = idx.split(max_batch)
+    return [(x[i], t[i], None if y is None else y[i]) for i in chunks]
 
 
 def _cat(items):

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DiTConfig
-from .dit import DiTBlock, FinalLayer, TokenContext
+from .dit import DiT, DiTBlock, FinalLayer, TokenContext
 from .layers import LabelEmbedder, TimestepEmbedder, grid_positions, modulate, reference_init, sincos_1d, sincos_2d
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
@@ -289,13 +289,7 @@ class VideoDiT(nn.Module):
             nn.init.zeros_(m.bias)
 
     # ------------------------------------------------------------------ stages
-    def token_context(self, grid: tuple[int, int, int], device) -> VideoTokenContext:
-        key = (grid, str(device))
-        ctx = self._ctx_cache.get(key)
-        if ctx is None:
-            with torch.inference_mode(False):  # cached tables made under inference_mode could not enter autograd later
-                ctx = self._ctx_cache[key] = self._build_token_context(grid, device)
-        return ctx
+    token_context = DiT.token_context  # the image DiT's cache over `_build_token_context` below
 
     def _build_token_context(self, grid: tuple[int, int, int], device) -> VideoTokenContext:
         cfg = self.config.dit
