@@ -322,15 +322,22 @@ def test_presets():
         assert model.num_parameters() + PRESETS[name].num_tokens * PRESETS[name].hidden_size == n, name
 
 
-def test_mixffn_is_refused_where_blocks_lack_the_grid():
+@pytest.mark.parametrize("arch", ["cross", "mmdit"])
+def test_text_dits_take_mixffn_on_the_image_grid(arch):
+    """Mix-FFN in a text DiT convolves the image tokens over their grid; MMDiT's text stream keeps a
+    plain MLP (text tokens have no grid)."""
     from ditkit.config import TextDiTConfig
-    from ditkit.models.video_dit import VideoDiTBlock
+    from ditkit.models.text_dit import build_model
 
-    with pytest.raises(ValueError, match="mixffn"):
-        TextDiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=1, num_heads=2,
-                      num_classes=0, class_dropout_prob=0.0, learn_sigma=False, mlp_type="mixffn")
-    with pytest.raises(ValueError, match="mixffn"):
-        VideoDiTBlock(TINY.replace(mlp_type="mixffn"), 0)
+    cfg = TextDiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2,
+                        learn_sigma=False, mlp_type="mixffn", arch=arch, text_dim=16)
+    model = randomize(build_model(cfg))
+    assert type(model.blocks[0].mlp).__name__ == "MixFFN"
+    if arch == "mmdit":
+        assert type(model.blocks[0].mlp_context).__name__ == "Mlp"
+    x, t = torch.randn(2, 4, 8, 8), torch.rand(2) * 1000
+    text, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    assert model(x, t, text, mask).shape == (2, 4, 8, 8)
 
 
 def test_training_after_an_inference_mode_forward():

@@ -48,9 +48,10 @@ def test_shapes_and_backward(attention, pt):
     assert model.x_embedder.proj.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("use_rope,use_abs_pos", [(True, True), (True, False), (False, True)])
-def test_one_frame_clip_is_the_image_model(use_rope, use_abs_pos):
-    image = DiT(tiny(use_rope=use_rope, use_abs_pos=use_abs_pos))
+@pytest.mark.parametrize("use_rope,use_abs_pos,mlp_type",
+                         [(True, True, "gelu"), (True, False, "gelu"), (False, True, "gelu"), (True, True, "mixffn")])
+def test_one_frame_clip_is_the_image_model(use_rope, use_abs_pos, mlp_type):
+    image = DiT(tiny(use_rope=use_rope, use_abs_pos=use_abs_pos, mlp_type=mlp_type))
     perturb(image)
     video = init_from_image(VideoDiT(VideoDiTConfig(dit=image.config, num_frames=1)), image.state_dict()).eval()
     x, t, y = torch.randn(3, 3, 8, 8), torch.tensor([1.0, 400.0, 999.0]), torch.tensor([0, 2, 4])
@@ -59,6 +60,18 @@ def test_one_frame_clip_is_the_image_model(use_rope, use_abs_pos):
     torch.testing.assert_close(out[:, 0], ref, atol=1e-5, rtol=1e-5)
     out_vec = video(x.unsqueeze(1), t[:, None], y)  # per-frame t of one frame
     torch.testing.assert_close(out_vec[:, 0], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_mixffn_convolves_within_each_frame():
+    """With attention only in space, a Mix-FFN video model is the image model applied frame by frame."""
+    image = DiT(tiny(mlp_type="mixffn", depth=1))
+    perturb(image)
+    cfg = VideoDiTConfig(dit=image.config, num_frames=3, attention="factorized")  # depth 1: one space block
+    video = init_from_image(VideoDiT(cfg), image.state_dict()).eval()
+    x, t, y = torch.randn(2, 3, 3, 8, 8), torch.tensor([5.0, 700.0]), torch.tensor([1, 4])
+    out = video(x, t, y)  # (N, F, C, H, W)
+    for f in range(3):
+        torch.testing.assert_close(out[:, f], image(x[:, f], t, y), atol=1e-5, rtol=1e-5)
 
 
 def test_inflated_temporal_patch_repeats_the_image():

@@ -167,8 +167,6 @@ class TextDiTConfig(DiTConfig):
         super().__post_init__()
         if self.arch not in ("cross", "mmdit"):
             raise ValueError(f"arch must be 'cross' or 'mmdit', got {self.arch!r}")
-        if self.mlp_type == "mixffn":
-            raise ValueError("mlp_type='mixffn' is for class-conditional image DiTs; text DiTs take 'gelu' or 'swiglu'")
         if self.num_classes or self.class_dropout_prob:
             raise ValueError("a text-conditioned DiT has no classes: num_classes and class_dropout_prob must be 0")
         if self.text_dim <= 0:
@@ -192,10 +190,11 @@ PRESETS["pixart-tiny"] = TextDiTConfig(
     arch="cross", text_dim=16,
 )
 PRESETS["mmdit-tiny"] = PRESETS["pixart-tiny"].replace(arch="mmdit")
-# Text-to-image on the bundled shapes autoencoder, sized like shapes-latent (8x8x4 latents, patch 1,
-# 64 tokens, D=192, depth 8, 3 heads, RoPE + QK-norm) so its image trunk can start from that model.
+# Text-to-image on the bundled shapes autoencoder, sized like the bundled model shapes-latent-mix
+# (8x8x4 latents, patch 1, 64 tokens, D=192, depth 8, 3 heads, RoPE + QK-norm, Mix-FFN) so its image
+# trunk can start from assets/shapes-dit.
 PRESETS["shapes-t2i"] = TextDiTConfig(
     input_size=8, patch_size=1, in_channels=4, hidden_size=192, depth=8, num_heads=3, learn_sigma=False,
-    use_rope=True, qk_norm=True, arch="cross", text_dim=128,
+    use_rope=True, qk_norm=True, mlp_type="mixffn", arch="cross", text_dim=128,
 )
 PRESETS["shapes-t2i-mmdit"] = PRESETS["shapes-t2i"].replace(arch="mmdit")

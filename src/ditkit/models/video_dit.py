@@ -218,8 +218,6 @@ class VideoDiTBlock(DiTBlock):
 
     def __init__(self, cfg: DiTConfig, layer_index: int, axes: str = "all"):
         super().__init__(cfg)
-        if cfg.mlp_type == "mixffn":
-            raise ValueError("mlp_type='mixffn' is for image DiTs; the video DiT supports 'gelu' and 'swiglu'")
         if axes not in ("all", "space", "time"):
             raise ValueError(f"axes must be 'all', 'space' or 'time', got {axes!r}")
         self.layer_index, self.axes = layer_index, axes
@@ -249,9 +247,18 @@ class VideoDiTBlock(DiTBlock):
         shift, scale, gate = mod[0], mod[1], mod[2]
         return gate_frames(gate, self.attend(modulate_frames(self.norm1(x), shift, scale), ctx))
 
-    def mlp_branch(self, x, mod, grid=None) -> torch.Tensor:  # grid: unused (no Mix-FFN in video blocks)
+    def mlp_branch(self, x, mod, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
         shift, scale, gate = mod[3], mod[4], mod[5]
-        return gate_frames(gate, self.mlp(modulate_frames(self.norm2(x), shift, scale)))
+        h = modulate_frames(self.norm2(x), shift, scale)  # (N, T, D)
+        if self.mlp_needs_grid:  # Mix-FFN: the image model's 3x3 convolution within each frame
+            if grid is None:
+                raise ValueError("Mix-FFN needs the (frames, rows, cols) token grid")
+            n, t, d = h.shape
+            f, hh, ww = grid
+            h = self.mlp(h.reshape(n * f, hh * ww, d), (hh, ww)).reshape(n, t, d)  # (N*f, hw, D) -> (N, T, D)
+        else:
+            h = self.mlp(h)
+        return gate_frames(gate, h)
 
 
 # ----------------------------------------------------------------------------- model

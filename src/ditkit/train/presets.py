@@ -31,6 +31,7 @@ from ..diffusion.flow import FlowConfig
 from ..models.text_encoder import WordEncoderConfig
 from .repa import RepaConfig
 from .trainer import TrainConfig
+from .video import VideoTrainConfig
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "shapes-tiny": TrainConfig(
@@ -54,9 +55,15 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
     "shapes-t2i": TrainConfig(
         model=get_preset("shapes-t2i"), flow=FlowConfig(time_sampling="logit_normal"),
-        steps=6_000, batch_size=64, lr=1e-3, warmup_steps=300, log_every=25, ckpt_every=250,
-        snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
+        steps=4_000, batch_size=64, lr=5e-4, warmup_steps=200, lr_schedule="cosine", log_every=25,
+        ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
         text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16),
+    ),
+    "shapes-t2v": TrainConfig(
+        model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal"),
+        steps=3_000, batch_size=16, lr=5e-4, warmup_steps=200, lr_schedule="cosine", log_every=25,
+        ckpt_every=100, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
+        text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16), video=VideoTrainConfig(),
     ),
 }
 

@@ -22,6 +22,11 @@ EMA) on the dataset's captions; a caption is replaced by the empty prompt with p
 unconditional velocity for guidance. ``init_from`` starts a fresh run from a class-conditional
 model folder's shared weights (`ditkit.models.text_dit.init_from_class_dit`).
 
+Text to video. With ``TrainConfig.video`` (`ditkit.train.video.VideoTrainConfig`) the run trains
+`TextToVideo` (word encoder + `VideoDiT` around the image trunk ``model``) on moving-shape clips,
+each frame encoded by the autoencoder, with the diffusion-forcing loss (per-frame noise levels,
+clean prefixes); ``init_from`` an image model folder loads it into the video trunk.
+
 REPA. With ``TrainConfig.repa`` the loss adds λ·(negative cosine) between the projected hidden
 tokens of one block and a frozen encoder's features of the clean images (`ditkit.train.repa`);
 the projector is trained with the DiT, checkpointed with it, and never exported.
@@ -55,6 +60,7 @@ from tqdm import tqdm
 from ..config import DiTConfig, config_from_dict, is_text_config
 from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
+from ..diffusion.forcing import forcing_loss, sample_frame_times
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
 from ..models.dit import DiT
@@ -62,6 +68,7 @@ from ..models.text_dit import TextToImage, build_model, init_from_class_dit
 from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
 from .repa import RepaAlignment, RepaConfig
 from .schedule import warmup_cosine
+from .video import VideoTrainConfig, encode_clips
 
 
 @dataclass(frozen=True)
@@ -94,12 +101,14 @@ class TrainConfig:
     text_encoder: WordEncoderConfig | None = None
     init_from: str | None = None  # text models: class-conditional model folder to take shared weights from
     repa: RepaConfig | None = None  # representation alignment with a frozen encoder (see ditkit.train.repa)
+    video: VideoTrainConfig | None = None  # text-to-video on moving-shape clips; `model` is the per-frame trunk
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
         d["text_encoder"] = None if self.text_encoder is None else self.text_encoder.to_dict()
         d["repa"] = None if self.repa is None else self.repa.to_dict()
+        d["video"] = None if self.video is None else self.video.to_dict()
         return d
 
     @classmethod
@@ -111,6 +120,8 @@ class TrainConfig:
         d["flow"] = FlowConfig(**d["flow"])
         if d.get("repa") is not None:
             d["repa"] = RepaConfig(**d["repa"])
+        if d.get("video") is not None:
+            d["video"] = VideoTrainConfig.from_dict(d["video"])
         d["betas"] = tuple(d["betas"])
         return cls(**d)
 
@@ -200,17 +211,24 @@ class Trainer:
             if isinstance(self.codec, nn.Module):
                 self.codec.to(self.device).eval().requires_grad_(False)
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.codec)
-        self.text = is_text_config(cfg.model)
+        self.video = cfg.video
+        if self.video is not None and (is_text_config(cfg.model) or cfg.repa is not None or cache is not None):
+            raise ValueError("text-to-video trains the class-conditional image trunk `model` on rendered clips: "
+                             "no text-DiT model config, REPA or latent cache")
+        self.text = is_text_config(cfg.model) or self.video is not None
         if self.text and not hasattr(self.dataset, "caption"):
             raise ValueError("a text-conditioned model trains on captions: use the shapes dataset")
         if cfg.init_from is not None and not self.text:
             raise ValueError("init_from starts a text-conditioned model from a class-conditional one; "
                              "this model is class-conditional")
-        self.drop_prob = cfg.model.caption_dropout_prob if self.text else cfg.model.class_dropout_prob
+        self.drop_prob = (self.video.caption_dropout_prob if self.video is not None else
+                          cfg.model.caption_dropout_prob if self.text else cfg.model.class_dropout_prob)
         if self.codec is not None:  # the latent of one dataset image must be what the DiT models
             image = self.dataset[0][0]  # (3, H, W)
             check_codec_fits(self.codec, image.shape[-2:], cfg.model.in_channels, cfg.model.hw, where="the model config")
             self.latent_shape = (cfg.model.in_channels, *cfg.model.hw)
+            if self.video is not None:
+                self.latent_shape = (self.video.frames, *self.latent_shape)  # (F, C, h, w)
         self.process = FlowMatching(cfg.flow)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
@@ -244,6 +262,12 @@ class Trainer:
 
     def _build(self) -> nn.Module:
         cfg = self.cfg
+        if self.video is not None:
+            from ..models.text_video import TextToVideo, video_vocabulary
+            from ..models.video_dit import VideoDiT
+
+            encoder = WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=self.video.text_dim), video_vocabulary())
+            return TextToVideo(encoder, VideoDiT(self.video.video_model(cfg.model)))
         if not self.text:
             return DiT(cfg.model)
         return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
@@ -252,8 +276,16 @@ class Trainer:
     def _init_from_class_model(self) -> None:
         from ..pipeline import load_pipeline
 
-        source = load_pipeline(self.cfg.init_from).model
-        names = init_from_class_dit(self.model.dit, source.float().cpu())
+        source = load_pipeline(self.cfg.init_from).model.float().cpu()
+        if self.video is not None:
+            from ..models.video_dit import init_from_image
+
+            if source.config != self.cfg.model:
+                raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
+            init_from_image(self.model.dit, source.state_dict())
+            names = list(source.state_dict())
+        else:
+            names = init_from_class_dit(self.model.dit, source)
         self.ema.load_state_dict(self.model.state_dict())
         if self.rank == 0:
             self.log(f"initialised {len(names)} tensors from the class-conditional model {self.cfg.init_from}")
@@ -276,7 +308,11 @@ class Trainer:
         g2 = torch.Generator().manual_seed(noise_seed)
         shape = self.latent_shape if self.codec is not None else x.shape[1:]  # noise lives where the DiT works
         noise = torch.randn((cfg.batch_size, *shape), generator=g2)[lo:hi]
-        s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
+        if self.video is not None:  # per-frame times (B, F): diffusion forcing and clean prefixes
+            s = sample_frame_times(self.process, cfg.batch_size, self.video.frames, self.video.forcing(),
+                                   generator=g2)[lo:hi]
+        else:
+            s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
         drop = (torch.rand(cfg.batch_size, generator=g2) < self.drop_prob).long()[lo:hi]
         return x, y, noise, s, drop
 
@@ -314,6 +350,8 @@ class Trainer:
         saved = TrainConfig.from_dict(state["train_config"])
         if saved.model != self.cfg.model:
             raise CheckpointError(f"checkpoint {path} was trained with a different model config")
+        if saved.video != self.cfg.video:
+            raise CheckpointError(f"checkpoint {path} was trained with different video options ({saved.video})")
         if saved.repa != self.cfg.repa:
             raise CheckpointError(f"checkpoint {path} was trained with a different REPA setting ({saved.repa})")
         if state.get("autoencoder_fingerprint") != self.codec_fingerprint:
@@ -344,7 +382,7 @@ class Trainer:
         targets = None if self.repa is None else self.repa.targets(x)  # (B, T, C) teacher features of clean images
         if self.codec is not None:
             with torch.no_grad():
-                x = self.codec.encode(x).float()  # (B, C, h, w) normalised latents
+                x = encode_clips(self.codec, x) if self.video is not None else self.codec.encode(x).float()  # latents
         if self.text:  # CFG caption drop to the empty prompt, then word ids (B, L)
             ids, mask = self.model.encoder.tokenize(["" if d else c for c, d in zip(y, drop.tolist())])
             cond = {"ids": ids.to(self.device), "ids_mask": mask.to(self.device)}
@@ -361,7 +399,11 @@ class Trainer:
             last = k == cfg.grad_accum - 1
             with (nullcontext() if last or self.world == 1 else self.ddp.no_sync()), autocast:
                 kwargs = {k: v[sl] for k, v in cond.items()}
-                loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
+                if self.video is not None:
+                    loss = forcing_loss(self.process, self.ddp, x[sl], self.video.forcing(), kwargs,
+                                        noise=noise[sl], s=s[sl]).mean()
+                else:
+                    loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
                 loss = loss / cfg.grad_accum
                 if self.repa is not None:
                     proj = self.repa.loss(targets[sl]) / cfg.grad_accum
@@ -443,5 +485,12 @@ def build_dataset(cfg: TrainConfig, codec=None):
     if cfg.dataset == "shapes":
         if h != w:
             raise ValueError("the shapes dataset is square; use a square input_size")
+        if cfg.video is not None:
+            from ..data.moving_shapes import MovingShapesDataset
+
+            return MovingShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, frames=cfg.video.frames,
+                                       image_size=h, motions=cfg.video.motions)
         return ShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, image_size=h)
+    if cfg.video is not None:
+        raise ValueError("text-to-video trains on the moving-shapes clips (dataset 'shapes'), not an image folder")
     return ImageFolderDataset(cfg.dataset, image_size=(h, w))

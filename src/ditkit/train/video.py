@@ -1,0 +1,82 @@
+"""Text-to-video training options: the clip, the video trunk around the image config, and how noise
+levels are drawn per frame.
+
+A run with ``TrainConfig.video`` trains `TextToVideo` (ditkit's word encoder + `VideoDiT`) on
+moving-shape clips (`ditkit.data.moving_shapes`), encoded frame by frame by the run's autoencoder.
+``TrainConfig.model`` stays the per-frame image trunk (a `DiTConfig`), so ``init_from`` an image model
+folder loads that model's weights unchanged (`ditkit.models.video_dit.init_from_image`: images are
+one-frame videos).
+
+Noise levels (`ditkit.diffusion.forcing`): with probability ``per_frame_prob`` a clip gets
+independent per-frame times (Diffusion Forcing, Chen et al. 2024; FVDM's PTSS, Liu et al. 2024),
+otherwise one time for the clip (plain text-to-video); with probability ``context_prob`` a random
+prefix of frames is clean (s = 0) and left out of the loss — the case of image-to-video (one clean
+first frame, STIV-style frame replacement) and of long rollouts (the previous window's tail).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..config import DiTConfig
+from ..data.moving_shapes import MOTIONS
+from ..diffusion.forcing import ForcingConfig
+from ..models.video_dit import VideoDiTConfig
+
+
+@dataclass(frozen=True)
+class VideoTrainConfig:
+    frames: int = 8  # clip length in frames (also the model's num_frames, the window it is trained on)
+    temporal_patch: int = 1
+    attention: str = "full"  # "full" 3D attention or "factorized"
+    rope_layout: str = "image"  # "image" keeps the image model's RoPE tables at frame 0
+    temporal_rope_pairs: int = 4
+    text_dim: int = 128  # the word encoder's width = the pooled text the DiT takes
+    caption_dropout_prob: float = 0.1  # caption -> "" for guidance
+    per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
+    context_prob: float = 0.3  # a clean prefix of 1..F-1 frames (image-to-video, rollouts)
+    motions: tuple[str, ...] = MOTIONS
+
+    def __post_init__(self):
+        if self.frames < 2:
+            raise ValueError(f"a training clip needs at least 2 frames, got {self.frames}")
+        if not 0 <= self.caption_dropout_prob < 1:
+            raise ValueError(f"caption_dropout_prob must lie in [0, 1), got {self.caption_dropout_prob}")
+        unknown = [m for m in self.motions if m not in MOTIONS]
+        if not self.motions or unknown:
+            raise ValueError(f"unknown motions {unknown}; choose from {', '.join(MOTIONS)}")
+        self.forcing()  # validates the probabilities and the temporal patch
+
+    def forcing(self) -> ForcingConfig:
+        return ForcingConfig(per_frame_prob=self.per_frame_prob, block_frames=self.temporal_patch,
+                             context_prob=self.context_prob)
+
+    def video_model(self, trunk: DiTConfig) -> VideoDiTConfig:
+        return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,
+                              attention=self.attention, rope_layout=self.rope_layout,
+                              temporal_rope_pairs=self.temporal_rope_pairs, pooled_text_dim=self.text_dim)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["motions"] = list(self.motions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VideoTrainConfig:
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown VideoTrainConfig keys: {', '.join(unknown)}")
+        d = dict(d)
+        if "motions" in d:
+            d["motions"] = tuple(d["motions"])
+        return cls(**d)
+
+
+def encode_clips(codec, clips: torch.Tensor) -> torch.Tensor:
+    """Frames (N, F, 3, H, W) -> latents (N, F, C, h, w), each frame by the image autoencoder."""
+    n, f = clips.shape[:2]
+    z = codec.encode(clips.flatten(0, 1)).float()  # (N*F, C, h, w)
+    return z.unflatten(0, (n, f))  # (N, F, C, h, w)
