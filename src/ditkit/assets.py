@@ -21,6 +21,10 @@ def default_model_dir() -> Path:
     return assets_dir() / "shapes-dit"
 
 
+def default_video_model_dir() -> Path:
+    return assets_dir() / "shapes-t2v"
+
+
 def default_classifier_dir() -> Path:
     return assets_dir() / "classifier"
 

@@ -47,16 +47,68 @@ def _threads(args) -> None:
 # ----------------------------------------------------------------------------- commands
 
 
+def _prompts(args) -> list[str]:
+    return [p.strip() for arg in args.prompt or [] for p in arg.split("|") if p.strip()]  # --prompt "a|b" --prompt c
+
+
+def _generate_video(args) -> None:
+    import numpy as np
+    import torch
+
+    from .assets import default_video_model_dir
+    from .io.media import save_video
+    from .video_pipeline import is_video_folder, load_video_pipeline
+
+    folder = args.model or default_video_model_dir()
+    if not is_video_folder(folder):
+        raise UserError(f"{folder} is not a ditkit video model folder (--video needs one, e.g. assets/shapes-t2v)")
+    pipe = load_video_pipeline(folder)
+    prompts = _prompts(args)
+    if not prompts:
+        raise UserError('--video needs --prompt "a red circle moving left on a blue background"')
+    if args.sampler not in (None, "euler"):
+        raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
+    image = None
+    if args.image:
+        from PIL import Image, UnidentifiedImageError
+
+        from .data.shapes import to_tensor
+
+        _, h, w = pipe.frame_shape
+        try:
+            with Image.open(args.image) as im:
+                pic = im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise UserError(f"cannot read the first frame {args.image}: {e}") from None
+        if pic.size != (w, h):
+            print(f"note: resizing {args.image} from {pic.size[0]}x{pic.size[1]} to the model's {w}x{h}")
+            pic = pic.resize((w, h), Image.Resampling.BICUBIC)
+        image = to_tensor(torch.from_numpy(np.array(pic, dtype=np.uint8)))  # (3, H, W) in [-1, 1]
+    prompts = [p for p in prompts for _ in range(args.n_per_class)]
+    t0 = time.time()
+    clips = pipe.generate(prompts, frames=args.frames, image=image, steps=args.steps, cfg_scale=args.cfg_scale,
+                          shift=args.shift, seed=args.seed, batch_size=args.batch_size, chunked=args.chunked)
+    out = args.out if args.out != "samples.png" else "samples.gif"
+    path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
+    print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
+
+
 def cmd_generate(args) -> None:
     from .io.media import save_grid
 
+    _threads(args)
+    if args.video:
+        return _generate_video(args)
+    for flag in ("image", "frames"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag} is a video option: add --video")
     pipe = _load(args.model)
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
     if pipe.text_encoder is not None or args.prompt:
         if pipe.text_encoder is None:
             raise UserError("this model is class-conditional: choose --classes, not --prompt")
-        groups = [p.strip() for arg in args.prompt or [] for p in arg.split("|") if p.strip()]  # --prompt "a|b" --prompt c
+        groups = _prompts(args)
         if not groups:
             raise UserError('this model is text-conditioned: give --prompt "a small red triangle on a green background"')
         cond = {"prompts": [p for p in groups for _ in range(args.n_per_class)]}
@@ -223,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the grid")
     g.add_argument("--vae", help="decode with this autoencoder folder (diffusers AutoencoderKL or ditkit) "
                                  "instead of the model folder's own")
+    g.add_argument("--video", action="store_true", help="sample clips from a video model (default: assets/shapes-t2v); "
+                                                        "--out .gif, .mp4 or .png (a frame grid)")
+    g.add_argument("--image", help="--video: image-to-video from this first frame (PNG/JPEG)")
+    g.add_argument("--frames", type=_positive_int, help="--video: clip length (default: the model's window; longer "
+                                                        "clips are rolled out with diffusion forcing)")
+    g.add_argument("--chunked", action="store_true", help="--video: make long clips as independent windows (baseline)")
+    g.add_argument("--fps", type=float, default=8.0, help="--video: frames per second of the GIF/MP4")
     g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)")

@@ -1,0 +1,236 @@
+"""A text-to-video model folder and sampling from it: text-to-video, image-to-video, long videos.
+
+A video model folder holds ``model.safetensors`` (the `VideoDiT`), ``config.json``::
+
+    {"kind": "ditkit-video-dit", "config": {VideoDiTConfig}, "process": {"type": "flow", ...},
+     "sampling": {"sampler": "euler", "steps": 50, "cfg_scale": 4.0, "shift": 1.0}, ...}
+
+plus ``text_encoder/`` (the word encoder trained with it) and ``autoencoder/`` (the per-frame image
+autoencoder). Captions enter as the pooled encoder output (`ditkit.models.text_video`).
+
+Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-frame times):
+
+* text-to-video, up to the training length: every frame on the same schedule;
+* image-to-video (STIV frame replacement, Lin et al. 2025): the given image's latent is the clean
+  first frame (process time 0) in every model call and the remaining frames are generated; guidance
+  is on the text, with the given frame in both passes;
+* longer clips (``frames`` > the training window): diffusion-forcing rollout over overlapping
+  windows (`rollout`), or, for comparison, independent windows (`chunked_sample`).
+
+Initial noise comes from ``seed`` for the whole batch at once, so results do not depend on batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .diffusion.flow import FlowMatching
+from .diffusion.forcing import chunked_sample, forcing_sample, rollout
+from .diffusion.guidance import cfg as cfg_wrapper
+from .io.checkpoint import CheckpointError, check_state_dict, load_json, load_model_files, save_model
+from .models.text_common import masked_mean
+from .models.text_encoder import TextEncoder, load_text_encoder, save_text_encoder
+from .models.video_dit import VideoDiT, VideoDiTConfig
+from .pipeline import SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
+
+KIND = "ditkit-video-dit"
+
+
+@dataclass
+class VideoPipeline:
+    model: VideoDiT
+    process: FlowMatching
+    text_encoder: TextEncoder
+    codec: object | None = None  # per-frame autoencoder (a LatentCodec); None = pixel-space clips
+    defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> VideoDiTConfig:
+        return self.model.config
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the decoded frames."""
+        cfg = self.config.dit
+        h, w = cfg.hw
+        if self.codec is None:
+            return cfg.in_channels, h, w
+        return 3, h * self.codec.downsample, w * self.codec.downsample
+
+    # ------------------------------------------------------------------ conditioning
+    def pooled_prompts(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled caption embeddings (N, D_txt), the empty prompt's (1, D_txt))."""
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("pass prompts as a non-empty list of strings")
+        with torch.inference_mode():
+            tokens, mask = self.text_encoder.encode([*prompts, ""])  # (N+1, L, D), (N+1, L)
+            pooled = masked_mean(tokens.float(), mask).cpu()  # (N+1, D)
+        return pooled[:-1].clone(), pooled[-1:].clone()
+
+    def model_fn(self, null_pooled: torch.Tensor, cfg_scale: float):
+        """``fn(x (N, F, C, H, W), t (N, F), pooled=(N, D)) -> velocity``, guided on the text when cfg_scale != 1."""
+        model = self.model
+        null_class = model.config.dit.num_classes if model.y_embedder is not None else None
+
+        def fn(x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+            y = None if null_class is None else torch.full((x.shape[0],), null_class, dtype=torch.long, device=x.device)
+            return model(x, t, y, pooled)
+
+        if cfg_scale == 1.0:
+            return fn
+        return cfg_wrapper(fn, cfg_scale, null_cond={"pooled": null_pooled})
+
+    # ------------------------------------------------------------------ pixels <-> latents
+    def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] -> latent frames (N, 1, C, h, w)."""
+        c, h, w = self.frame_shape
+        if images.ndim != 4 or tuple(images.shape[1:]) != (c, h, w):
+            raise ValueError(f"the first frame must be {c}x{h}x{w} (this model's frame size), got "
+                             f"{tuple(images.shape[1:])}")
+        if self.codec is None:
+            return images.float().unsqueeze(1)
+        with torch.inference_mode():
+            return self.codec.encode(images.float()).float().unsqueeze(1)  # (N, 1, C, h, w)
+
+    def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Latent clips (N, F, C, h, w) -> frames (N, F, 3, H, W) clamped to [-1, 1]."""
+        if self.codec is None:
+            return latents.clamp(-1, 1)
+        n, f = latents.shape[:2]
+        flat = latents.flatten(0, 1)  # (N*F, C, h, w)
+        with torch.inference_mode():
+            out = torch.cat([self.codec.decode(flat[i:i + batch_size]).float().clamp(-1, 1)
+                             for i in range(0, len(flat), batch_size)])
+        return out.unflatten(0, (n, f))  # (N, F, 3, H, W)
+
+    # ------------------------------------------------------------------ sampling
+    def generate(self, prompts, *, frames: int | None = None, image: torch.Tensor | None = None,
+                 steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
+                 seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
+                 chunked: bool = False, latents: bool = False) -> torch.Tensor:
+        """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
+
+        ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip.
+        ``frames`` beyond the training window are made by rollout over windows overlapping by
+        ``overlap`` frames (default half the window); ``chunked`` makes them as independent windows.
+        """
+        d = self.defaults
+        steps = d.steps if steps is None else steps
+        cfg_scale = d.cfg_scale if cfg_scale is None else cfg_scale
+        shift = d.shift if shift is None else shift
+        window = self.config.num_frames
+        frames = window if frames is None else frames
+        if steps <= 0 or frames <= 0 or batch_size <= 0:
+            raise ValueError("steps, frames and batch_size must be positive")
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        pooled, null = self.pooled_prompts(prompts)
+        n = pooled.shape[0]
+        first = None
+        if image is not None:
+            image = image.unsqueeze(0) if image.ndim == 3 else image
+            if image.shape[0] not in (1, n):
+                raise ValueError(f"give one first frame or one per prompt ({n}), got {image.shape[0]}")
+            first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
+            if frames < 2:
+                raise ValueError("image-to-video needs at least 2 frames")
+        cfg = self.config.dit
+        c, (h, w) = cfg.in_channels, cfg.hw
+        pt = self.config.temporal_patch
+        overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
+        fn = self.model_fn(null, cfg_scale)
+        self.model.eval()
+        outs = []
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                hi = min(lo + batch_size, n)
+                gen = torch.Generator().manual_seed(seed + lo)
+                kwargs = {"pooled": pooled[lo:hi]}
+                ctx = None if first is None else first[lo:hi]
+                common = dict(steps=steps, shift=shift, block_frames=pt, model_kwargs=kwargs, generator=gen)
+                if frames <= window and not chunked:
+                    new = frames - (0 if ctx is None else 1)
+                    noise = torch.randn((hi - lo, new, c, h, w), generator=gen)
+                    clip = forcing_sample(fn, noise, self.process, context=ctx, **common)
+                    clip = clip if ctx is None else torch.cat([ctx, clip], dim=1)
+                elif chunked:
+                    if ctx is not None:
+                        raise ValueError("chunk-by-chunk generation is the text-to-video baseline: no first image")
+                    clip = chunked_sample(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
+                                          **common)
+                else:
+                    clip = rollout(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
+                                   overlap=overlap, context_noise=context_noise, first_context=ctx, **common)
+                outs.append(clip.float())
+        out = torch.cat(outs)  # (N, frames, C, h, w)
+        return out if latents else self.decode(out)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_video_pipeline(folder: str | Path, model: VideoDiT, process: FlowMatching, text_encoder: TextEncoder, *,
+                        defaults: SamplingDefaults | None = None, dtype: torch.dtype = torch.float32,
+                        extra: dict | None = None, autoencoder: str | Path | None = None) -> None:
+    """Write a video model folder atomically (weights optionally in half precision)."""
+    if text_encoder.text_dim != model.config.pooled_text_dim:
+        raise ValueError(f"the text encoder gives {text_encoder.text_dim}-dim tokens, the model pools "
+                         f"{model.config.pooled_text_dim}")
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    ae_info, subfolders = autoencoder_entry(model.config.dit, autoencoder)
+    info = {
+        "kind": KIND,
+        "config": model.config.to_dict(),
+        "process": process_info(process),
+        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
+        "weights_dtype": str(dtype).replace("torch.", ""),
+        "text_encoder": {"path": "text_encoder", "type": type(text_encoder).__name__},
+        **(extra or {}),
+    }
+    if ae_info is not None:
+        info["autoencoder"] = ae_info
+    with tempfile.TemporaryDirectory() as tmp:
+        save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
+        subfolders["text_encoder"] = Path(tmp) / "text_encoder"
+        save_model(folder, state, info, subfolders=subfolders)
+
+
+def is_video_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a video model folder (by its config.json; False for anything else)."""
+    config = Path(path) / "config.json"
+    try:
+        return config.is_file() and load_json(config).get("kind") == KIND
+    except (CheckpointError, AttributeError):
+        return False
+
+
+def load_video_pipeline(path: str | Path) -> VideoPipeline:
+    """Load a video model folder. Raises CheckpointError (one clear line) on any problem."""
+    state, info = load_model_files(path)
+    if info.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a ditkit video model folder (kind={info.get('kind')!r})")
+    try:
+        config = VideoDiTConfig.from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad video model config in {path}: {e}") from None
+    model = VideoDiT(config)
+    check_state_dict(state, model.state_dict(), path)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.eval()
+    folder = Path(path)
+    encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).eval()
+    if encoder.text_dim != config.pooled_text_dim:
+        raise CheckpointError(f"{folder}: the text encoder gives {encoder.text_dim}-dim tokens, the model pools "
+                              f"{config.pooled_text_dim}")
+    info_for_codec = {**info, "config": config.dit.to_dict()}  # the codec is checked against the per-frame trunk
+    codec = codec_from_info(path, info_for_codec)
+    if isinstance(codec, torch.nn.Module):
+        codec.eval()
+    return VideoPipeline(model, process_from_info(info), encoder, codec, SamplingDefaults(**info.get("sampling", {})),
+                         info)
