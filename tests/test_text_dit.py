@@ -176,7 +176,7 @@ def test_model_folder_with_text_encoder(preset, tmp_path):
 
 @torch.no_grad()
 def test_cross_dit_from_a_class_model_reproduces_its_null_class_at_t_ref():
-    dit_cfg = dataclasses.replace(get_preset("shapes-latent"), hidden_size=32, depth=2, num_heads=2)
+    dit_cfg = dataclasses.replace(get_preset("shapes-latent-mix"), hidden_size=32, depth=2, num_heads=2)
     torch.manual_seed(5)
     dit = DiT(dit_cfg).eval()
     for p in dit.parameters():

@@ -162,6 +162,41 @@ def cmd_train_classifier(args) -> None:
     print(json.dumps(info.get("metrics", {}), indent=2))
 
 
+def _eval_video(args) -> None:
+    from .assets import default_classifier_dir
+    from .eval.classifier import load_classifier
+    from .eval.video import evaluate_video
+    from .io.checkpoint import save_json
+    from .video_pipeline import load_video_pipeline
+
+    if args.sampler not in (None, "euler"):
+        raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
+    if args.long_clips < 0:
+        raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
+    pipe = load_video_pipeline(args.model)
+    clf = load_classifier(args.classifier or default_classifier_dir())
+    t0 = time.time()
+    result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
+                            seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
+                            i2v=not args.no_i2v)
+    result["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        save_json(args.json, result)
+    t2v = result["text_to_video"]
+    line = (f"text-to-video: shape accuracy per frame {t2v['shape_accuracy_per_frame']:.1%}, motion direction "
+            f"{t2v['direction_accuracy']:.1%} ({t2v['direction_clips']} clips)")
+    if "image_to_video" in result:
+        line += f"; image-to-video first frame {result['image_to_video']['first_frame_psnr']:.1f} dB"
+    print(line)
+    if "long_video" in result:
+        lv = result["long_video"]
+        for name in ("rollout", "chunked"):
+            r = lv[name]
+            print(f"{lv['frames']} frames, {name}: shape accuracy first window {r['shape_accuracy_first_window']:.1%}, "
+                  f"whole clip {r['shape_accuracy_whole_clip']:.1%}; consecutive-frame PSNR mean "
+                  f"{r['consecutive_psnr_mean']:.1f} dB, worst {r['consecutive_psnr_worst']:.1f} dB")
+
+
 def cmd_eval(args) -> None:
     import torch
 
@@ -172,6 +207,10 @@ def cmd_eval(args) -> None:
     from .io.checkpoint import save_json
 
     _threads(args)
+    from .video_pipeline import is_video_folder
+
+    if args.model and is_video_folder(args.model):
+        return _eval_video(args)
     pipe = _load(args.model)
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
@@ -323,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reference-seed", type=int, default=3000)
     e.add_argument("--json", help="write the metrics to this JSON file")
     e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
+    e.add_argument("--long-clips", type=int, default=0, help="video models: also this many 4x-length clips "
+                                                               "(rollout vs chunk by chunk)")
+    e.add_argument("--no-i2v", action="store_true", help="video models: skip the image-to-video measurement")
     e.set_defaults(func=cmd_eval)
 
     from .interop.cli import register as register_interop

@@ -1,0 +1,167 @@
+"""Text-to-video training and sampling: a tiny video model trains on moving-shape clips with per-frame
+noise levels, resumes exactly, starts from an image model folder, exports a video model folder that
+generates text-to-video, image-to-video (the given first frame kept) and long clips, also through
+`ditkit generate --video`."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ditkit import FlowMatching, save_pipeline
+from ditkit.cli import main
+from ditkit.config import DiTConfig, TextDiTConfig
+from ditkit.data.moving_shapes import MovingShapesDataset
+from ditkit.models.dit import DiT
+from ditkit.models.text_encoder import WordEncoderConfig
+from ditkit.train.export import export_run
+from ditkit.train.presets import get_train_preset
+from ditkit.train.trainer import TrainConfig, Trainer
+from ditkit.train.video import VideoTrainConfig
+from ditkit.video_pipeline import is_video_folder, load_video_pipeline
+
+TRUNK = DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=10,
+                  learn_sigma=False, use_rope=True, qk_norm=True, mlp_type="mixffn")
+VIDEO = VideoTrainConfig(frames=4, text_dim=16, per_frame_prob=0.5, context_prob=0.5)
+TRAIN = TrainConfig(model=TRUNK, steps=4, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, ckpt_every=2,
+                    ema_decay=0.9, seed=5, text_encoder=WordEncoderConfig(dim=16, depth=1, num_heads=2), video=VIDEO)
+PROMPT = "a red circle moving left on a blue background"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+def make_trainer(out_dir, **changes) -> Trainer:
+    cfg = dataclasses.replace(TRAIN, **changes)
+    data = MovingShapesDataset(32, frames=cfg.video.frames, image_size=16) if cfg.video else None
+    return Trainer(cfg, out_dir, dataset=data, log=lambda *a: None, progress=False)
+
+
+def test_video_training_resumes_exactly_and_round_trips_its_config(tmp_path: Path):
+    straight = make_trainer(tmp_path / "a")
+    straight.run()
+    make_trainer(tmp_path / "b", steps=2).run()
+    resumed = make_trainer(tmp_path / "b")
+    resumed.run()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert any(k.startswith("encoder.") for k in a) and any(k.startswith("dit.pooled_text_embedder") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert straight.model.dit.pooled_text_embedder.weight.abs().sum() > 0  # the caption path learns
+    saved = TrainConfig.from_dict(json.loads((tmp_path / "a" / "train_config.json").read_text()))
+    assert saved == straight.cfg and saved.video == VIDEO
+
+
+def test_batches_draw_per_frame_times_and_clean_prefixes(tmp_path: Path):
+    trainer = make_trainer(tmp_path / "r", video=dataclasses.replace(VIDEO, per_frame_prob=1.0, context_prob=1.0),
+                           batch_size=16)
+    x, captions, noise, s, _ = trainer._batch(0)
+    assert x.shape == (16, 4, 3, 16, 16) and noise.shape == x.shape and s.shape == (16, 4)
+    assert len(captions) == 16 and all(isinstance(c, str) for c in captions)
+    assert bool((s[:, 0] == 0).all())  # every clip has a clean prefix of >= 1 frame
+    assert bool((s[:, -1] > 0).all())  # ... and at most F-1 frames
+    flat = dataclasses.replace(VIDEO, per_frame_prob=0.0, context_prob=0.0)
+    _, _, _, s, _ = make_trainer(tmp_path / "q", video=flat, batch_size=16)._batch(0)
+    assert bool((s == s[:, :1]).all())  # one time per clip
+
+
+def test_video_runs_refuse_what_they_cannot_train(tmp_path: Path):
+    text = TextDiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
+                         learn_sigma=False, text_dim=16)
+    with pytest.raises(ValueError, match="text-to-video"):
+        make_trainer(tmp_path / "t", model=text)
+    with pytest.raises(ValueError, match="moving-shapes"):
+        Trainer(dataclasses.replace(TRAIN, dataset=str(tmp_path)), tmp_path / "f", log=lambda *a: None, progress=False)
+    with pytest.raises(ValueError, match="frames"):
+        VideoTrainConfig(frames=1)
+
+
+def test_init_from_an_image_model_folder(tmp_path: Path):
+    image = DiT(TRUNK)
+    with torch.no_grad():
+        for p in image.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    save_pipeline(tmp_path / "img", image, FlowMatching())
+    trainer = make_trainer(tmp_path / "run", init_from=str(tmp_path / "img"))
+    trainer._init_from_class_model()
+    own = trainer.model.dit.state_dict()
+    for k, v in image.state_dict().items():
+        assert torch.equal(own[k].reshape(v.shape), v), k  # the patch embedding gains a temporal axis of 1
+    assert torch.equal(trainer.ema.state_dict()["dit.x_embedder.proj.weight"], own["x_embedder.proj.weight"])
+    other = DiT(dataclasses.replace(TRUNK, hidden_size=48, num_heads=3))
+    save_pipeline(tmp_path / "other", other, FlowMatching())
+    with pytest.raises(ValueError, match="trunk"):
+        make_trainer(tmp_path / "run2", init_from=str(tmp_path / "other"))._init_from_class_model()
+
+
+def test_export_and_generate(tmp_path: Path, capsys):
+    make_trainer(tmp_path / "run").run()
+    export_run(tmp_path / "run", tmp_path / "model")
+    assert is_video_folder(tmp_path / "model") and not is_video_folder(tmp_path / "run")
+    pipe = load_video_pipeline(tmp_path / "model")
+    clips = pipe.generate([PROMPT, "a green star bouncing on a white background"], steps=3, cfg_scale=3.0, seed=1)
+    assert clips.shape == (2, 4, 3, 16, 16) and clips.abs().max() <= 1
+    again = pipe.generate([PROMPT], steps=3, cfg_scale=3.0, seed=1, batch_size=1)
+    torch.testing.assert_close(again[0], clips[0])  # noise by seed, not by batch
+    first = clips[1, 0]
+    i2v = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0)
+    torch.testing.assert_close(i2v[0, 0], first)  # the given frame is the clip's first (pixel model: exact)
+    long = pipe.generate([PROMPT], frames=10, steps=2)
+    chunked = pipe.generate([PROMPT], frames=10, steps=2, chunked=True)
+    assert long.shape == chunked.shape == (1, 10, 3, 16, 16)
+    with pytest.raises(ValueError, match="one first frame"):
+        pipe.generate([PROMPT, PROMPT, PROMPT], image=clips[:2, 0], steps=2)
+
+    # the CLI: text-to-video to a GIF, image-to-video from a PNG, clear errors
+    png = tmp_path / "first.png"
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(png)
+    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--n-per-class", "2",
+                 "--steps", "2", "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 0
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == 4
+    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--image", str(png),
+                 "--steps", "2", "--frames", "6", "--out", str(tmp_path / "v.png"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
+                 "--image", str(tmp_path / "nope.png")]) == 2
+    assert main(["generate", "--video", "--model", str(tmp_path / "run"), "--prompt", PROMPT]) == 2
+    assert main(["generate", "--frames", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("ditkit generate: error:") for line in err)
+
+
+def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
+    cfg = get_train_preset("shapes-t2v")
+    assert cfg.video is not None and cfg.model == get_train_preset("shapes-repa").model
+    assert cfg.video.video_model(cfg.model).pooled_text_dim == cfg.text_encoder.dim
+
+
+def test_video_measurements_score_real_clips_high_and_noise_low():
+    """The adherence and consistency measures, checked on real held-out clips (they must pass) and on
+    shuffled frames / wrong captions (they must not): the measurement pipeline behind the video figures."""
+    from ditkit.assets import default_classifier_dir
+    from ditkit.eval.classifier import load_classifier
+    from ditkit.eval.video import adherence, consistency, held_out_clips
+
+    clf = load_classifier(default_classifier_dir())
+    data = held_out_clips(40, 8, 32)
+    clips = torch.stack([data[i][0] for i in range(40)])  # (N, F, 3, 32, 32)
+    specs = [data.clip(i) for i in range(40)]
+    labels, motions = torch.tensor([s.label for s in specs]), [s.motion for s in specs]
+    real = adherence(clf, clips, labels, motions)
+    assert real["shape_accuracy_per_frame"] >= 0.8 and real["direction_accuracy"] >= 0.9 and real["direction_clips"] > 10
+    wrong = adherence(clf, clips, (labels + 1) % 10, motions)
+    assert wrong["shape_accuracy_per_frame"] < 0.2
+    reversed_motion = adherence(clf, clips.flip(1), labels, motions)  # played backwards: every direction flips
+    assert reversed_motion["direction_accuracy"] < 0.1
+    steady = consistency(clf, clips, labels, window=4)
+    shuffled = consistency(clf, clips[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))], labels, 4)
+    assert steady["consecutive_psnr_mean"] > shuffled["consecutive_psnr_mean"]
+    assert steady["shape_accuracy_by_window"][0] == pytest.approx(steady["shape_accuracy_first_window"], abs=1e-3)
+    assert len(steady["shape_accuracy_by_window"]) == 2
