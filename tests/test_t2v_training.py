@@ -135,6 +135,20 @@ def test_export_and_generate(tmp_path: Path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("ditkit generate: error:") for line in err)
 
+    # the sparse-attention benchmark runs on a video model folder and reports every plan
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sparse_video_attention.py"
+    spec = importlib.util.spec_from_file_location("sparse_video_attention", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "sparse.json"
+    assert bench.main(["--model", str(tmp_path / "model"), "--clips", "1", "--steps", "1", "--tolerances", "0.5",
+                       "--backend", "dense", "--block-size", "16", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 5 and all(0 <= r["attention_flops_saved"] < 1 and r["wall_clock_ratio"] > 0 for r in rows)
+    assert bench.main(["--model", str(tmp_path / "run")]) == 2
+
 
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
     cfg = get_train_preset("shapes-t2v")
