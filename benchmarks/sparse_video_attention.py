@@ -23,7 +23,6 @@ to a block-sparse CPU kernel; eager flex materialises the scores and is slower t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
