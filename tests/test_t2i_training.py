@@ -88,6 +88,14 @@ def test_export_loads_and_generates_from_prompts(arch, tmp_path: Path):
                    "--n-per-class", "2", "--steps", "2", "--out", str(out), "--no-progress"])
         assert rc == 0 and out.is_file()
         assert main(["generate", "--model", str(tmp_path / "model"), "--out", str(out), "--no-progress"]) == 2
+        # without --model, prompts go to the bundled text-to-image model, assets/shapes-t2i
+        import shutil
+
+        shutil.copytree(tmp_path / "model", tmp_path / "assets" / "shapes-t2i")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("DITKIT_ASSETS", str(tmp_path / "assets"))
+            assert main(["generate", "--prompt", "a small red circle on a blue background", "--n-per-class", "1",
+                         "--steps", "1", "--out", str(tmp_path / "default.png"), "--no-progress"]) == 0
 
 
 def test_cli_refuses_prompts_for_a_class_model(tiny_model_dir, tmp_path, capsys):

@@ -21,6 +21,10 @@ def default_model_dir() -> Path:
     return assets_dir() / "shapes-dit"
 
 
+def default_text_model_dir() -> Path:
+    return assets_dir() / "shapes-t2i"
+
+
 def default_video_model_dir() -> Path:
     return assets_dir() / "shapes-t2v"
 

@@ -102,6 +102,10 @@ def cmd_generate(args) -> None:
     for flag in ("image", "frames"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag} is a video option: add --video")
+    if args.prompt and not args.model:  # prompts go to the bundled text-to-image model
+        from .assets import default_text_model_dir
+
+        args.model = str(default_text_model_dir())
     pipe = _load(args.model)
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
@@ -288,7 +292,8 @@ def cmd_info(args) -> None:
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    p.add_argument("--model", help="model folder (default: the bundled shapes model; with --prompt the bundled "
+                                   "text-to-image model, with --video the bundled video model)")
     p.add_argument("--sampler", choices=["euler", "heun", "dpm++2m", "ddim", "ddpm"], help="default: the model's")
     p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
