@@ -113,8 +113,13 @@ def test_export_and_generate(tmp_path: Path, capsys):
     i2v = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0)
     torch.testing.assert_close(i2v[0, 0], first)  # the given frame is the clip's first (pixel model: exact)
     long = pipe.generate([PROMPT], frames=10, steps=2)
-    chunked = pipe.generate([PROMPT], frames=10, steps=2, chunked=True)
-    assert long.shape == chunked.shape == (1, 10, 3, 16, 16)
+    chunked = pipe.generate([PROMPT], frames=10, steps=2, long_mode="chunked")
+    extrapolated = pipe.generate([PROMPT], frames=10, steps=2, long_mode="extrapolate")
+    plain = pipe.generate([PROMPT], frames=10, steps=2, long_mode="extrapolate", ultravico_alpha=1.0)
+    assert long.shape == chunked.shape == extrapolated.shape == (1, 10, 3, 16, 16)
+    assert not torch.equal(extrapolated, plain) and pipe.model.attention_core is None  # decay applied, then removed
+    with pytest.raises(ValueError, match="long_mode"):
+        pipe.generate([PROMPT], long_mode="loop")
     with pytest.raises(ValueError, match="one first frame"):
         pipe.generate([PROMPT, PROMPT, PROMPT], image=clips[:2, 0], steps=2)
 
@@ -126,7 +131,8 @@ def test_export_and_generate(tmp_path: Path, capsys):
     with Image.open(tmp_path / "v.gif") as gif:
         assert gif.n_frames == 4
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--image", str(png),
-                 "--steps", "2", "--frames", "6", "--out", str(tmp_path / "v.png"), "--no-progress"]) == 0
+                 "--steps", "2", "--frames", "6", "--out", str(tmp_path / "v.png"), "--no-progress",
+                 "--long-mode", "extrapolate"]) == 0
     capsys.readouterr()
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
                  "--image", str(tmp_path / "nope.png")]) == 2

@@ -87,7 +87,8 @@ def _generate_video(args) -> None:
     prompts = [p for p in prompts for _ in range(args.n_per_class)]
     t0 = time.time()
     clips = pipe.generate(prompts, frames=args.frames, image=image, steps=args.steps, cfg_scale=args.cfg_scale,
-                          shift=args.shift, seed=args.seed, batch_size=args.batch_size, chunked=args.chunked)
+                          shift=args.shift, seed=args.seed, batch_size=args.batch_size, long_mode=args.long_mode,
+                          ultravico_alpha=args.ultravico_alpha)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
@@ -324,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image", help="--video: image-to-video from this first frame (PNG/JPEG)")
     g.add_argument("--frames", type=_positive_int, help="--video: clip length (default: the model's window; longer "
                                                         "clips are rolled out with diffusion forcing)")
-    g.add_argument("--chunked", action="store_true", help="--video: make long clips as independent windows (baseline)")
+    g.add_argument("--long-mode", choices=["rollout", "chunked", "extrapolate"], default="rollout",
+                   help="--video, clips longer than the model's window: diffusion-forcing rollout over overlapping "
+                        "windows, independent windows (baseline), or one pass with UltraViCo attention decay")
+    g.add_argument("--ultravico-alpha", type=float, default=0.9, help="--long-mode extrapolate: UltraViCo's factor "
+                                                                      "on distant attention logits (1 = none)")
     g.add_argument("--fps", type=float, default=8.0, help="--video: frames per second of the GIF/MP4")
     g.set_defaults(func=cmd_generate)
 

@@ -14,8 +14,11 @@ Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-fr
 * image-to-video (STIV frame replacement, Lin et al. 2025): the given image's latent is the clean
   first frame (process time 0) in every model call and the remaining frames are generated; guidance
   is on the text, with the given frame in both passes;
-* longer clips (``frames`` > the training window): diffusion-forcing rollout over overlapping
-  windows (`rollout`), or, for comparison, independent windows (`chunked_sample`).
+* longer clips (``frames`` > the training window), by ``long_mode``: ``"rollout"``, diffusion forcing
+  over overlapping windows (`rollout`); ``"chunked"``, independent windows (`chunked_sample`, the
+  baseline); ``"extrapolate"``, one pass over all frames with UltraViCo's training-free attention decay
+  beyond the training window (Zhao et al. 2025; `ditkit.models.video_attention.UltraViCoConfig`,
+  ``ultravico_alpha``; 1.0 is plain extrapolation of 3D RoPE).
 
 Initial noise comes from ``seed`` for the whole batch at once, so results do not depend on batch size.
 """
@@ -39,6 +42,7 @@ from .models.video_dit import VideoDiT, VideoDiTConfig
 from .pipeline import SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
 
 KIND = "ditkit-video-dit"
+LONG_MODES = ("rollout", "chunked", "extrapolate")
 
 
 @dataclass
@@ -113,13 +117,16 @@ class VideoPipeline:
     def generate(self, prompts, *, frames: int | None = None, image: torch.Tensor | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
                  seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
-                 chunked: bool = False, latents: bool = False) -> torch.Tensor:
+                 long_mode: str = "rollout", ultravico_alpha: float = 0.9, latents: bool = False) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip.
-        ``frames`` beyond the training window are made by rollout over windows overlapping by
-        ``overlap`` frames (default half the window); ``chunked`` makes them as independent windows.
+        ``frames`` beyond the training window are made by ``long_mode`` (see the module doc): rollout
+        over windows overlapping by ``overlap`` frames (default half the window), independent windows,
+        or one UltraViCo-extrapolated pass.
         """
+        if long_mode not in LONG_MODES:
+            raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
         d = self.defaults
         steps = d.steps if steps is None else steps
         cfg_scale = d.cfg_scale if cfg_scale is None else cfg_scale
@@ -140,13 +147,30 @@ class VideoPipeline:
             first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
             if frames < 2:
                 raise ValueError("image-to-video needs at least 2 frames")
-        cfg = self.config.dit
-        c, (h, w) = cfg.in_channels, cfg.hw
         pt = self.config.temporal_patch
         overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
         fn = self.model_fn(null, cfg_scale)
         self.model.eval()
-        outs = []
+        mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
+        previous_core = self.model.attention_core
+        if frames > window and long_mode == "extrapolate":
+            from .models.video_attention import UltraViCoConfig, VideoAttention
+
+            self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
+                                                                                 ultravico_alpha), backend="dense")
+        try:
+            outs = self._sample(fn, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size, context_noise)
+        finally:
+            self.model.attention_core = previous_core
+        out = torch.cat(outs)  # (N, frames, C, h, w)
+        return out if latents else self.decode(out)
+
+    def _sample(self, fn, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
+                context_noise) -> list[torch.Tensor]:
+        """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout"."""
+        cfg, window = self.config.dit, self.config.num_frames
+        c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
+        n, outs = pooled.shape[0], []
         with torch.inference_mode():
             for lo in range(0, n, batch_size):
                 hi = min(lo + batch_size, n)
@@ -154,12 +178,12 @@ class VideoPipeline:
                 kwargs = {"pooled": pooled[lo:hi]}
                 ctx = None if first is None else first[lo:hi]
                 common = dict(steps=steps, shift=shift, block_frames=pt, model_kwargs=kwargs, generator=gen)
-                if frames <= window and not chunked:
+                if mode == "single":
                     new = frames - (0 if ctx is None else 1)
                     noise = torch.randn((hi - lo, new, c, h, w), generator=gen)
                     clip = forcing_sample(fn, noise, self.process, context=ctx, **common)
                     clip = clip if ctx is None else torch.cat([ctx, clip], dim=1)
-                elif chunked:
+                elif mode == "chunked":
                     if ctx is not None:
                         raise ValueError("chunk-by-chunk generation is the text-to-video baseline: no first image")
                     clip = chunked_sample(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
@@ -168,8 +192,7 @@ class VideoPipeline:
                     clip = rollout(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
                                    overlap=overlap, context_noise=context_noise, first_context=ctx, **common)
                 outs.append(clip.float())
-        out = torch.cat(outs)  # (N, frames, C, h, w)
-        return out if latents else self.decode(out)
+        return outs
 
 
 # ----------------------------------------------------------------------------- files

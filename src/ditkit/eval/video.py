@@ -110,8 +110,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         n = min(long_clips, num_clips)
         log(f"long video: {n} clips of {total} frames, rollout and chunk by chunk ...")
         long = {}
-        for name, chunked in (("rollout", False), ("chunked", True)):
-            out = pipe.generate(prompts[:n], frames=total, chunked=chunked, **opts)
+        for name in ("rollout", "chunked"):
+            out = pipe.generate(prompts[:n], frames=total, long_mode=name, **opts)
             long[name] = consistency(classifier, out, labels[:n], window)
         result["long_video"] = {"frames": total, "clips": n, **long}
     return result
