@@ -42,6 +42,7 @@ def test_bench_compress_command(tiny_model_dir, tmp_path, capsys):
     assert base["compute"] == "float" and d1["compute"] == "float" and "pruned" in d1["compression"]
     assert w8["weight_bytes"] < base["weight_bytes"] and w8["disk_bytes"] < base["disk_bytes"]
     assert d1["macs_speedup"] > 1.5 and rows["d1 + FORA N=2"]["macs_speedup"] > d1["macs_speedup"]
+    assert w8["forward_speedup"] > 0 and d1["forward_speedup"] > 0 and "forward_speedup" not in base
     for r in rows.values():
         assert 0 <= r["accuracy"] <= 1 and "psnr" in r and "fd" in r
     assert d1["psnr"] < 100 and base["psnr"] == 100  # (the tiny untrained W8A8 model may round to identical images)

@@ -13,6 +13,9 @@ are computed exactly as for acceleration). Per row:
   the resident bytes after sampling (W4A8 may keep an unpacked int8 copy when asked to);
 * the sampling wall time as a speed ratio to the float model (the same steps, so this is the
   per-step ratio), measured in this process, the float model timed before and after;
+* the network forward alone as a speed ratio (``forward_speedup``): one guided step's batch
+  (2 x ``batch_size`` inputs) through the float model and the variant, interleaved, median of
+  ``FORWARD_REPEATS`` each — what a depth-pruned model saves, without the sampler and decoder;
 * PSNR/SSIM against the float model's samples, class accuracy, per-sample class agreement, FD;
 * the compute path of the quantized layers (int8 matmul, dequantize-then-float, ...), so a
   simulated format is never reported as a kernel gain.
@@ -28,6 +31,8 @@ process still times the float model itself.
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +88,30 @@ def _size_columns(pipe: Pipeline, folder: Path | None, float_bytes: int) -> dict
             "compute_paths": paths, "compute": " + ".join(sorted({p.split(" (")[0] for p in paths}))}
 
 
+FORWARD_REPEATS = 7
+
+
+@torch.inference_mode()
+def forward_speedup(reference: torch.nn.Module, variant: torch.nn.Module, batch: int, repeats: int = FORWARD_REPEATS,
+                    seed: int = 0) -> float:
+    """Median forward time of ``reference`` over ``variant`` on the same (x, t, y), interleaved run by run."""
+    cfg = reference.config
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((batch, cfg.in_channels, *cfg.hw), generator=g)  # (B, C, H, W)
+    t = torch.rand(batch, generator=g) * 1000  # network time
+    kwargs = {"y": torch.randint(cfg.num_classes, (batch,), generator=g)} if cfg.num_classes else {}
+    times: dict[int, list[float]] = {0: [], 1: []}
+    models = (reference.eval(), variant.eval())
+    for m in models:  # warm-up
+        m(x, t, **kwargs)
+    for _ in range(repeats):
+        for i, m in enumerate(models):
+            t0 = time.perf_counter()
+            m(x, t, **kwargs)
+            times[i].append(time.perf_counter() - t0)
+    return statistics.median(times[0]) / statistics.median(times[1])
+
+
 def check_variant(reference: Pipeline, variant: Variant) -> None:
     """ValueError unless the variant samples the same thing as the reference (inputs, classes, images)."""
     a, b = reference.config, variant.pipe.config
@@ -114,7 +143,9 @@ def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting:
         row = bench.measure(Method(v.label, group="compressed"), model=v.pipe.model, extra=sizes)
         row["resident_bytes"] = resident_bytes(v.pipe.model)  # after sampling: runtime caches included
         row["kernel_calls"] = kernel_calls(v.pipe.model)  # int8 matmuls that really ran the kernel vs fell back
-        say(f"{v.label}: {row['speedup']:.2f}x speed, {row['size_ratio']:.2f}x smaller, PSNR {row['psnr']:.1f} dB"
+        row["forward_speedup"] = forward_speedup(reference.model, v.pipe.model, 2 * setting.batch_size)
+        say(f"{v.label}: {row['speedup']:.2f}x speed ({row['forward_speedup']:.2f}x forward), "
+            f"{row['size_ratio']:.2f}x smaller, PSNR {row['psnr']:.1f} dB"
             + (f", accuracy {100 * row['accuracy']:.1f}%" if 'accuracy' in row else ""))
         runs.append((v.label, v.pipe, sizes))
     if cache is not None:
@@ -128,7 +159,8 @@ def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting:
 
 COLUMNS = [  # key, header, format (bytes shown in MiB, fractions in %)
     ("method", "model", "{}"), ("disk_bytes", "disk MiB", "{:.2f}"), ("weight_bytes", "weights MiB", "{:.2f}"),
-    ("size_ratio", "smaller", "{:.2f}x"), ("speedup", "speed", "{:.2f}x"), ("macs_speedup", "MACs ratio", "{:.2f}x"),
+    ("size_ratio", "smaller", "{:.2f}x"), ("speedup", "speed", "{:.2f}x"), ("forward_speedup", "forward", "{:.2f}x"),
+    ("macs_speedup", "MACs ratio", "{:.2f}x"),
     *[c for c in ACCEL_COLUMNS if c[0] in ("psnr", "ssim", "accuracy", "agreement", "fd", "seconds")],
     ("compute", "compute", "{}"),
 ]
