@@ -154,3 +154,16 @@ def test_eval_of_a_text_model_uses_held_out_captions_and_checks_colours(tmp_path
     result = json.loads(out.read_text())
     assert result["num_samples"] == 10 and len(result["per_class_accuracy"]) == 10
     assert set(result["colors"]) == {"foreground", "background", "both", "n"} and result["colors"]["n"] == 10
+
+
+def test_bundled_text_to_image_model_loads_and_draws(tmp_path: Path):
+    """assets/shapes-t2i: a cross-attention text DiT with its word encoder and autoencoder, fp16 on disk."""
+    from ditkit.assets import default_text_model_dir
+
+    pipe = load_pipeline(default_text_model_dir())
+    assert isinstance(pipe.config, TextDiTConfig) and pipe.text_encoder is not None and pipe.codec is not None
+    assert pipe.info["weights_dtype"] == "float16" and pipe.defaults.cfg_scale == 4.0
+    size = sum(f.stat().st_size for f in default_text_model_dir().rglob("*") if f.is_file())
+    assert size <= 25 * 2**20
+    images = pipe.generate(prompts=["a large red star on a white background"], steps=2)
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
