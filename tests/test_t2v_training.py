@@ -107,6 +107,11 @@ def test_export_and_generate(tmp_path: Path, capsys):
     first = clips[1, 0]
     i2v = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0)
     torch.testing.assert_close(i2v[0, 0], first)  # the given frame is the clip's first (pixel model: exact)
+    text_only = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0, i2v_guidance="text")
+    torch.testing.assert_close(text_only[0, 0], first)
+    assert not torch.equal(text_only, i2v)  # joint guidance drops the image in its unconditional pass
+    unguided = [pipe.generate([PROMPT], image=first, steps=3, cfg_scale=1.0, i2v_guidance=g) for g in ("joint", "text")]
+    torch.testing.assert_close(unguided[0], unguided[1])  # without guidance the two are the same
     long = pipe.generate([PROMPT], frames=10, steps=2)
     chunked = pipe.generate([PROMPT], frames=10, steps=2, long_mode="chunked")
     extrapolated = pipe.generate([PROMPT], frames=10, steps=2, long_mode="extrapolate")
@@ -180,3 +185,26 @@ def test_video_measurements_score_real_clips_high_and_noise_low():
     assert steady["consecutive_psnr_mean"] > shuffled["consecutive_psnr_mean"]
     assert steady["shape_accuracy_by_window"][0] == pytest.approx(steady["shape_accuracy_first_window"], abs=1e-3)
     assert len(steady["shape_accuracy_by_window"]) == 2
+
+
+def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
+    from ditkit.models.text_encoder import WordTextEncoder
+    from ditkit.models.text_video import video_vocabulary
+    from ditkit.models.video_dit import VideoDiT
+    from ditkit.video_pipeline import VideoPipeline
+
+    model = VideoDiT(VIDEO.video_model(TRUNK)).eval()
+    pipe = VideoPipeline(model, FlowMatching(), WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2),
+                                                                video_vocabulary()))
+    seen = []
+    original = model.forward
+    model.forward = lambda x, t, y, pooled: seen.append((x, t, pooled)) or original(x, t, y, pooled)
+    pooled, null = pipe.pooled_prompts([PROMPT])
+    noise = torch.randn(1, 1, 3, 16, 16)
+    fn = pipe.model_fn(null, 3.0, noise)
+    x, t = torch.randn(1, 4, 3, 16, 16), torch.tensor([[0.0, 500.0, 500.0, 500.0]])
+    fn(x, t, pooled)
+    xs, ts, ps = seen[0]
+    assert xs.shape[0] == 2 and torch.equal(xs[0], x[0]) and torch.equal(xs[1, 0], noise[0, 0])
+    assert torch.equal(xs[1, 1:], x[0, 1:]) and ts[1, 0] == 1000.0 and torch.equal(ts[1, 1:], t[0, 1:])
+    assert torch.equal(ps[0], pooled[0]) and torch.equal(ps[1], null[0])

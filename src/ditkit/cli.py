@@ -88,7 +88,7 @@ def _generate_video(args) -> None:
     t0 = time.time()
     clips = pipe.generate(prompts, frames=args.frames, image=image, steps=args.steps, cfg_scale=args.cfg_scale,
                           shift=args.shift, seed=args.seed, batch_size=args.batch_size, long_mode=args.long_mode,
-                          ultravico_alpha=args.ultravico_alpha)
+                          ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video", action="store_true", help="sample clips from a video model (default: assets/shapes-t2v); "
                                                         "--out .gif, .mp4 or .png (a frame grid)")
     g.add_argument("--image", help="--video: image-to-video from this first frame (PNG/JPEG)")
+    g.add_argument("--i2v-guidance", choices=["joint", "text"], default="joint",
+                   help="--image: STIV's joint image-text guidance, or guidance on the text only")
     g.add_argument("--frames", type=_positive_int, help="--video: clip length (default: the model's window; longer "
                                                         "clips are rolled out with diffusion forcing)")
     g.add_argument("--long-mode", choices=["rollout", "chunked", "extrapolate"], default="rollout",

@@ -12,8 +12,10 @@ Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-fr
 
 * text-to-video, up to the training length: every frame on the same schedule;
 * image-to-video (STIV frame replacement, Lin et al. 2025): the given image's latent is the clean
-  first frame (process time 0) in every model call and the remaining frames are generated; guidance
-  is on the text, with the given frame in both passes;
+  first frame (process time 0) in every model call and the remaining frames are generated. Guidance
+  is STIV's joint image-text CFG (``i2v_guidance="joint"``: the unconditional pass has neither the
+  image, its frame replaced by noise at process time 1, nor the text) or text-only (``"text"``: the
+  image in both passes);
 * longer clips (``frames`` > the training window), by ``long_mode``: ``"rollout"``, diffusion forcing
   over overlapping windows (`rollout`); ``"chunked"``, independent windows (`chunked_sample`, the
   baseline); ``"extrapolate"``, one pass over all frames with UltraViCo's training-free attention decay
@@ -77,8 +79,14 @@ class VideoPipeline:
             pooled = masked_mean(tokens.float(), mask).cpu()  # (N+1, D)
         return pooled[:-1].clone(), pooled[-1:].clone()
 
-    def model_fn(self, null_pooled: torch.Tensor, cfg_scale: float):
-        """``fn(x (N, F, C, H, W), t (N, F), pooled=(N, D)) -> velocity``, guided on the text when cfg_scale != 1."""
+    def model_fn(self, null_pooled: torch.Tensor, cfg_scale: float, null_context: torch.Tensor | None = None):
+        """``fn(x (N, F, C, H, W), t (N, F), pooled=(N, D)) -> velocity``, guided when cfg_scale != 1.
+
+        Guidance is on the text (the empty prompt's pooled embedding is the unconditional input).
+        With ``null_context`` (N, Fc, C, H, W) — noise for the first Fc frames, the given frames of
+        image-to-video — it is STIV's joint image-text guidance (JIT-CFG): the unconditional pass
+        also drops the image, its first Fc frames replaced by that noise at process time 1.
+        """
         model = self.model
         null_class = model.config.dit.num_classes if model.y_embedder is not None else None
 
@@ -88,7 +96,20 @@ class VideoPipeline:
 
         if cfg_scale == 1.0:
             return fn
-        return cfg_wrapper(fn, cfg_scale, null_cond={"pooled": null_pooled})
+        if null_context is None:
+            return cfg_wrapper(fn, cfg_scale, null_cond={"pooled": null_pooled})
+        fc, t_noise = null_context.shape[1], float(self.process.network_time(torch.ones(())))
+
+        def joint(x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+            x_null, t_null = x.clone(), t.clone()
+            x_null[:, :fc] = null_context.to(x.dtype)  # no image: its frames are noise ...
+            t_null[:, :fc] = t_noise  # ... at the noise end of the process
+            out = fn(torch.cat([x, x_null]), torch.cat([t, t_null]),
+                     torch.cat([pooled, null_pooled.to(pooled).expand_as(pooled)]))  # (2N, F, C, H, W)
+            cond, uncond = out.chunk(2)
+            return uncond + cfg_scale * (cond - uncond)
+
+        return joint
 
     # ------------------------------------------------------------------ pixels <-> latents
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
@@ -117,16 +138,21 @@ class VideoPipeline:
     def generate(self, prompts, *, frames: int | None = None, image: torch.Tensor | None = None,
                  steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
                  seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
-                 long_mode: str = "rollout", ultravico_alpha: float = 0.9, latents: bool = False) -> torch.Tensor:
+                 long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
+                 latents: bool = False) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
-        ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip.
+        ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
+        ``i2v_guidance`` "joint" (STIV's JIT-CFG: the unconditional pass drops image and text) or
+        "text" (the image in both passes).
         ``frames`` beyond the training window are made by ``long_mode`` (see the module doc): rollout
         over windows overlapping by ``overlap`` frames (default half the window), independent windows,
         or one UltraViCo-extrapolated pass.
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
+        if i2v_guidance not in ("joint", "text"):
+            raise ValueError(f"i2v_guidance must be 'joint' or 'text', got {i2v_guidance!r}")
         d = self.defaults
         steps = d.steps if steps is None else steps
         cfg_scale = d.cfg_scale if cfg_scale is None else cfg_scale
@@ -150,6 +176,8 @@ class VideoPipeline:
         pt = self.config.temporal_patch
         overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
         fn = self.model_fn(null, cfg_scale)
+        joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) if first is not None and i2v_guidance == "joint" \
+            else None
         self.model.eval()
         mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
         previous_core = self.model.attention_core
@@ -159,15 +187,20 @@ class VideoPipeline:
             self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
                                                                                  ultravico_alpha), backend="dense")
         try:
-            outs = self._sample(fn, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size, context_noise)
+            outs = self._sample(fn, joint, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
+                                context_noise)
         finally:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out if latents else self.decode(out)
 
-    def _sample(self, fn, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
+    def _sample(self, fn, joint, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
                 context_noise) -> list[torch.Tensor]:
-        """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout"."""
+        """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout".
+
+        ``joint(noise) -> fn``: image-to-video's joint guidance for one window, built per batch with
+        noise for the given frame from the seed ``seed + lo + 1``; a rollout's later windows have the
+        previous frames as context, so rollouts guide on the text only."""
         cfg, window = self.config.dit, self.config.num_frames
         c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
         n, outs = pooled.shape[0], []
@@ -181,7 +214,11 @@ class VideoPipeline:
                 if mode == "single":
                     new = frames - (0 if ctx is None else 1)
                     noise = torch.randn((hi - lo, new, c, h, w), generator=gen)
-                    clip = forcing_sample(fn, noise, self.process, context=ctx, **common)
+                    step_fn = fn
+                    if joint is not None:
+                        step_fn = joint(torch.randn((hi - lo, 1, c, h, w),
+                                                    generator=torch.Generator().manual_seed(seed + lo + 1)))
+                    clip = forcing_sample(step_fn, noise, self.process, context=ctx, **common)
                     clip = clip if ctx is None else torch.cat([ctx, clip], dim=1)
                 elif mode == "chunked":
                     if ctx is not None:
