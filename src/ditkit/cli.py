@@ -68,6 +68,9 @@ def _generate_video(args) -> None:
         raise UserError('--video needs --prompt "a red circle moving left on a blue background"')
     if args.sampler not in (None, "euler"):
         raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
+    for flag in ("vae", "guidance_interval"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag.replace('_', '-')} is not supported with --video")
     image = None
     if args.image:
         from PIL import Image, UnidentifiedImageError
@@ -188,8 +191,9 @@ def _eval_video(args) -> None:
     if args.json:
         save_json(args.json, result)
     t2v = result["text_to_video"]
+    direction = "n/a" if t2v["direction_accuracy"] is None else f"{t2v['direction_accuracy']:.1%}"
     line = (f"text-to-video: shape accuracy per frame {t2v['shape_accuracy_per_frame']:.1%}, motion direction "
-            f"{t2v['direction_accuracy']:.1%} ({t2v['direction_clips']} clips)")
+            f"{direction} ({t2v['direction_clips']} clips)")
     if "image_to_video" in result:
         line += f"; image-to-video first frame {result['image_to_video']['first_frame_psnr']:.1f} dB"
     print(line)
