@@ -33,6 +33,7 @@ from ditkit.data.moving_shapes import MovingShapesDataset
 from ditkit.eval.metrics import psnr
 from ditkit.io.checkpoint import CheckpointError, save_json
 from ditkit.models.sparse_search import SearchConfig, search_plan
+from ditkit.models.text_video import null_labels
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
 from ditkit.video_pipeline import load_video_pipeline
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # calibration for the search: dense samples re-noised at three levels, with their prompts
     pooled, _ = pipe.pooled_prompts(prompts)
-    null = torch.full((args.clips,), dit.num_classes, dtype=torch.long) if model.y_embedder is not None else None
+    null = null_labels(model, args.clips, "cpu")
     g = torch.Generator().manual_seed(123)
     calibration = []
     for s in (0.8, 0.5, 0.2):

@@ -40,6 +40,7 @@ from .diffusion.guidance import cfg as cfg_wrapper
 from .io.checkpoint import CheckpointError, check_state_dict, load_json, load_model_files, save_model
 from .models.text_common import masked_mean
 from .models.text_encoder import TextEncoder, load_text_encoder, save_text_encoder
+from .models.text_video import null_labels
 from .models.video_dit import VideoDiT, VideoDiTConfig
 from .pipeline import SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
 
@@ -88,11 +89,9 @@ class VideoPipeline:
         also drops the image, its first Fc frames replaced by that noise at process time 1.
         """
         model = self.model
-        null_class = model.config.dit.num_classes if model.y_embedder is not None else None
 
         def fn(x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-            y = None if null_class is None else torch.full((x.shape[0],), null_class, dtype=torch.long, device=x.device)
-            return model(x, t, y, pooled)
+            return model(x, t, null_labels(model, x.shape[0], x.device), pooled)
 
         if cfg_scale == 1.0:
             return fn

@@ -92,7 +92,6 @@ class CrossDiTBlock(nn.Module):
         self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps if cfg.mlp_norm_eps is None else cfg.mlp_norm_eps)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = make_mlp(cfg.mlp_type, d, hidden)
-        self.mlp_needs_grid = getattr(self.mlp, "needs_grid", False)  # Mix-FFN convolves over the token grid
         self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)  # E_i (PixArt-α init)
 
     def modulation(self, c: TimeCondition) -> tuple[torch.Tensor, ...]:
@@ -103,8 +102,7 @@ class CrossDiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c)
         x = x + gate1.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift1, scale1), rope=ctx.rope)  # (N, T, D)
         x = x + self.cross_attn(x, ctx.text, ctx.text_mask)  # (N, T, D)
-        h = modulate(self.norm2(x), shift2, scale2)
-        return x + gate2.unsqueeze(1) * (self.mlp(h, ctx.grid) if self.mlp_needs_grid else self.mlp(h))  # (N, T, D)
+        return x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2), ctx.grid)  # (N, T, D)
 
 
 class CrossFinalLayer(nn.Module):

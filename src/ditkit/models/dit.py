@@ -58,7 +58,6 @@ class DiTBlock(nn.Module):
         self.norm2 = make_norm(cfg.norm_type, d, cfg.norm_eps if cfg.mlp_norm_eps is None else cfg.mlp_norm_eps)
         hidden = int(d * cfg.mlp_ratio)
         self.mlp = make_mlp(cfg.mlp_type, d, hidden)
-        self.mlp_needs_grid = getattr(self.mlp, "needs_grid", False)  # Mix-FFN convolves over the token grid
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
 
     def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -72,7 +71,7 @@ class DiTBlock(nn.Module):
     def mlp_branch(self, x, mod, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         shift, scale, gate = mod[3], mod[4], mod[5]
         h = modulate(self.norm2(x), shift, scale)
-        return gate.unsqueeze(1) * (self.mlp(h, grid) if self.mlp_needs_grid else self.mlp(h))
+        return gate.unsqueeze(1) * self.mlp(h, grid)  # the grid: Mix-FFN convolves over it
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: TokenContext) -> torch.Tensor:
         mod = self.modulation(c)

@@ -225,7 +225,10 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU(tanh) -> fc2 (the reference DiT / ViT MLP)."""
+    """fc1 -> GELU(tanh) -> fc2 (the reference DiT / ViT MLP).
+
+    Block MLPs share one call, ``mlp(x, grid)``: the token grid is used by Mix-FFN and ignored here.
+    """
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -233,7 +236,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -243,10 +246,9 @@ class MixFFN(nn.Module):
     A local-mixing MLP after SANA's Mix-FFN (Xie et al. 2024, https://arxiv.org/abs/2410.10629),
     itself from SegFormer (Xie et al. 2021): the depthwise conv gives every block a 3x3
     neighbourhood prior, which attention alone must learn from data. Needs the token grid, so
-    the tokens must be the whole row-major grid (no token subsets, see `ditkit.accel.ras`).
+    the tokens must be the whole row-major grid (no token subsets, see `ditkit.accel.ras`). A video
+    grid (frames, rows, cols) is convolved within each frame (tokens frame-major).
     """
-
-    needs_grid = True
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
@@ -255,13 +257,15 @@ class MixFFN(nn.Module):
         self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         n, t, _ = x.shape
-        if len(grid) != 2 or grid[0] * grid[1] != t:
-            raise ValueError(f"MixFFN needs the full 2D token grid; got {t} tokens for grid {tuple(grid)}")
+        if grid is None or len(grid) not in (2, 3) or math.prod(grid) != t:
+            raise ValueError(f"MixFFN needs the full 2D token grid (or a 3D frame grid); got {t} tokens for grid {grid}")
+        gh, gw = grid[-2:]
         h = self.fc1(x)  # (N, T, hidden)
-        h = h.transpose(1, 2).reshape(n, -1, grid[0], grid[1])  # (N, hidden, gh, gw)
-        h = self.dwconv(h).flatten(2).transpose(1, 2)  # (N, T, hidden)
+        h = h.reshape(-1, gh * gw, h.shape[-1])  # (N*f, gh*gw, hidden): one image per frame
+        h = h.transpose(1, 2).reshape(h.shape[0], -1, gh, gw)  # (N*f, hidden, gh, gw)
+        h = self.dwconv(h).flatten(2).transpose(1, 2).reshape(n, t, -1)  # (N, T, hidden)
         return self.fc2(self.act(h))  # (N, T, D)
 
 
@@ -282,6 +286,6 @@ class SwiGLU(nn.Module):
         self.w12 = nn.Linear(dim, 2 * hidden)
         self.w3 = nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...] | None = None) -> torch.Tensor:
         x1, x2 = self.w12(x).chunk(2, dim=-1)
         return self.w3(F.silu(x1) * x2)

@@ -97,7 +97,6 @@ class MMDiTBlock(nn.Module):
         self.attn = JointAttention(d, cfg.num_heads, cfg.qk_norm, eps, context_out)
         self.norm2 = make_norm(cfg.norm_type, d, mlp_eps)
         self.mlp = mlp("image")
-        self.mlp_needs_grid = getattr(self.mlp, "needs_grid", False)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d, bias=True))
         # text: 6 modulation vectors, or only the attention input's (shift, scale) in the last block
         self.adaLN_modulation_context = nn.Sequential(nn.SiLU(), nn.Linear(d, (6 if context_out else 2) * d, bias=True))
@@ -112,8 +111,7 @@ class MMDiTBlock(nn.Module):
         a_x, a_c = self.attn(modulate(self.norm1(x), shift1, scale1),
                              modulate(self.norm1_context(txt), mod_c[0], mod_c[1]), ctx.text_mask, rope=ctx.rope)
         x = x + gate1.unsqueeze(1) * a_x  # (N, T, D)
-        h = modulate(self.norm2(x), shift2, scale2)
-        x = x + gate2.unsqueeze(1) * (self.mlp(h, ctx.grid) if self.mlp_needs_grid else self.mlp(h))  # (N, T, D)
+        x = x + gate2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift2, scale2), ctx.grid)  # (N, T, D)
         if not self.context_out:
             return x, None
         txt = txt + mod_c[2].unsqueeze(1) * a_c  # (N, L, D)

@@ -33,6 +33,13 @@ def video_vocabulary() -> tuple[str, ...]:
     return (*shapes_vocabulary(), *MOTION_WORDS)
 
 
+def null_labels(dit: VideoDiT, n: int, device) -> torch.Tensor | None:
+    """The class table's null row for each of n clips (None when the trunk has no class table)."""
+    if dit.y_embedder is None:
+        return None
+    return torch.full((n,), dit.config.dit.num_classes, dtype=torch.long, device=device)
+
+
 class TextToVideo(nn.Module):
     """forward(x (N, F, C, H, W), t (N,) or (N, F), ids (N, L), ids_mask (N, L)) -> (N, F, C_out, H, W)."""
 
@@ -51,14 +58,8 @@ class TextToVideo(nn.Module):
     def config(self):
         return self.dit.config
 
-    def null_labels(self, n: int, device) -> torch.Tensor | None:
-        """The class table's null row for every clip (None when the trunk has no class table)."""
-        if self.dit.y_embedder is None:
-            return None
-        return torch.full((n,), self.dit.config.dit.num_classes, dtype=torch.long, device=device)
-
     def pooled(self, ids: torch.Tensor, ids_mask: torch.Tensor) -> torch.Tensor:
         return masked_mean(self.encoder(ids, ids_mask), ids_mask)  # (N, D_txt)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, ids_mask: torch.Tensor) -> torch.Tensor:
-        return self.dit(x, t, self.null_labels(x.shape[0], x.device), self.pooled(ids, ids_mask))
+        return self.dit(x, t, null_labels(self.dit, x.shape[0], x.device), self.pooled(ids, ids_mask))

@@ -248,17 +248,8 @@ class VideoDiTBlock(DiTBlock):
         return gate_frames(gate, self.attend(modulate_frames(self.norm1(x), shift, scale), ctx))
 
     def mlp_branch(self, x, mod, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
-        shift, scale, gate = mod[3], mod[4], mod[5]
-        h = modulate_frames(self.norm2(x), shift, scale)  # (N, T, D)
-        if self.mlp_needs_grid:  # Mix-FFN: the image model's 3x3 convolution within each frame
-            if grid is None:
-                raise ValueError("Mix-FFN needs the (frames, rows, cols) token grid")
-            n, t, d = h.shape
-            f, hh, ww = grid
-            h = self.mlp(h.reshape(n * f, hh * ww, d), (hh, ww)).reshape(n, t, d)  # (N*f, hw, D) -> (N, T, D)
-        else:
-            h = self.mlp(h)
-        return gate_frames(gate, h)
+        shift, scale, gate = mod[3], mod[4], mod[5]  # grid: Mix-FFN convolves within each frame
+        return gate_frames(gate, self.mlp(modulate_frames(self.norm2(x), shift, scale), grid))
 
 
 # ----------------------------------------------------------------------------- model

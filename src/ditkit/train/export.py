@@ -21,11 +21,8 @@ from ..data.shapes import CLASSES
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
-from ..models.dit import DiT
-from ..models.text_dit import TextToImage, build_model
-from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ..pipeline import SamplingDefaults, save_pipeline
-from .trainer import TrainConfig
+from .trainer import TrainConfig, build_run_model
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,56 +38,33 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
     cfg = TrainConfig.from_dict(state["train_config"])
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
-    if cfg.video is not None:
-        return _export_video_run(run_dir, ckpt, state, cfg, out_dir, defaults=defaults, dtype=dtype, command=command)
-    text = getattr(cfg.model, "text_dim", None) is not None
-    model = TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
-                        build_model(cfg.model)) if text else DiT(cfg.model)
+    model = build_run_model(cfg)
     model.load_state_dict(load_tensors(ckpt / "ema.safetensors"))
-    summary = _summary(state, cfg, command)
-    class_names = [] if text else list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)  # latents:DIR
-    autoencoder = _checked_autoencoder(run_dir, cfg, state)
-    dit, encoder = (model.dit, model.encoder) if text else (model, None)
-    save_pipeline(out_dir, dit, FlowMatching(cfg.flow), class_names=class_names, defaults=defaults,
-                  dtype=DTYPES[dtype], extra={"training": summary}, autoencoder=autoencoder, text_encoder=encoder)
-    _copy_log(run_dir, out_dir)
-    return summary
+    summary = {
+        "steps": state["step"],
+        "training_minutes": round(state["elapsed_seconds"] / 60, 1),
+        "samples_seen": state["step"] * cfg.batch_size,
+        "recipe": cfg.to_dict(),
+        "command": command,
+    }
+    autoencoder = None
+    if cfg.autoencoder is not None:
+        autoencoder = resolve_codec_path(cfg.autoencoder)
+        trained_with = state.get("autoencoder_fingerprint")
+        if trained_with is not None and trained_with != codec_fingerprint(autoencoder):
+            raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
+    common = {"defaults": defaults, "dtype": DTYPES[dtype], "extra": {"training": summary}, "autoencoder": autoencoder}
+    if cfg.video is not None:  # TextToVideo -> a video model folder
+        from ..video_pipeline import save_video_pipeline
 
-
-def _summary(state: dict, cfg: TrainConfig, command: str | None) -> dict:
-    return {"steps": state["step"], "training_minutes": round(state["elapsed_seconds"] / 60, 1),
-            "samples_seen": state["step"] * cfg.batch_size, "recipe": cfg.to_dict(), "command": command}
-
-
-def _checked_autoencoder(run_dir: Path, cfg: TrainConfig, state: dict) -> Path | None:
-    if cfg.autoencoder is None:
-        return None
-    autoencoder = resolve_codec_path(cfg.autoencoder)
-    trained_with = state.get("autoencoder_fingerprint")
-    if trained_with is not None and trained_with != codec_fingerprint(autoencoder):
-        raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
-    return autoencoder
-
-
-def _export_video_run(run_dir: Path, ckpt: Path, state: dict, cfg: TrainConfig, out_dir, *, defaults, dtype: str,
-                      command: str | None) -> dict:
-    from ..models.text_video import TextToVideo, video_vocabulary
-    from ..models.video_dit import VideoDiT
-    from ..video_pipeline import save_video_pipeline
-
-    encoder = WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.video.text_dim), video_vocabulary())
-    model = TextToVideo(encoder, VideoDiT(cfg.video.video_model(cfg.model)))
-    model.load_state_dict(load_tensors(ckpt / "ema.safetensors"))
-    summary = _summary(state, cfg, command)
-    save_video_pipeline(out_dir, model.dit, FlowMatching(cfg.flow), model.encoder, defaults=defaults,
-                        dtype=DTYPES[dtype], extra={"training": summary},
-                        autoencoder=_checked_autoencoder(run_dir, cfg, state))
-    _copy_log(run_dir, out_dir)
-    return summary
-
-
-def _copy_log(run_dir: Path, out_dir) -> None:
+        save_video_pipeline(out_dir, model.dit, FlowMatching(cfg.flow), model.encoder, **common)
+    else:
+        text = getattr(cfg.model, "text_dim", None) is not None
+        class_names = [] if text else list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)
+        dit, encoder = (model.dit, model.encoder) if text else (model, None)
+        save_pipeline(out_dir, dit, FlowMatching(cfg.flow), class_names=class_names, text_encoder=encoder, **common)
     log = run_dir / "train_log.jsonl"
     if log.is_file():
         with atomic_write(Path(out_dir) / "train_log.jsonl") as tmp:
             shutil.copyfile(log, tmp)
+    return summary

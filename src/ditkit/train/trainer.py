@@ -232,8 +232,8 @@ class Trainer:
         self.process = FlowMatching(cfg.flow)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
-        self.model = self._build().to(self.device)
-        self.ema = self._build().to(self.device).requires_grad_(False)
+        self.model = build_run_model(cfg).to(self.device)
+        self.ema = build_run_model(cfg).to(self.device).requires_grad_(False)
         self.ema.load_state_dict(self.model.state_dict())
         self.ema.eval()
         # The CFG label drop is drawn in `_batch` for the global batch (so ranks and resumes agree);
@@ -259,19 +259,6 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.step, self.elapsed = 0, 0.0
         self.ckpt_dir = self.out_dir / "checkpoints"
-
-    def _build(self) -> nn.Module:
-        cfg = self.cfg
-        if self.video is not None:
-            from ..models.text_video import TextToVideo, video_vocabulary
-            from ..models.video_dit import VideoDiT
-
-            encoder = WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=self.video.text_dim), video_vocabulary())
-            return TextToVideo(encoder, VideoDiT(self.video.video_model(cfg.model)))
-        if not self.text:
-            return DiT(cfg.model)
-        return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
-                           build_model(cfg.model))
 
     def _init_from_class_model(self) -> None:
         from ..pipeline import load_pipeline
@@ -473,6 +460,20 @@ class Trainer:
                 break
         bar.close()
         return {"step": self.step, "elapsed_seconds": self.elapsed, "done": self.step >= cfg.steps}
+
+
+def build_run_model(cfg: TrainConfig) -> nn.Module:
+    """The module a run trains (and `export` rebuilds): a `DiT`, a `TextToImage` or a `TextToVideo`."""
+    if cfg.video is not None:
+        from ..models.text_video import TextToVideo, video_vocabulary
+        from ..models.video_dit import VideoDiT
+
+        encoder = WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.video.text_dim), video_vocabulary())
+        return TextToVideo(encoder, VideoDiT(cfg.video.video_model(cfg.model)))
+    if not is_text_config(cfg.model):
+        return DiT(cfg.model)
+    return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
+                       build_model(cfg.model))
 
 
 def build_dataset(cfg: TrainConfig, codec=None):
