@@ -95,6 +95,25 @@ def test_init_from_an_image_model_folder(tmp_path: Path):
         make_trainer(tmp_path / "run2", init_from=str(tmp_path / "other"))._init_from_class_model()
 
 
+def test_init_from_a_video_model_folder_adds_the_frame_embedding(tmp_path: Path):
+    make_trainer(tmp_path / "run", steps=2).run()
+    export_run(tmp_path / "run", tmp_path / "model")
+    source = load_video_pipeline(tmp_path / "model")
+    trainer = make_trainer(tmp_path / "run2", init_from=str(tmp_path / "model"),
+                           video=dataclasses.replace(VIDEO, frame_embed=True))
+    trainer._init_from_class_model()
+    own = trainer.model.state_dict()
+    for k, v in source.model.state_dict().items():
+        assert torch.equal(own["dit." + k], v.float()), k
+    for k, v in source.text_encoder.state_dict().items():
+        assert torch.equal(own["encoder." + k], v), k
+    assert own["dit.frame_embedder.weight"].abs().sum() == 0
+    assert torch.equal(trainer.ema.state_dict()["dit.frame_embedder.weight"], own["dit.frame_embedder.weight"])
+    with pytest.raises(ValueError, match="config"):
+        make_trainer(tmp_path / "run3", init_from=str(tmp_path / "model"),
+                     video=dataclasses.replace(VIDEO, frames=2))._init_from_class_model()
+
+
 def test_export_and_generate(tmp_path: Path, capsys):
     make_trainer(tmp_path / "run").run()
     export_run(tmp_path / "run", tmp_path / "model")
@@ -158,7 +177,7 @@ def test_export_and_generate(tmp_path: Path, capsys):
 
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
     cfg = get_train_preset("shapes-t2v")
-    assert cfg.video is not None and cfg.model == get_train_preset("shapes-repa").model
+    assert cfg.video is not None and cfg.model == get_train_preset("shapes-repa").model and cfg.video.frame_embed
     assert cfg.video.video_model(cfg.model).pooled_text_dim == cfg.text_encoder.dim
 
 

@@ -12,6 +12,7 @@ from ditkit.models.video_dit import (
     VideoDiTBlock,
     VideoDiTConfig,
     init_from_image,
+    init_from_video,
     rope_frequencies,
     rope_tables_3d,
 )
@@ -92,6 +93,28 @@ def test_init_from_image_rejects_other_shapes():
         init_from_image(video, image.state_dict()).eval()
     with pytest.raises(ValueError, match="lacks"):
         init_from_image(video, {"x_embedder.proj.bias": torch.zeros(32)})
+
+
+def test_frame_embedding_starts_as_a_no_op_and_tells_the_frames_apart():
+    """A still clip's frames are treated alike without ``frame_embed`` (RoPE is relative) and told apart with it."""
+    base = VideoDiT(VideoDiTConfig(dit=tiny(use_abs_pos=False), num_frames=3))
+    perturb(base)
+    fe = VideoDiT(VideoDiTConfig(dit=tiny(use_abs_pos=False), num_frames=3, frame_embed=True))
+    left = init_from_video(fe, base.state_dict())
+    assert left == ["frame_embedder.weight"] and fe.frame_embedder.weight.abs().sum() == 0
+    fe.eval()
+    x = torch.randn(2, 3, 8, 8).unsqueeze(1).repeat(1, 3, 1, 1, 1)  # (N, F, C, H, W), a still clip
+    t, y = torch.tensor([5.0, 600.0]), torch.tensor([0, 3])
+    out = fe(x, t, y)
+    torch.testing.assert_close(out, base(x, t, y))  # zero-initialised: the model it started from
+    with torch.no_grad():
+        fe.frame_embedder.weight.normal_(0, 0.2)
+    out = fe(x, t, y)
+    assert (out[:, 1] - out[:, 2]).abs().max() > 1e-3  # frames 1 and 2 now differ
+    with pytest.raises(ValueError, match="lacks"):
+        init_from_video(fe, {k: v for k, v in base.state_dict().items() if k != "x_embedder.proj.bias"})
+    with pytest.raises(ValueError, match="does not fit"):
+        init_from_video(fe, {**base.state_dict(), "x_embedder.proj.bias": torch.zeros(5)})
 
 
 @pytest.mark.parametrize("attention", ["full", "factorized"])

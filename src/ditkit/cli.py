@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="override the learning rate")
     t.add_argument("--data", help="image folder to train on instead of the shapes dataset")
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    t.add_argument("--init-from", help="text models: start from this class-conditional model folder's shared weights")
+    t.add_argument("--init-from", help="text and video models: start from this class-conditional model folder's shared "
+                   "weights; video models also from a video model folder of the same config")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

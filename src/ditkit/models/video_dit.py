@@ -21,6 +21,12 @@ Design, with the papers each choice comes from:
     (a fixed instance of RoPE-Mixed, Heo et al. 2024, where every channel pair has a frequency
     vector over the axes). At frame 0 the tables equal the image tables exactly, so a one-frame
     clip is the image model and an image checkpoint is a drop-in start (`init_from_image`).
+* **Frame embedding** (``frame_embed``; Latte's temporal position embedding, made learnt and
+  zero-initialised): RoPE alone tells a token only *relative* frame offsets, on the few pairs that
+  turn with the frame, and nothing about the frame enters the residual stream, so a trunk started
+  from an image model treats the frames alike and makes still clips. A bias-free Linear, starting at
+  zero, maps the sin-cos table of the frame index (minus frame 0's) into every token: the start is
+  the model without it (an image or video checkpoint stays a drop-in start, `init_from_video`).
 * **Attention**: full 3D attention over all T tokens, or ``"factorized"`` (Latte, Ma et al. 2024,
   variant 1): blocks alternate spatial attention (within a frame) and temporal attention (across
   frames at one spatial location), with the same block weights as the full model.
@@ -65,6 +71,7 @@ class VideoDiTConfig:
     temporal_rope_pairs: int = 4  # "image" layout: pairs per spatial half that also rotate with the frame
     rope_dims: tuple[int, int, int] | None = None  # "axial" layout: channels per (frame, row, col); None = ~(1/4, 3/8, 3/8)
     pooled_text_dim: int = 0  # > 0: a pooled text embedding (N, pooled_text_dim) is added to c (zero-initialised Linear)
+    frame_embed: bool = False  # add a learnt, zero-initialised projection of the sin-cos frame index to every token
 
     def __post_init__(self):
         cfg = self.dit
@@ -166,6 +173,7 @@ class VideoTokenContext(TokenContext):
     rope_space: RopeTables | None = None  # (h*w, hd): frame 0's tables (the frame angle cancels within a frame)
     rope_time: RopeTables | None = None  # (f, hd): tables at (frame, 0, 0) (the spatial angle cancels across frames)
     core: object | None = None  # attention core for this call (see module doc), or None for SDPA
+    frame_pe: torch.Tensor | None = None  # (1, T, D) sin-cos of each token's frame minus frame 0's (``frame_embed``)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -267,6 +275,7 @@ class VideoDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size, cfg.timestep_freq_shift)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
         self.pooled_text_embedder = nn.Linear(config.pooled_text_dim, d) if config.pooled_text_dim > 0 else None
+        self.frame_embedder = nn.Linear(d, d, bias=False) if config.frame_embed else None
         self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes) for i, axes in enumerate(config.block_axes())])
         self.final_layer = FinalLayer(cfg)
         self.final_layer.linear = nn.Linear(d, pt * p * p * cfg.out_channels, bias=True)  # (pt, p, p, C_out) per token
@@ -277,8 +286,9 @@ class VideoDiT(nn.Module):
     def initialize_weights(self) -> None:
         """The reference DiT initialisation (adaLN-Zero: every branch and the output start at zero)."""
         reference_init(self)
-        if self.pooled_text_embedder is not None:
-            nn.init.zeros_(self.pooled_text_embedder.weight)
+        for extra in (self.pooled_text_embedder, self.frame_embedder):  # video-only inputs start as no-ops
+            if extra is not None:
+                nn.init.zeros_(extra.weight)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -307,7 +317,12 @@ class VideoDiT(nn.Module):
                 frame = pos[:, 0]
                 pe = pe + (sincos_1d(cfg.hidden_size, frame) - sincos_1d(cfg.hidden_size, frame * 0)).float()
             pe = pe.to(device).unsqueeze(0)  # (1, T, D)
-        return VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time)
+        frame_pe = None
+        if self.config.frame_embed:
+            frame = pos[:, 0]
+            frame_pe = (sincos_1d(cfg.hidden_size, frame) - sincos_1d(cfg.hidden_size, frame * 0)).float()  # (T, D)
+            frame_pe = frame_pe.to(device).unsqueeze(0)  # (1, T, D)
+        return VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time, frame_pe=frame_pe)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, VideoTokenContext]:
         cfg, pt = self.config.dit, self.config.temporal_patch
@@ -321,6 +336,8 @@ class VideoDiT(nn.Module):
         tokens = self.x_embedder(x)  # (N, T, D)
         if ctx.pos_embed is not None:
             tokens = tokens + ctx.pos_embed.to(tokens.dtype)
+        if self.frame_embedder is not None:
+            tokens = tokens + self.frame_embedder(ctx.frame_pe.to(self.frame_embedder.weight.dtype)).to(tokens.dtype)
         return tokens, ctx
 
     def frame_times(self, t: torch.Tensor, n: int, frames: int) -> torch.Tensor:
@@ -393,13 +410,16 @@ def video_config_from_image(image: DiTConfig, **video_options) -> VideoDiTConfig
     return VideoDiTConfig(dit=image, **video_options)
 
 
+VIDEO_ONLY = ("pooled_text_embedder.", "frame_embedder.")  # video parameters that start at zero, not from an image
+
+
 def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> VideoDiT:
     """Load an image DiT state dict into a video DiT (images are one-frame videos).
 
     Every image parameter has a video twin of the same name. The patch embedding is inflated
     over the temporal patch by averaging (I3D-style, Carreira & Zisserman 2017: a clip of pt
     equal frames embeds like the image) and the output projection is repeated for each of the pt
-    frames of a token. Video-only parameters (``pooled_text_embedder``) keep their zero initialisation.
+    frames of a token. Video-only parameters (`VIDEO_ONLY`) keep their zero initialisation.
     """
     pt = model.config.temporal_patch
     own = model.state_dict()
@@ -414,8 +434,28 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(f"{name}: image shape {tuple(value.shape)} does not fit video shape {tuple(own[name].shape)}")
         loaded[name] = value
-    missing = sorted(k for k in own if k not in loaded and not k.startswith("pooled_text_embedder."))
+    missing = sorted(k for k in own if k not in loaded and not k.startswith(VIDEO_ONLY))
     if missing:
         raise ValueError(f"the image state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
     model.load_state_dict(loaded, strict=False)
     return model
+
+
+def init_from_video(model: VideoDiT, video_state: dict[str, torch.Tensor]) -> list[str]:
+    """Load a video DiT state dict that may lack the zero-initialised `VIDEO_ONLY` inputs of ``model``
+    (e.g. a checkpoint trained before ``frame_embed`` was switched on); returns the names left at zero.
+
+    Every other parameter must be present with the same shape (ValueError otherwise).
+    """
+    own = model.state_dict()
+    for name, value in video_state.items():
+        if name not in own:
+            raise ValueError(f"video parameter {name!r} has no counterpart in this model")
+        if tuple(value.shape) != tuple(own[name].shape):
+            raise ValueError(f"{name}: shape {tuple(value.shape)} does not fit {tuple(own[name].shape)}")
+    left = sorted(k for k in own if k not in video_state)
+    missing = [k for k in left if not k.startswith(VIDEO_ONLY)]
+    if missing:
+        raise ValueError(f"the video state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
+    model.load_state_dict(video_state, strict=False)
+    return left

@@ -63,7 +63,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal"),
         steps=4_500, batch_size=16, lr=5e-4, warmup_steps=200, lr_schedule="cosine", log_every=25,
         ckpt_every=100, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
-        text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16), video=VideoTrainConfig(),
+        text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16),
+        video=VideoTrainConfig(frame_embed=True),
     ),
 }
 

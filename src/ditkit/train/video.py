@@ -34,6 +34,7 @@ class VideoTrainConfig:
     attention: str = "full"  # "full" 3D attention or "factorized"
     rope_layout: str = "image"  # "image" keeps the image model's RoPE tables at frame 0
     temporal_rope_pairs: int = 4
+    frame_embed: bool = False  # learnt frame embedding in every token (`VideoDiTConfig.frame_embed`)
     text_dim: int = 128  # the word encoder's width = the pooled text the DiT takes
     caption_dropout_prob: float = 0.1  # caption -> "" for guidance
     per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
@@ -57,7 +58,8 @@ class VideoTrainConfig:
     def video_model(self, trunk: DiTConfig) -> VideoDiTConfig:
         return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,
                               attention=self.attention, rope_layout=self.rope_layout,
-                              temporal_rope_pairs=self.temporal_rope_pairs, pooled_text_dim=self.text_dim)
+                              temporal_rope_pairs=self.temporal_rope_pairs, pooled_text_dim=self.text_dim,
+                              frame_embed=self.frame_embed)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
