@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     dense_px = pipe.decode(dense_z)
 
     # calibration for the search: dense samples re-noised at three levels, with their prompts
-    pooled, _ = pipe.pooled_prompts(prompts)
+    text, _ = pipe.encode_prompts(prompts)
     null = null_labels(model, args.clips, "cpu")
     g = torch.Generator().manual_seed(123)
     calibration = []
     for s in (0.8, 0.5, 0.2):
         x = (1 - s) * dense_z + s * torch.randn(dense_z.shape, generator=g)
         t = pipe.process.network_time(torch.full((args.clips,), s))
-        calibration.append((x, t, {"y": null, "pooled_text": pooled}))
+        calibration.append((x, t, {"y": null, **text}))
 
     th, tw = (4 if grid[1] % 4 == 0 else grid[1]), (4 if grid[2] % 4 == 0 else grid[2])
     ft = grid[1] * grid[2]

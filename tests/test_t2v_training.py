@@ -27,7 +27,8 @@ from ditkit.video_pipeline import is_video_folder, load_video_pipeline
 
 TRUNK = DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=10,
                   learn_sigma=False, use_rope=True, qk_norm=True, mlp_type="mixffn")
-VIDEO = VideoTrainConfig(frames=4, text_dim=16, per_frame_prob=0.5, context_prob=0.5)
+VIDEO = VideoTrainConfig(frames=4, text_dim=16, per_frame_prob=0.5, context_prob=0.5, frame_embed=True,
+                         cross_attention=True)
 TRAIN = TrainConfig(model=TRUNK, steps=4, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, ckpt_every=2,
                     ema_decay=0.9, seed=5, text_encoder=WordEncoderConfig(dim=16, depth=1, num_heads=2), video=VIDEO)
 PROMPT = "a red circle moving left on a blue background"
@@ -48,7 +49,8 @@ def test_video_training_resumes_exactly_and_round_trips_its_config(tmp_path: Pat
     straight, _ = straight_and_resumed(make_trainer, tmp_path)
     a = straight.model.state_dict()
     assert any(k.startswith("encoder.") for k in a) and any(k.startswith("dit.pooled_text_embedder") for k in a)
-    assert straight.model.dit.pooled_text_embedder.weight.abs().sum() > 0  # the caption path learns
+    assert straight.model.dit.pooled_text_embedder.weight.abs().sum() > 0  # the caption paths learn
+    assert straight.model.dit.blocks[0].cross_attn.proj.weight.abs().sum() > 0
     saved = TrainConfig.from_dict(json.loads((tmp_path / "a" / "train_config.json").read_text()))
     assert saved == straight.cfg and saved.video == VIDEO
 
@@ -95,12 +97,12 @@ def test_init_from_an_image_model_folder(tmp_path: Path):
         make_trainer(tmp_path / "run2", init_from=str(tmp_path / "other"))._init_from_class_model()
 
 
-def test_init_from_a_video_model_folder_adds_the_frame_embedding(tmp_path: Path):
-    make_trainer(tmp_path / "run", steps=2).run()
+def test_init_from_a_video_model_folder_adds_the_frame_embedding_and_cross_attention(tmp_path: Path):
+    make_trainer(tmp_path / "run", steps=2, video=dataclasses.replace(VIDEO, frame_embed=False,
+                                                                     cross_attention=False)).run()
     export_run(tmp_path / "run", tmp_path / "model")
     source = load_video_pipeline(tmp_path / "model")
-    trainer = make_trainer(tmp_path / "run2", init_from=str(tmp_path / "model"),
-                           video=dataclasses.replace(VIDEO, frame_embed=True))
+    trainer = make_trainer(tmp_path / "run2", init_from=str(tmp_path / "model"))
     trainer._init_from_class_model()
     own = trainer.model.state_dict()
     for k, v in source.model.state_dict().items():
@@ -108,6 +110,7 @@ def test_init_from_a_video_model_folder_adds_the_frame_embedding(tmp_path: Path)
     for k, v in source.text_encoder.state_dict().items():
         assert torch.equal(own["encoder." + k], v), k
     assert own["dit.frame_embedder.weight"].abs().sum() == 0
+    assert own["dit.blocks.0.cross_attn.proj.weight"].abs().sum() == 0 and "dit.caption_projection.fc1.weight" in own
     assert torch.equal(trainer.ema.state_dict()["dit.frame_embedder.weight"], own["dit.frame_embedder.weight"])
     with pytest.raises(ValueError, match="config"):
         make_trainer(tmp_path / "run3", init_from=str(tmp_path / "model"),
@@ -178,6 +181,7 @@ def test_export_and_generate(tmp_path: Path, capsys):
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
     cfg = get_train_preset("shapes-t2v")
     assert cfg.video is not None and cfg.model == get_train_preset("shapes-repa").model and cfg.video.frame_embed
+    assert cfg.video.video_model(cfg.model).text_dim == cfg.text_encoder.dim  # tokens through cross-attention
     assert cfg.video.video_model(cfg.model).pooled_text_dim == cfg.text_encoder.dim
 
 
@@ -217,13 +221,15 @@ def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
                                                                 video_vocabulary()))
     seen = []
     original = model.forward
-    model.forward = lambda x, t, y, pooled: seen.append((x, t, pooled)) or original(x, t, y, pooled)
-    pooled, null = pipe.pooled_prompts([PROMPT])
+    model.forward = lambda x, t, y, **text: seen.append((x, t, text)) or original(x, t, y, **text)
+    text, null = pipe.encode_prompts([PROMPT])
+    assert set(text) == {"pooled_text", "text", "text_mask"} and text["text"].shape[0] == 1
     noise = torch.randn(1, 1, 3, 16, 16)
     fn = pipe.model_fn(null, 3.0, noise)
     x, t = torch.randn(1, 4, 3, 16, 16), torch.tensor([[0.0, 500.0, 500.0, 500.0]])
-    fn(x, t, pooled)
-    xs, ts, ps = seen[0]
+    fn(x, t, **text)
+    xs, ts, both = seen[0]
     assert xs.shape[0] == 2 and torch.equal(xs[0], x[0]) and torch.equal(xs[1, 0], noise[0, 0])
     assert torch.equal(xs[1, 1:], x[0, 1:]) and ts[1, 0] == 1000.0 and torch.equal(ts[1, 1:], t[0, 1:])
-    assert torch.equal(ps[0], pooled[0]) and torch.equal(ps[1], null[0])
+    for k in text:  # the unconditional row is the empty prompt's, for every text keyword
+        assert torch.equal(both[k][0], text[k][0]) and torch.equal(both[k][1], null[k][0]), k

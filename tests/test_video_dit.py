@@ -117,6 +117,27 @@ def test_frame_embedding_starts_as_a_no_op_and_tells_the_frames_apart():
         init_from_video(fe, {**base.state_dict(), "x_embedder.proj.bias": torch.zeros(5)})
 
 
+def test_cross_attention_reads_the_caption_tokens():
+    cfg = VideoDiTConfig(dit=tiny(), num_frames=2, text_dim=6)
+    model = VideoDiT(cfg).eval()
+    x, t, y = torch.randn(2, 2, 3, 8, 8), torch.tensor([5.0, 600.0]), torch.tensor([0, 3])
+    text, mask = torch.randn(2, 4, 6), torch.tensor([[True] * 4, [True, True, False, False]])
+    other = text.clone()
+    other[:, 0] += 1.0
+    torch.testing.assert_close(model(x, t, y, text=text, text_mask=mask), model(x, t, y, text=other, text_mask=mask))
+    perturb(model)  # the zero output projections now read the text
+    assert (model(x, t, y, text=text, text_mask=mask) - model(x, t, y, text=other, text_mask=mask)).abs().max() > 1e-3
+    padded = text.clone()
+    padded[1, 2:] = 9.0  # masked tokens are not read
+    torch.testing.assert_close(model(x, t, y, text=padded, text_mask=mask), model(x, t, y, text=text, text_mask=mask))
+    with pytest.raises(ValueError, match="text-conditioned"):
+        model(x, t, y)
+    with pytest.raises(ValueError, match="no token-level text"):
+        VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=2))(x, t, y, text=text, text_mask=mask)
+    left = init_from_video(VideoDiT(cfg), VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=2)).state_dict())
+    assert "caption_projection.fc1.weight" in left and "blocks.1.cross_attn.proj.weight" in left
+
+
 @pytest.mark.parametrize("attention", ["full", "factorized"])
 def test_constant_frame_times_equal_clip_time(attention):
     model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=4, attention=attention))

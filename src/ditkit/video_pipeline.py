@@ -6,7 +6,8 @@ A video model folder holds ``model.safetensors`` (the `VideoDiT`), ``config.json
      "sampling": {"sampler": "euler", "steps": 50, "cfg_scale": 4.0, "shift": 1.0}, ...}
 
 plus ``text_encoder/`` (the word encoder trained with it) and ``autoencoder/`` (the per-frame image
-autoencoder). Captions enter as the pooled encoder output (`ditkit.models.text_video`).
+autoencoder). Captions enter as the pooled encoder output and, where the model cross-attends, as its
+tokens (`ditkit.models.text_video`).
 
 Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-frame times):
 
@@ -38,9 +39,8 @@ from .diffusion.flow import FlowMatching
 from .diffusion.forcing import chunked_sample, forcing_sample, rollout
 from .diffusion.guidance import cfg as cfg_wrapper
 from .io.checkpoint import CheckpointError, check_state_dict, load_json, load_model_files, save_model
-from .models.text_common import masked_mean
 from .models.text_encoder import TextEncoder, load_text_encoder, save_text_encoder
-from .models.text_video import null_labels
+from .models.text_video import check_text_dims, null_labels, text_conditioning
 from .models.video_dit import VideoDiT, VideoDiTConfig
 from .pipeline import SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
 
@@ -71,40 +71,42 @@ class VideoPipeline:
         return 3, h * self.codec.downsample, w * self.codec.downsample
 
     # ------------------------------------------------------------------ conditioning
-    def pooled_prompts(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled caption embeddings (N, D_txt), the empty prompt's (1, D_txt))."""
+    def encode_prompts(self, prompts) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The model's text keywords for the prompts (leading dim N) and for the empty prompt (leading
+        dim 1): ``pooled_text`` (N, D_txt) and / or ``text`` (N, L, D_txt) with ``text_mask`` (N, L)."""
         if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("pass prompts as a non-empty list of strings")
         with torch.inference_mode():
             tokens, mask = self.text_encoder.encode([*prompts, ""])  # (N+1, L, D), (N+1, L)
-            pooled = masked_mean(tokens.float(), mask).cpu()  # (N+1, D)
-        return pooled[:-1].clone(), pooled[-1:].clone()
+            cond = text_conditioning(self.config, tokens.float().cpu(), mask.cpu())
+        return {k: v[:-1].clone() for k, v in cond.items()}, {k: v[-1:].clone() for k, v in cond.items()}
 
-    def model_fn(self, null_pooled: torch.Tensor, cfg_scale: float, null_context: torch.Tensor | None = None):
-        """``fn(x (N, F, C, H, W), t (N, F), pooled=(N, D)) -> velocity``, guided when cfg_scale != 1.
+    def model_fn(self, null_text: dict[str, torch.Tensor], cfg_scale: float, null_context: torch.Tensor | None = None):
+        """``fn(x (N, F, C, H, W), t (N, F), **text) -> velocity``, guided when cfg_scale != 1.
 
-        Guidance is on the text (the empty prompt's pooled embedding is the unconditional input).
+        ``text`` are the keywords of `encode_prompts`. Guidance is on the text (the empty prompt's
+        ``null_text`` is the unconditional input).
         With ``null_context`` (N, Fc, C, H, W) — noise for the first Fc frames, the given frames of
         image-to-video — it is STIV's joint image-text guidance (JIT-CFG): the unconditional pass
         also drops the image, its first Fc frames replaced by that noise at process time 1.
         """
         model = self.model
 
-        def fn(x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-            return model(x, t, null_labels(model, x.shape[0], x.device), pooled)
+        def fn(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
+            return model(x, t, null_labels(model, x.shape[0], x.device), **text)
 
         if cfg_scale == 1.0:
             return fn
         if null_context is None:
-            return cfg_wrapper(fn, cfg_scale, null_cond={"pooled": null_pooled})
+            return cfg_wrapper(fn, cfg_scale, null_cond=null_text)
         fc, t_noise = null_context.shape[1], float(self.process.network_time(torch.ones(())))
 
-        def joint(x: torch.Tensor, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        def joint(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
             x_null, t_null = x.clone(), t.clone()
             x_null[:, :fc] = null_context.to(x.dtype)  # no image: its frames are noise ...
             t_null[:, :fc] = t_noise  # ... at the noise end of the process
-            out = fn(torch.cat([x, x_null]), torch.cat([t, t_null]),
-                     torch.cat([pooled, null_pooled.to(pooled).expand_as(pooled)]))  # (2N, F, C, H, W)
+            both = {k: torch.cat([v, null_text[k].to(v).expand_as(v)]) for k, v in text.items()}  # 2N rows
+            out = fn(torch.cat([x, x_null]), torch.cat([t, t_null]), **both)  # (2N, F, C, H, W)
             cond, uncond = out.chunk(2)
             return uncond + cfg_scale * (cond - uncond)
 
@@ -162,8 +164,8 @@ class VideoPipeline:
             raise ValueError("steps, frames and batch_size must be positive")
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-        pooled, null = self.pooled_prompts(prompts)
-        n = pooled.shape[0]
+        text, null = self.encode_prompts(prompts)
+        n = len(prompts)
         first = None
         if image is not None:
             image = image.unsqueeze(0) if image.ndim == 3 else image
@@ -186,14 +188,14 @@ class VideoPipeline:
             self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
                                                                                  ultravico_alpha), backend="dense")
         try:
-            outs = self._sample(fn, joint, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
+            outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
                                 context_noise)
         finally:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out if latents else self.decode(out)
 
-    def _sample(self, fn, joint, pooled, first, mode, frames, overlap, steps, shift, seed, batch_size,
+    def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
                 context_noise) -> list[torch.Tensor]:
         """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout".
 
@@ -202,12 +204,12 @@ class VideoPipeline:
         previous frames as context, so rollouts guide on the text only."""
         cfg, window = self.config.dit, self.config.num_frames
         c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
-        n, outs = pooled.shape[0], []
+        outs = []
         with torch.inference_mode():
             for lo in range(0, n, batch_size):
                 hi = min(lo + batch_size, n)
                 gen = torch.Generator().manual_seed(seed + lo)
-                kwargs = {"pooled": pooled[lo:hi]}
+                kwargs = {k: v[lo:hi] for k, v in text.items()}
                 ctx = None if first is None else first[lo:hi]
                 common = dict(steps=steps, shift=shift, block_frames=pt, model_kwargs=kwargs, generator=gen)
                 if mode == "single":
@@ -238,9 +240,7 @@ def save_video_pipeline(folder: str | Path, model: VideoDiT, process: FlowMatchi
                         defaults: SamplingDefaults | None = None, dtype: torch.dtype = torch.float32,
                         extra: dict | None = None, autoencoder: str | Path | None = None) -> None:
     """Write a video model folder atomically (weights optionally in half precision)."""
-    if text_encoder.text_dim != model.config.pooled_text_dim:
-        raise ValueError(f"the text encoder gives {text_encoder.text_dim}-dim tokens, the model pools "
-                         f"{model.config.pooled_text_dim}")
+    check_text_dims(text_encoder.text_dim, model.config)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     ae_info, subfolders = autoencoder_entry(model.config.dit, autoencoder)
     info = {
@@ -284,9 +284,10 @@ def load_video_pipeline(path: str | Path) -> VideoPipeline:
     model.eval()
     folder = Path(path)
     encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).eval()
-    if encoder.text_dim != config.pooled_text_dim:
-        raise CheckpointError(f"{folder}: the text encoder gives {encoder.text_dim}-dim tokens, the model pools "
-                              f"{config.pooled_text_dim}")
+    try:
+        check_text_dims(encoder.text_dim, config)
+    except ValueError as e:
+        raise CheckpointError(f"{folder}: {e}") from None
     info_for_codec = {**info, "config": config.dit.to_dict()}  # the codec is checked against the per-frame trunk
     codec = codec_from_info(path, info_for_codec)
     if isinstance(codec, torch.nn.Module):

@@ -35,8 +35,12 @@ Design, with the papers each choice comes from:
   tokens only. A constant (N, F) vector equals the scalar case.
 * **Conditioning**: class labels (``y``, with the null label for CFG) as in the image DiT, plus a
   hook for text: ``pooled_text`` (N, pooled_text_dim) sentence embeddings are projected and added
-  to c (zero-initialised, so it starts as a no-op). Token-level text (cross-attention with
-  ``text`` (N, L, D_txt) and ``text_mask``, as in ``models/cross_dit.py``) is not wired in yet.
+  to c (zero-initialised, so it starts as a no-op); and with ``text_dim`` > 0, token-level text:
+  every block cross-attends to the caption tokens ``text`` (N, L, text_dim) under ``text_mask``
+  after its self-attention, on the residual stream and ungated, with a zero-initialised output
+  projection, and the tokens pass PixArt-α's caption projection first (Chen et al. 2023, §2.3; the
+  same modules as `ditkit.models.cross_dit`). A pooled vector carries little beyond the caption's
+  most frequent distinction (on moving shapes: the shape, not the colours or the direction of travel).
 
 Sampling-time attention options (sparse patterns, UltraViCo) plug in as ``model.attention_core``,
 a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`).
@@ -53,7 +57,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import DiTConfig
+from .cross_dit import CaptionProjection, CrossAttention
 from .dit import DiT, DiTBlock, FinalLayer, TokenContext
+from .text_common import check_text
 from .layers import LabelEmbedder, TimestepEmbedder, grid_positions, modulate, reference_init, sincos_1d, sincos_2d
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
@@ -72,6 +78,7 @@ class VideoDiTConfig:
     rope_dims: tuple[int, int, int] | None = None  # "axial" layout: channels per (frame, row, col); None = ~(1/4, 3/8, 3/8)
     pooled_text_dim: int = 0  # > 0: a pooled text embedding (N, pooled_text_dim) is added to c (zero-initialised Linear)
     frame_embed: bool = False  # add a learnt, zero-initialised projection of the sin-cos frame index to every token
+    text_dim: int = 0  # > 0: every block cross-attends to caption tokens (N, L, text_dim) (PixArt-α placement)
 
     def __post_init__(self):
         cfg = self.dit
@@ -88,8 +95,8 @@ class VideoDiTConfig:
             dims = self.axial_dims
             if len(dims) != 3 or any(d <= 0 or d % 2 for d in dims) or sum(dims) != cfg.head_dim:
                 raise ValueError(f"rope_dims must be three positive even numbers summing to head_dim {cfg.head_dim}, got {dims}")
-        if self.pooled_text_dim < 0:
-            raise ValueError(f"pooled_text_dim must be >= 0, got {self.pooled_text_dim}")
+        if self.pooled_text_dim < 0 or self.text_dim < 0:
+            raise ValueError(f"pooled_text_dim and text_dim must be >= 0, got {self.pooled_text_dim}, {self.text_dim}")
 
     @property
     def axial_dims(self) -> tuple[int, int, int]:
@@ -174,6 +181,8 @@ class VideoTokenContext(TokenContext):
     rope_time: RopeTables | None = None  # (f, hd): tables at (frame, 0, 0) (the spatial angle cancels across frames)
     core: object | None = None  # attention core for this call (see module doc), or None for SDPA
     frame_pe: torch.Tensor | None = None  # (1, T, D) sin-cos of each token's frame minus frame 0's (``frame_embed``)
+    text: torch.Tensor | None = None  # (N, L, D) projected caption tokens of this call (``text_dim``)
+    text_mask: torch.Tensor | None = None  # (N, L) bool, True = real token
 
 
 # ----------------------------------------------------------------------------- modules
@@ -224,11 +233,13 @@ def gate_frames(gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class VideoDiTBlock(DiTBlock):
     """The image DiT block (same parameters) with per-frame adaLN and space / time / full attention."""
 
-    def __init__(self, cfg: DiTConfig, layer_index: int, axes: str = "all"):
+    def __init__(self, cfg: DiTConfig, layer_index: int, axes: str = "all", cross: bool = False):
         super().__init__(cfg)
         if axes not in ("all", "space", "time"):
             raise ValueError(f"axes must be 'all', 'space' or 'time', got {axes!r}")
         self.layer_index, self.axes = layer_index, axes
+        d = cfg.hidden_size
+        self.cross_attn = CrossAttention(d, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.norm_eps) if cross else None
 
     def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Six (N, D) tensors for a per-clip c (N, D), or six (N, f, D) for a per-frame c (N, f, D)."""
@@ -259,12 +270,20 @@ class VideoDiTBlock(DiTBlock):
         shift, scale, gate = mod[3], mod[4], mod[5]  # grid: Mix-FFN convolves within each frame
         return gate_frames(gate, self.mlp(modulate_frames(self.norm2(x), shift, scale), grid))
 
+    def forward(self, x: torch.Tensor, c: torch.Tensor, ctx: VideoTokenContext) -> torch.Tensor:
+        mod = self.modulation(c)
+        x = x + self.attn_branch(x, mod, ctx)  # (N, T, D)
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(x, ctx.text, ctx.text_mask)  # (N, T, D), PixArt-α: ungated
+        return x + self.mlp_branch(x, mod, ctx.grid)  # (N, T, D)
+
 
 # ----------------------------------------------------------------------------- model
 
 
 class VideoDiT(nn.Module):
-    """forward(x (N, F, C, H, W), t (N,) or (N, F), y (N,) long, pooled_text (N, P)) -> (N, F, C_out, H, W)."""
+    """forward(x (N, F, C, H, W), t (N,) or (N, F), y (N,) long, pooled_text (N, P),
+    text (N, L, D_txt), text_mask (N, L)) -> (N, F, C_out, H, W)."""
 
     def __init__(self, config: VideoDiTConfig):
         super().__init__()
@@ -276,7 +295,9 @@ class VideoDiT(nn.Module):
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes > 0 else None
         self.pooled_text_embedder = nn.Linear(config.pooled_text_dim, d) if config.pooled_text_dim > 0 else None
         self.frame_embedder = nn.Linear(d, d, bias=False) if config.frame_embed else None
-        self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes) for i, axes in enumerate(config.block_axes())])
+        self.caption_projection = CaptionProjection(config.text_dim, d) if config.text_dim > 0 else None
+        cross = config.text_dim > 0
+        self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes, cross) for i, axes in enumerate(config.block_axes())])
         self.final_layer = FinalLayer(cfg)
         self.final_layer.linear = nn.Linear(d, pt * p * p * cfg.out_channels, bias=True)  # (pt, p, p, C_out) per token
         self.attention_core = None  # sampling-time attention option, see module doc
@@ -289,9 +310,15 @@ class VideoDiT(nn.Module):
         for extra in (self.pooled_text_embedder, self.frame_embedder):  # video-only inputs start as no-ops
             if extra is not None:
                 nn.init.zeros_(extra.weight)
+        if self.caption_projection is not None:  # PixArt-α's init; the text starts switched off
+            nn.init.normal_(self.caption_projection.fc1.weight, std=0.02)
+            nn.init.normal_(self.caption_projection.fc2.weight, std=0.02)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            if block.cross_attn is not None:
+                nn.init.zeros_(block.cross_attn.proj.weight)
+                nn.init.zeros_(block.cross_attn.proj.bias)
         for m in (self.final_layer.adaLN_modulation[-1], self.final_layer.linear):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
@@ -324,7 +351,8 @@ class VideoDiT(nn.Module):
             frame_pe = frame_pe.to(device).unsqueeze(0)  # (1, T, D)
         return VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time, frame_pe=frame_pe)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, VideoTokenContext]:
+    def embed(self, x: torch.Tensor, text: torch.Tensor | None = None,
+              text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, VideoTokenContext]:
         cfg, pt = self.config.dit, self.config.temporal_patch
         p = cfg.patch_size
         if x.ndim != 5 or x.shape[2] != cfg.in_channels or x.shape[1] % pt or x.shape[3] % p or x.shape[4] % p:
@@ -333,6 +361,12 @@ class VideoDiT(nn.Module):
         ctx = self.token_context((x.shape[1] // pt, x.shape[3] // p, x.shape[4] // p), x.device)
         if self.attention_core is not None:
             ctx = dataclasses.replace(ctx, core=self.attention_core)
+        if self.caption_projection is not None:  # per call: never in the cached context
+            check_text(text, text_mask, x.shape[0], self.config.text_dim)
+            ctx = dataclasses.replace(ctx, text=self.caption_projection(text.to(self.caption_projection.fc1.weight.dtype)),
+                                      text_mask=text_mask)  # (N, L, D)
+        elif text is not None:
+            raise ValueError("this model has no token-level text conditioning (text_dim = 0)")
         tokens = self.x_embedder(x)  # (N, T, D)
         if ctx.pos_embed is not None:
             tokens = tokens + ctx.pos_embed.to(tokens.dtype)
@@ -386,8 +420,9 @@ class VideoDiT(nn.Module):
         return self.unpatchify(out, ctx.grid)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-                pooled_text: torch.Tensor | None = None) -> torch.Tensor:
-        tokens, ctx = self.embed(x)  # (N, T, D)
+                pooled_text: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens, ctx = self.embed(x, text, text_mask)  # (N, T, D)
         c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, pooled_text)  # (N, D) or (N, f, D)
         for block in self.blocks:
             tokens = block(tokens, c, ctx)  # (N, T, D)
@@ -410,7 +445,12 @@ def video_config_from_image(image: DiTConfig, **video_options) -> VideoDiTConfig
     return VideoDiTConfig(dit=image, **video_options)
 
 
-VIDEO_ONLY = ("pooled_text_embedder.", "frame_embedder.")  # video parameters that start at zero, not from an image
+VIDEO_ONLY = ("pooled_text_embedder.", "frame_embedder.", "caption_projection.")  # video inputs: not from an image
+
+
+def _video_only(name: str) -> bool:
+    """A parameter of the video-only inputs (`VIDEO_ONLY`, and each block's cross-attention to the text)."""
+    return name.startswith(VIDEO_ONLY) or ".cross_attn." in name
 
 
 def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> VideoDiT:
@@ -419,7 +459,7 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
     Every image parameter has a video twin of the same name. The patch embedding is inflated
     over the temporal patch by averaging (I3D-style, Carreira & Zisserman 2017: a clip of pt
     equal frames embeds like the image) and the output projection is repeated for each of the pt
-    frames of a token. Video-only parameters (`VIDEO_ONLY`) keep their zero initialisation.
+    frames of a token. Video-only parameters (`_video_only`) keep their initialisation, whose output is zero.
     """
     pt = model.config.temporal_patch
     own = model.state_dict()
@@ -434,7 +474,7 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(f"{name}: image shape {tuple(value.shape)} does not fit video shape {tuple(own[name].shape)}")
         loaded[name] = value
-    missing = sorted(k for k in own if k not in loaded and not k.startswith(VIDEO_ONLY))
+    missing = sorted(k for k in own if k not in loaded and not _video_only(k))
     if missing:
         raise ValueError(f"the image state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
     model.load_state_dict(loaded, strict=False)
@@ -442,8 +482,9 @@ def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> Vi
 
 
 def init_from_video(model: VideoDiT, video_state: dict[str, torch.Tensor]) -> list[str]:
-    """Load a video DiT state dict that may lack the zero-initialised `VIDEO_ONLY` inputs of ``model``
-    (e.g. a checkpoint trained before ``frame_embed`` was switched on); returns the names left at zero.
+    """Load a video DiT state dict that may lack video-only inputs of ``model`` whose output starts at zero
+    (`_video_only`: e.g. a checkpoint trained before ``frame_embed`` or ``text_dim`` was switched on);
+    returns the names left at their initialisation.
 
     Every other parameter must be present with the same shape (ValueError otherwise).
     """
@@ -454,7 +495,7 @@ def init_from_video(model: VideoDiT, video_state: dict[str, torch.Tensor]) -> li
         if tuple(value.shape) != tuple(own[name].shape):
             raise ValueError(f"{name}: shape {tuple(value.shape)} does not fit {tuple(own[name].shape)}")
     left = sorted(k for k in own if k not in video_state)
-    missing = [k for k in left if not k.startswith(VIDEO_ONLY)]
+    missing = [k for k in left if not _video_only(k)]
     if missing:
         raise ValueError(f"the video state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
     model.load_state_dict(video_state, strict=False)

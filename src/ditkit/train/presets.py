@@ -64,7 +64,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         steps=4_500, batch_size=16, lr=5e-4, warmup_steps=200, lr_schedule="cosine", log_every=25,
         ckpt_every=100, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
         text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16),
-        video=VideoTrainConfig(frame_embed=True),
+        video=VideoTrainConfig(frame_embed=True, cross_attention=True),
     ),
 }
 

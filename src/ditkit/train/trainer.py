@@ -26,7 +26,7 @@ Text to video. With ``TrainConfig.video`` (`ditkit.train.video.VideoTrainConfig`
 `TextToVideo` (word encoder + `VideoDiT` around the image trunk ``model``) on moving-shape clips,
 each frame encoded by the autoencoder, with the diffusion-forcing loss (per-frame noise levels,
 clean prefixes); ``init_from`` an image model folder loads it into the video trunk, a video model
-folder of the same config (up to zero-initialised inputs such as ``frame_embed``) continues from it.
+folder of the same config (up to inputs that start at zero: ``frame_embed``, ``text_dim``) continues from it.
 
 REPA. With ``TrainConfig.repa`` the loss adds λ·(negative cosine) between the projected hidden
 tokens of one block and a frozen encoder's features of the clean images (`ditkit.train.repa`);
@@ -283,20 +283,21 @@ class Trainer:
             self.log(f"initialised {len(names)} tensors from the class-conditional model {self.cfg.init_from}")
 
     def _init_from_video_model(self) -> None:
-        """A video run started from a video model folder of the same config (up to the zero-initialised
-        video-only inputs, e.g. ``frame_embed``): its text encoder and DiT weights, fresh optimiser."""
+        """A video run started from a video model folder of the same config (up to video-only inputs
+        whose output starts at zero: ``frame_embed``, ``text_dim``): its text encoder and DiT weights,
+        fresh optimiser."""
         from ..models.video_dit import init_from_video
         from ..video_pipeline import load_video_pipeline
 
         pipe = load_video_pipeline(self.cfg.init_from)
         own = self.model.dit.config
-        if pipe.config.replace(frame_embed=own.frame_embed) != own:
+        if pipe.config.replace(frame_embed=own.frame_embed, text_dim=own.text_dim) != own:
             raise ValueError(f"{self.cfg.init_from} is not a video model of this run's config")
         self.model.encoder.load_state_dict(pipe.text_encoder.state_dict())
         left = init_from_video(self.model.dit, pipe.model.float().cpu().state_dict())
         self.ema.load_state_dict(self.model.state_dict())
         if self.rank == 0:
-            zero = f"; {', '.join(left)} start at zero" if left else ""
+            zero = f"; {len(left)} new tensors (e.g. {left[0]}) start with zero output" if left else ""
             self.log(f"initialised the text encoder and video DiT from {self.cfg.init_from}{zero}")
 
     # ------------------------------------------------------------------ data for one step

@@ -35,6 +35,7 @@ class VideoTrainConfig:
     rope_layout: str = "image"  # "image" keeps the image model's RoPE tables at frame 0
     temporal_rope_pairs: int = 4
     frame_embed: bool = False  # learnt frame embedding in every token (`VideoDiTConfig.frame_embed`)
+    cross_attention: bool = False  # the caption's tokens also through cross-attention (`VideoDiTConfig.text_dim`)
     text_dim: int = 128  # the word encoder's width = the pooled text the DiT takes
     caption_dropout_prob: float = 0.1  # caption -> "" for guidance
     per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
@@ -59,7 +60,7 @@ class VideoTrainConfig:
         return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,
                               attention=self.attention, rope_layout=self.rope_layout,
                               temporal_rope_pairs=self.temporal_rope_pairs, pooled_text_dim=self.text_dim,
-                              frame_embed=self.frame_embed)
+                              frame_embed=self.frame_embed, text_dim=self.text_dim if self.cross_attention else 0)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
