@@ -59,8 +59,8 @@ from torch import nn
 from ..config import DiTConfig
 from .cross_dit import CaptionProjection, CrossAttention
 from .dit import DiT, DiTBlock, FinalLayer, TokenContext
-from .text_common import check_text
 from .layers import LabelEmbedder, TimestepEmbedder, grid_positions, modulate, reference_init, sincos_1d, sincos_2d
+from .text_common import check_text
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
 
