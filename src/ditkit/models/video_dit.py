@@ -3,8 +3,8 @@
 Latents are clips (N, F, C, H, W). The model follows the image DiT stage by stage
 (`ditkit.models.dit`) so that the same trunk wrappers apply:
 
-    tokens, ctx = model.embed(x)            # 3D patchify (pt x p x p) + positions    (N, T, D), T = f*h*w
-    c = model.condition(t, y)               # per clip (N, D) or per latent frame (N, f, D)
+    tokens, ctx = model.embed(x, text, m)   # 3D patchify + positions; ctx carries the text  (N, T, D), T = f*h*w
+    c = model.condition(t, y, pooled)       # per clip (N, D) or per latent frame (N, f, D)
     for block in model.blocks:
         tokens = block(tokens, c, ctx)
     out = model.final(tokens, c, ctx)       # (N, F, C_out, H, W)
