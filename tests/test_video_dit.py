@@ -138,6 +138,27 @@ def test_cross_attention_reads_the_caption_tokens():
     assert "caption_projection.fc1.weight" in left and "blocks.1.cross_attn.proj.weight" in left
 
 
+def test_frame_text_gives_each_frame_its_own_caption_term():
+    """``frame_text`` starts as a no-op, then makes the conditioning differ per frame and per caption."""
+    base = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=3, pooled_text_dim=6))
+    perturb(base)
+    ft = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=3, pooled_text_dim=6, frame_text=True)).eval()
+    assert init_from_video(ft, base.state_dict()) == [f"frame_text_embedder.{i}.{p}" for i in (0, 2)
+                                                      for p in ("bias", "weight")]
+    x, t, y, pooled = torch.randn(2, 3, 3, 8, 8), torch.tensor([5.0, 600.0]), torch.tensor([0, 3]), torch.randn(2, 6)
+    torch.testing.assert_close(ft(x, t, y, pooled_text=pooled), base(x, t, y, pooled_text=pooled))
+    perturb(ft, seed=1)
+    c = ft.condition(t, y, pooled, frames=3)  # (N, f, D)
+    assert c.shape == (2, 3, 32) and (c[:, 1] - c[:, 2]).abs().max() > 1e-3
+    other = ft.condition(t, y, pooled + 1.0, frames=3)
+    assert ((other[:, 2] - other[:, 0]) - (c[:, 2] - c[:, 0])).abs().max() > 1e-3  # the frame term reads the caption
+    torch.testing.assert_close(ft.condition(t[:, None].expand(2, 3), y, pooled), c)  # per-frame t: same c
+    with pytest.raises(ValueError, match="frames"):
+        ft.condition(t, y, pooled)
+    with pytest.raises(ValueError, match="pooled_text_dim"):
+        VideoDiTConfig(dit=tiny(), frame_text=True)
+
+
 @pytest.mark.parametrize("attention", ["full", "factorized"])
 def test_constant_frame_times_equal_clip_time(attention):
     model = VideoDiT(VideoDiTConfig(dit=tiny(), num_frames=4, attention=attention))

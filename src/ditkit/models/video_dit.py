@@ -41,6 +41,11 @@ Design, with the papers each choice comes from:
   projection, and the tokens pass PixArt-α's caption projection first (Chen et al. 2023, §2.3; the
   same modules as `ditkit.models.cross_dit`). A pooled vector carries little beyond the caption's
   most frequent distinction (on moving shapes: the shape, not the colours or the direction of travel).
+* **Frame-text modulation** (``frame_text``): an MLP of [pooled text, sin-cos frame index], its
+  output layer zero-initialised, adds a per-frame term to c, so adaLN can modulate each frame
+  differently for each caption. A caption such as "moving left" asks for a position that depends
+  on the frame; without this term, c is the same in every frame of a clip at one noise level, and
+  only the token paths (cross-attention, self-attention) can make frames differ.
 
 Sampling-time attention options (sparse patterns, UltraViCo) plug in as ``model.attention_core``,
 a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`).
@@ -79,6 +84,7 @@ class VideoDiTConfig:
     pooled_text_dim: int = 0  # > 0: a pooled text embedding (N, pooled_text_dim) is added to c (zero-initialised Linear)
     frame_embed: bool = False  # add a learnt, zero-initialised projection of the sin-cos frame index to every token
     text_dim: int = 0  # > 0: every block cross-attends to caption tokens (N, L, text_dim) (PixArt-α placement)
+    frame_text: bool = False  # a zero-initialised MLP of (pooled text, frame index) adds a per-frame term to c
 
     def __post_init__(self):
         cfg = self.dit
@@ -97,6 +103,8 @@ class VideoDiTConfig:
                 raise ValueError(f"rope_dims must be three positive even numbers summing to head_dim {cfg.head_dim}, got {dims}")
         if self.pooled_text_dim < 0 or self.text_dim < 0:
             raise ValueError(f"pooled_text_dim and text_dim must be >= 0, got {self.pooled_text_dim}, {self.text_dim}")
+        if self.frame_text and self.pooled_text_dim <= 0:
+            raise ValueError("frame_text needs the pooled text (pooled_text_dim > 0)")
 
     @property
     def axial_dims(self) -> tuple[int, int, int]:
@@ -296,6 +304,8 @@ class VideoDiT(nn.Module):
         self.pooled_text_embedder = nn.Linear(config.pooled_text_dim, d) if config.pooled_text_dim > 0 else None
         self.frame_embedder = nn.Linear(d, d, bias=False) if config.frame_embed else None
         self.caption_projection = CaptionProjection(config.text_dim, d) if config.text_dim > 0 else None
+        self.frame_text_embedder = (nn.Sequential(nn.Linear(config.pooled_text_dim + d, d), nn.SiLU(), nn.Linear(d, d))
+                                    if config.frame_text else None)
         cross = config.text_dim > 0
         self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes, cross) for i, axes in enumerate(config.block_axes())])
         self.final_layer = FinalLayer(cfg)
@@ -310,6 +320,9 @@ class VideoDiT(nn.Module):
         for extra in (self.pooled_text_embedder, self.frame_embedder):  # video-only inputs start as no-ops
             if extra is not None:
                 nn.init.zeros_(extra.weight)
+        if self.frame_text_embedder is not None:
+            nn.init.zeros_(self.frame_text_embedder[-1].weight)
+            nn.init.zeros_(self.frame_text_embedder[-1].bias)
         if self.caption_projection is not None:  # PixArt-α's init; the text starts switched off
             nn.init.normal_(self.caption_projection.fc1.weight, std=0.02)
             nn.init.normal_(self.caption_projection.fc2.weight, std=0.02)
@@ -387,8 +400,9 @@ class VideoDiT(nn.Module):
         return tf[..., 0]  # (N, f)
 
     def condition(self, t: torch.Tensor, y: torch.Tensor | None = None,
-                  pooled_text: torch.Tensor | None = None) -> torch.Tensor:
-        """c (N, D) for per-clip t (N,), or (N, f, D) for per-latent-frame t (N, f)."""
+                  pooled_text: torch.Tensor | None = None, frames: int | None = None) -> torch.Tensor:
+        """c (N, D) for per-clip t (N,), or (N, f, D) for per-latent-frame t (N, f) or with ``frame_text``
+        (which needs ``frames``, the clip's latent frames, when t is per clip)."""
         c = self.t_embedder(t.reshape(-1)).reshape(*t.shape, -1)  # (N, D) or (N, f, D)
         extra = 0
         if self.y_embedder is not None:
@@ -401,7 +415,24 @@ class VideoDiT(nn.Module):
             extra = extra + self.pooled_text_embedder(pooled_text.to(self.pooled_text_embedder.weight.dtype))  # (N, D)
         if torch.is_tensor(extra):
             c = c + (extra.unsqueeze(1) if c.ndim == 3 else extra)
+        if self.frame_text_embedder is not None and pooled_text is not None:
+            frames = c.shape[1] if c.ndim == 3 else frames
+            c = (c if c.ndim == 3 else c.unsqueeze(1)) + self._frame_text(pooled_text, frames)  # (N, f, D)
         return c
+
+    def _frame_text(self, pooled_text: torch.Tensor, frames: int | None) -> torch.Tensor:
+        """The per-frame text term (N, f, D): the MLP of [pooled text, sin-cos of the frame index]."""
+        if frames is None:
+            raise ValueError("frame_text needs the number of latent frames")
+        mlp = self.frame_text_embedder
+        dtype = mlp[0].weight.dtype
+        frame = torch.arange(frames)
+        pe = sincos_1d(self.config.dit.hidden_size, frame) - sincos_1d(self.config.dit.hidden_size, frame * 0)  # (f, D)
+        pe = pe.to(pooled_text.device, dtype)
+        n = pooled_text.shape[0]
+        inp = torch.cat([pooled_text.to(dtype)[:, None].expand(n, frames, -1),
+                         pe[None].expand(n, frames, -1)], dim=-1)  # (N, f, P + D)
+        return mlp(inp)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         pt, p, c_out = self.config.temporal_patch, self.config.dit.patch_size, self.config.dit.out_channels
@@ -423,7 +454,8 @@ class VideoDiT(nn.Module):
                 pooled_text: torch.Tensor | None = None, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None) -> torch.Tensor:
         tokens, ctx = self.embed(x, text, text_mask)  # (N, T, D)
-        c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, pooled_text)  # (N, D) or (N, f, D)
+        c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, pooled_text,
+                           frames=x.shape[1] // self.config.temporal_patch)  # (N, D) or (N, f, D)
         for block in self.blocks:
             tokens = block(tokens, c, ctx)  # (N, T, D)
         return self.final(tokens, c, ctx)  # (N, F, C_out, H, W)
@@ -445,7 +477,8 @@ def video_config_from_image(image: DiTConfig, **video_options) -> VideoDiTConfig
     return VideoDiTConfig(dit=image, **video_options)
 
 
-VIDEO_ONLY = ("pooled_text_embedder.", "frame_embedder.", "caption_projection.")  # video inputs: not from an image
+# video inputs: not from an image
+VIDEO_ONLY = ("pooled_text_embedder.", "frame_embedder.", "caption_projection.", "frame_text_embedder.")
 
 
 def _video_only(name: str) -> bool:

@@ -291,7 +291,7 @@ class Trainer:
 
         pipe = load_video_pipeline(self.cfg.init_from)
         own = self.model.dit.config
-        if pipe.config.replace(frame_embed=own.frame_embed, text_dim=own.text_dim) != own:
+        if pipe.config.replace(frame_embed=own.frame_embed, text_dim=own.text_dim, frame_text=own.frame_text) != own:
             raise ValueError(f"{self.cfg.init_from} is not a video model of this run's config")
         self.model.encoder.load_state_dict(pipe.text_encoder.state_dict())
         left = init_from_video(self.model.dit, pipe.model.float().cpu().state_dict())

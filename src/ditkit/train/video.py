@@ -36,6 +36,7 @@ class VideoTrainConfig:
     temporal_rope_pairs: int = 4
     frame_embed: bool = False  # learnt frame embedding in every token (`VideoDiTConfig.frame_embed`)
     cross_attention: bool = False  # the caption's tokens also through cross-attention (`VideoDiTConfig.text_dim`)
+    frame_text: bool = False  # a per-frame term of (pooled caption, frame) in the conditioning (`VideoDiTConfig.frame_text`)
     text_dim: int = 128  # the word encoder's width = the pooled text the DiT takes
     caption_dropout_prob: float = 0.1  # caption -> "" for guidance
     per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
@@ -60,7 +61,8 @@ class VideoTrainConfig:
         return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,
                               attention=self.attention, rope_layout=self.rope_layout,
                               temporal_rope_pairs=self.temporal_rope_pairs, pooled_text_dim=self.text_dim,
-                              frame_embed=self.frame_embed, text_dim=self.text_dim if self.cross_attention else 0)
+                              frame_embed=self.frame_embed, text_dim=self.text_dim if self.cross_attention else 0,
+                              frame_text=self.frame_text)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
