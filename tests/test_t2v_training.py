@@ -185,6 +185,15 @@ def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
     assert cfg.video.video_model(cfg.model).pooled_text_dim == cfg.text_encoder.dim
 
 
+def test_motion_stage_resumes_the_same_model_with_high_noise_and_more_directional_clips():
+    base, motion = get_train_preset("shapes-t2v"), get_train_preset("shapes-t2v-motion")
+    assert motion.model == base.model and motion.text_encoder == base.text_encoder
+    assert motion.video.video_model(motion.model) == base.video.video_model(base.model)  # a warm start fits
+    assert motion.flow.train_shift > 1 and base.flow.train_shift == 1
+    directional = sum(m in ("left", "right", "up", "down") for m in motion.video.motions) / len(motion.video.motions)
+    assert directional > 0.7 > sum(m in ("left", "right", "up", "down") for m in base.video.motions) / len(base.video.motions)
+
+
 def test_video_measurements_score_real_clips_high_and_noise_low():
     """The adherence and consistency measures, checked on real held-out clips (they must pass) and on
     shuffled frames / wrong captions (they must not): the measurement pipeline behind the video figures."""
