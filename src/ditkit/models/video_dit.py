@@ -45,7 +45,9 @@ Design, with the papers each choice comes from:
   output layer zero-initialised, adds a per-frame term to c, so adaLN can modulate each frame
   differently for each caption. A caption such as "moving left" asks for a position that depends
   on the frame; without this term, c is the same in every frame of a clip at one noise level, and
-  only the token paths (cross-attention, self-attention) can make frames differ.
+  only the token paths (cross-attention, self-attention) can make frames differ. Measured on
+  moving shapes: 500 steps of fine-tuning with and without it taught the direction words equally
+  (the true word's loss advantage at s = 0.8: 7 % vs 8 %), so the presets leave it off.
 
 Sampling-time attention options (sparse patterns, UltraViCo) plug in as ``model.attention_core``,
 a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`).
