@@ -177,6 +177,23 @@ def test_export_and_generate(tmp_path: Path, capsys):
     assert len(rows) == 5 and all(0 <= r["attention_flops_saved"] < 1 and r["wall_clock_ratio"] > 0 for r in rows)
     assert bench.main(["--model", str(tmp_path / "run")]) == 2
 
+    # the direction probe: on the run's raw weights and on the model folder
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "video_direction_probe.py"
+    spec = importlib.util.spec_from_file_location("video_direction_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main(["--model", str(tmp_path / "run"), "--clips", "4", "--levels", "0.9", "--threads", "1"]) == 0
+    assert probe.main(["--model", str(tmp_path / "nope")]) == 2
+    assert probe.main(["--model", str(tmp_path / "model"), "--levels", "high"]) == 2
+    rows = probe.probe(pipe, 4, [0.5, 0.9])
+    assert [r["s"] for r in rows] == [0.5, 0.9] and all(r["loss_true"] > 0 and r["loss_wrong"] > 0 for r in rows)
+    assert any(abs(r["loss_true"] - r["loss_wrong"]) > 1e-7 for r in rows)  # the captions differ in the direction
+    deaf = load_video_pipeline(tmp_path / "model")
+    with torch.no_grad():  # words all alike: no direction word can be better than another
+        deaf.text_encoder.token_embedding.weight.zero_()
+    assert all(r["loss_true"] == pytest.approx(r["loss_wrong"], rel=1e-6) for r in probe.probe(deaf, 4, [0.5, 0.9]))
+    capsys.readouterr()
+
 
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
     cfg = get_train_preset("shapes-t2v")
