@@ -259,3 +259,19 @@ def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
     assert torch.equal(xs[1, 1:], x[0, 1:]) and ts[1, 0] == 1000.0 and torch.equal(ts[1, 1:], t[0, 1:])
     for k in text:  # the unconditional row is the empty prompt's, for every text keyword
         assert torch.equal(both[k][0], text[k][0]) and torch.equal(both[k][1], null[k][0]), k
+
+
+def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path):
+    """assets/shapes-t2v: the bundled text-to-video model, fp16 on disk, within the 30 MB budget."""
+    from ditkit.assets import default_video_model_dir
+
+    folder = default_video_model_dir()
+    pipe = load_video_pipeline(folder)
+    assert pipe.info["weights_dtype"] == "float16" and pipe.config.num_frames == 8 and pipe.config.text_dim > 0
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 30 * 2**20
+    clips = pipe.generate(["a red circle moving left on a blue background"], steps=2)
+    assert clips.shape == (1, 8, 3, 32, 32) and torch.isfinite(clips).all()
+    out = tmp_path / "clip.gif"
+    main(["generate", "--video", "--prompt", "a green star moving up on a white background", "--steps", "2",
+          "--out", str(out)])
+    assert out.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
