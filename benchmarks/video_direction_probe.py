@@ -28,20 +28,14 @@ from ditkit.train.video import encode_clips
 
 def load(path: Path, tmp: Path):
     """A video pipeline from a model folder, or from a run folder's latest raw weights."""
-    from ditkit.io.checkpoint import load_tensors
     from ditkit.train.export import export_run
     from ditkit.video_pipeline import load_video_pipeline
 
-    if not (path / "checkpoints").is_dir():
-        return load_video_pipeline(path)
-    export_run(path, tmp / "model")
-    pipe = load_video_pipeline(tmp / "model")
-    ckpt = path / "checkpoints" / (path / "checkpoints" / "latest").read_text().strip()
-    raw = load_tensors(ckpt / "model.safetensors")
-    pipe.model.load_state_dict({k[4:]: v.float() for k, v in raw.items() if k.startswith("dit.")})
-    pipe.text_encoder.load_state_dict({k[8:]: v.float() for k, v in raw.items() if k.startswith("encoder.")})
-    print(f"raw weights of {path.name}/{ckpt.name}")
-    return pipe
+    if (path / "checkpoints").is_dir():
+        summary = export_run(path, tmp / "model", weights="raw")
+        print(f"raw weights of {path.name} at step {summary['steps']}")
+        path = tmp / "model"
+    return load_video_pipeline(path)
 
 
 @torch.no_grad()
@@ -55,14 +49,16 @@ def probe(pipe, clips: int, levels: list[float], seed: int = 0) -> list[dict]:
     z = encode_clips(pipe.codec, x) if pipe.codec is not None else x  # (N, F, C, h, w)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
     truth = torch.tensor([DIRECTIONS.index(s.motion) for s in specs])
+    conds = [pipe.encode_prompts([sp.caption().replace(f"moving {sp.motion}", f"moving {d}") for sp in specs])[0]
+             for d in DIRECTIONS]  # the captions with each direction word, encoded once
+    labels = null_labels(pipe.model, clips, z.device)
     rows = []
     for s in levels:
         xs = (1 - s) * z + s * noise
         t = pipe.process.network_time(torch.full((clips, frames), s))
         losses = []
-        for d in DIRECTIONS:
-            cond, _ = pipe.encode_prompts([sp.caption().replace(f"moving {sp.motion}", f"moving {d}") for sp in specs])
-            out = pipe.model(xs, t, null_labels(pipe.model, clips, z.device), **cond)[:, :, : z.shape[2]]
+        for cond in conds:
+            out = pipe.model(xs, t, labels, **cond)[:, :, : z.shape[2]]
             losses.append((out - (noise - z)).pow(2).flatten(1).mean(1))  # (N,)
         table = torch.stack(losses, 1)  # (N, 4)
         true = table[torch.arange(clips), truth]

@@ -27,9 +27,16 @@ from .trainer import TrainConfig, build_run_model
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+WEIGHTS = {"ema": "ema.safetensors", "raw": "model.safetensors"}
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDefaults | None = None,
-               dtype: str = "float32", command: str | None = None) -> dict:
+               dtype: str = "float32", command: str | None = None, weights: str = "ema") -> dict:
+    """Write the run's latest checkpoint as a model folder; ``weights`` "ema" (default) or "raw"
+    (the optimiser's current weights, e.g. to probe a run mid-training)."""
     run_dir = Path(run_dir)
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint to export (missing checkpoints/latest)")
@@ -39,9 +46,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
     model = build_run_model(cfg)
-    model.load_state_dict(load_tensors(ckpt / "ema.safetensors"))
+    model.load_state_dict(load_tensors(ckpt / WEIGHTS[weights]))
     summary = {
         "steps": state["step"],
+        "weights": weights,
         "training_minutes": round(state["elapsed_seconds"] / 60, 1),
         "samples_seen": state["step"] * cfg.batch_size,
         "recipe": cfg.to_dict(),

@@ -36,6 +36,8 @@ and the four directional motions drawn twice as often as the others.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import get_preset
 from ..data.moving_shapes import DIRECTIONS, MOTIONS
 from ..diffusion.flow import FlowConfig
@@ -77,14 +79,12 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16),
         video=VideoTrainConfig(frame_embed=True, cross_attention=True),
     ),
-    "shapes-t2v-motion": TrainConfig(
-        model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal", train_shift=3.0),
-        steps=3_000, batch_size=16, lr=3e-4, warmup_steps=50, lr_schedule="cosine", log_every=25,
-        ckpt_every=100, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
-        text_encoder=WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16),
-        video=VideoTrainConfig(frame_embed=True, cross_attention=True, motions=(*DIRECTIONS, *MOTIONS)),
-    ),
 }
+_T2V = TRAIN_PRESETS["shapes-t2v"]
+TRAIN_PRESETS["shapes-t2v-motion"] = dataclasses.replace(  # the same model, so it warm-starts from shapes-t2v
+    _T2V, flow=dataclasses.replace(_T2V.flow, train_shift=3.0), steps=3_000, lr=3e-4, warmup_steps=50,
+    video=dataclasses.replace(_T2V.video, motions=(*DIRECTIONS, *MOTIONS)),
+)
 
 
 def get_train_preset(name: str) -> TrainConfig:
