@@ -27,7 +27,9 @@ def test_generate_writes_png(tiny_model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--classes", "blob"], "unknown class"),
     (["--out", "x.jpg"], ".png"),
-])
+    (["--device", "tpu"], "--device must be cpu or cuda"),
+    (["--context-noise", "0.1"], "video option"),
+] + ([] if __import__("torch").cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU")]))
 def test_generate_bad_input_is_one_line(tiny_model_dir, tmp_path, capsys, argv, message):
     code, _, err = run(capsys, "generate", "--model", str(tiny_model_dir), "--steps", "1", "--no-progress", *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -158,3 +158,30 @@ def test_forcing_loss_matches_the_clip_loss_and_masks_context():
                         generator=torch.Generator().manual_seed(0))
     loss.mean().backward()
     assert loss.shape == (3,) and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+def test_context_noise_feeds_the_context_noised_and_keeps_it_out_of_the_loss():
+    x0, noise = torch.randn(2, 4, 2, 8, 8), torch.randn(2, 4, 2, 8, 8)
+    s = torch.tensor([[0.0, 0.0, 0.5, 0.7], [0.0, 0.4, 0.4, 0.4]])
+    level = torch.tensor([0.1, 0.2])
+    seen = {}
+
+    def spy(x, t):
+        seen["x"], seen["t"] = x, t
+        return noise - x0  # exact on every frame: any loss left would come from the context frames
+
+    loss = forcing_loss(PROCESS, spy, x0, noise=noise, s=s, context_level=level)
+    assert loss.abs().max() < 1e-10
+    fed = torch.where(s == 0, level[:, None], s)  # (N, F)
+    torch.testing.assert_close(seen["t"], PROCESS.network_time(fed))
+    torch.testing.assert_close(seen["x"][0, 0], 0.9 * x0[0, 0] + 0.1 * noise[0, 0])
+    torch.testing.assert_close(seen["x"][1, 2], 0.6 * x0[1, 2] + 0.4 * noise[1, 2])
+    # drawn from U(0, context_noise) when not given; only the context frames move
+    forcing_loss(PROCESS, spy, x0, ForcingConfig(context_noise=0.3), noise=noise, s=s,
+                 generator=torch.Generator().manual_seed(0))
+    got = PROCESS.network_time(fed)  # placeholders for the non-context frames
+    assert torch.equal(seen["t"][s > 0], got[s > 0])
+    drawn = seen["t"][s == 0]
+    assert (drawn > PROCESS.network_time(torch.zeros(1))).all() and (drawn < PROCESS.network_time(torch.full((1,), 0.3))).all()
+    with pytest.raises(ValueError, match="context_noise"):
+        ForcingConfig(context_noise=1.0)

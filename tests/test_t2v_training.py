@@ -155,6 +155,8 @@ def test_export_and_generate(tmp_path: Path, capsys):
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--image", str(png),
                  "--steps", "2", "--frames", "6", "--out", str(tmp_path / "v.png"), "--no-progress",
                  "--long-mode", "extrapolate"]) == 0
+    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
+                 "--frames", "6", "--context-noise", "0.1", "--device", "cpu", "--out", str(tmp_path / "r.gif")]) == 0
     capsys.readouterr()
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
                  "--image", str(tmp_path / "nope.png")]) == 2
@@ -275,3 +277,55 @@ def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path):
     main(["generate", "--video", "--prompt", "a green star moving up on a white background", "--steps", "2",
           "--out", str(out)])
     assert out.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+
+
+def test_init_from_a_text_to_image_model_folder_reproduces_it_on_one_frame(tmp_path: Path):
+    from ditkit.models.text_dit import build_model
+    from ditkit.models.text_encoder import WordTextEncoder
+    from ditkit.pipeline import load_pipeline
+
+    cfg = TextDiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
+                        learn_sigma=False, use_rope=True, qk_norm=True, mlp_type="mixffn", arch="cross", text_dim=16)
+    torch.manual_seed(0)
+    t2i = build_model(cfg)
+    with torch.no_grad():
+        for p in t2i.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    words = ("a", "red", "circle", "on", "blue", "background")
+    encoder = WordTextEncoder(TRAIN.text_encoder, words)
+    save_pipeline(tmp_path / "t2i", t2i, FlowMatching(), text_encoder=encoder)
+    trainer = make_trainer(tmp_path / "run", init_from=str(tmp_path / "t2i"))
+    logs = []
+    trainer.log = logs.append
+    trainer._init_from_class_model()
+    fit = float(logs[0].split("fit error ")[1].rstrip(")"))
+    source = load_pipeline(tmp_path / "t2i")
+    prompt = ["a red circle on a blue background"]
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([600.0])
+    hidden = []
+    for m in (source.model.blocks[-1], trainer.model.dit.blocks[-1]):
+        m.register_forward_hook(lambda mod, inp, out: hidden.append(out))
+    with torch.no_grad():
+        tokens, mask = source.text_encoder.encode(prompt)
+        ref = source.model(x, t, text=tokens, text_mask=mask)
+        ids, ids_mask = trainer.model.encoder.tokenize(prompt)
+        assert torch.allclose(trainer.model.encoder(ids, ids_mask), tokens, atol=1e-6)  # words matched by name
+        out = trainer.model(x[:, None], t[:, None], ids, ids_mask)[:, 0]  # a one-frame video
+    # every block is carried over exactly (adaLN-single -> per-block adaLN); the final layer is a fit
+    assert ((hidden[1] - hidden[0]).norm() / hidden[0].norm()) < 1e-5
+    assert 0 < fit < 0.2 and ((out - ref).norm() / ref.norm()) < fit
+    new = [w for w in trainer.model.encoder.vocab if w not in encoder.vocab]
+    assert "moving" in new and "left" in new
+    with pytest.raises(ValueError, match="cross-attention"):
+        make_trainer(tmp_path / "run2", init_from=str(tmp_path / "t2i"),
+                     video=dataclasses.replace(VIDEO, cross_attention=False))._init_from_class_model()
+
+
+def test_one_command_preset_and_context_noise_runs(tmp_path: Path):
+    one = get_train_preset("shapes-t2v-one")
+    assert one.init_from == "assets/shapes-t2i" and one.video.context_noise > 0 and one.flow.train_shift > 1
+    trainer = make_trainer(tmp_path / "r", steps=2, video=dataclasses.replace(VIDEO, context_noise=0.2))
+    lv = trainer._context_level(1)
+    assert lv.shape == (TRAIN.batch_size,) and (lv >= 0).all() and (lv < 0.2).all()
+    assert torch.equal(lv, trainer._context_level(1)) and make_trainer(tmp_path / "q")._context_level(1) is None
+    trainer.run()

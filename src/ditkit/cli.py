@@ -14,12 +14,11 @@ import sys
 import time
 
 from .cli_types import positive_int as _positive_int
+from .cli_types import unit_float as _unit_float
 
 
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2."""
-
-
 
 
 def _interval(s: str) -> tuple[float, float]:
@@ -30,11 +29,27 @@ def _interval(s: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _load(model: str | None):
+def _device(args) -> str:
+    """--device, checked: "cpu", "cuda" or "cuda:N" where a GPU is there."""
+    import torch
+
+    name = getattr(args, "device", None) or "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be cpu or cuda[:N], got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda[:N], got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch build sees no CUDA GPU")
+    return name
+
+
+def _load(model: str | None, device: str = "cpu"):
     from .assets import default_model_dir
     from .pipeline import load_pipeline
 
-    return load_pipeline(model or default_model_dir())
+    return load_pipeline(model or default_model_dir(), device=device)
 
 
 def _threads(args) -> None:
@@ -62,7 +77,7 @@ def _generate_video(args) -> None:
     folder = args.model or default_video_model_dir()
     if not is_video_folder(folder):
         raise UserError(f"{folder} is not a ditkit video model folder (--video needs one, e.g. assets/shapes-t2v)")
-    pipe = load_video_pipeline(folder)
+    pipe = load_video_pipeline(folder).to(_device(args))
     prompts = _prompts(args)
     if not prompts:
         raise UserError('--video needs --prompt "a red circle moving left on a blue background"')
@@ -91,7 +106,8 @@ def _generate_video(args) -> None:
     t0 = time.time()
     clips = pipe.generate(prompts, frames=args.frames, image=image, steps=args.steps, cfg_scale=args.cfg_scale,
                           shift=args.shift, seed=args.seed, batch_size=args.batch_size, long_mode=args.long_mode,
-                          ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance)
+                          ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance,
+                          context_noise=args.context_noise)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
@@ -110,7 +126,9 @@ def cmd_generate(args) -> None:
         from .assets import default_text_model_dir
 
         args.model = str(default_text_model_dir())
-    pipe = _load(args.model)
+    if args.context_noise:
+        raise UserError("--context-noise is a video option (rollouts): add --video")
+    pipe = _load(args.model, _device(args))
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
     if pipe.text_encoder is not None or args.prompt:
@@ -181,12 +199,12 @@ def _eval_video(args) -> None:
         raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
     if args.long_clips < 0:
         raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
-    pipe = load_video_pipeline(args.model)
+    pipe = load_video_pipeline(args.model).to(_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
                             seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
-                            i2v=not args.no_i2v)
+                            i2v=not args.no_i2v, context_noise=args.context_noise)
     result["seconds"] = round(time.time() - t0, 1)
     if args.json:
         save_json(args.json, result)
@@ -220,7 +238,9 @@ def cmd_eval(args) -> None:
 
     if args.model and is_video_folder(args.model):
         return _eval_video(args)
-    pipe = _load(args.model)
+    if args.context_noise:
+        raise UserError("--context-noise applies to video models (rollouts)")
+    pipe = _load(args.model, _device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
     labels = torch.arange(args.num_samples) % max(1, n_cls)
@@ -307,6 +327,11 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=100)
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (samples come back to the CPU; seeds give the "
+                                                   "same noise on every device)")
+    p.add_argument("--context-noise", type=_unit_float, default=0.0,
+                   help="video rollouts: re-noise each window's context frames to this process time (SkyReels-V2's "
+                        "addnoise_condition; use the level the model was trained with, e.g. 0.1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

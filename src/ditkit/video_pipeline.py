@@ -58,6 +58,18 @@ class VideoPipeline:
     info: dict = field(default_factory=dict)
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> VideoPipeline:
+        """Move the model, text encoder and autoencoder to ``device`` (e.g. "cuda"); clips come back on the CPU."""
+        self.model.to(device)
+        self.text_encoder.to(device)
+        if isinstance(self.codec, torch.nn.Module):
+            self.codec.to(device)
+        return self
+
+    @property
     def config(self) -> VideoDiTConfig:
         return self.model.config
 
@@ -120,18 +132,18 @@ class VideoPipeline:
             raise ValueError(f"the first frame must be {c}x{h}x{w} (this model's frame size), got "
                              f"{tuple(images.shape[1:])}")
         if self.codec is None:
-            return images.float().unsqueeze(1)
+            return images.float().unsqueeze(1).to(self.device)
         with torch.inference_mode():
-            return self.codec.encode(images.float()).float().unsqueeze(1)  # (N, 1, C, h, w)
+            return self.codec.encode(images.float().to(self.device)).float().unsqueeze(1)  # (N, 1, C, h, w)
 
     def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Latent clips (N, F, C, h, w) -> frames (N, F, 3, H, W) clamped to [-1, 1]."""
         if self.codec is None:
-            return latents.clamp(-1, 1)
+            return latents.clamp(-1, 1).cpu()
         n, f = latents.shape[:2]
-        flat = latents.flatten(0, 1)  # (N*F, C, h, w)
+        flat = latents.flatten(0, 1).to(self.device)  # (N*F, C, h, w)
         with torch.inference_mode():
-            out = torch.cat([self.codec.decode(flat[i:i + batch_size]).float().clamp(-1, 1)
+            out = torch.cat([self.codec.decode(flat[i:i + batch_size]).float().clamp(-1, 1).cpu()
                              for i in range(0, len(flat), batch_size)])
         return out.unflatten(0, (n, f))  # (N, F, 3, H, W)
 
@@ -165,6 +177,8 @@ class VideoPipeline:
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         text, null = self.encode_prompts(prompts)
+        dev = self.device
+        text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
         first = None
         if image is not None:
@@ -193,7 +207,7 @@ class VideoPipeline:
         finally:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
-        return out if latents else self.decode(out)
+        return out.cpu() if latents else self.decode(out)
 
     def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
                 context_noise) -> list[torch.Tensor]:
@@ -203,6 +217,7 @@ class VideoPipeline:
         noise for the given frame from the seed ``seed + lo + 1``; a rollout's later windows have the
         previous frames as context, so rollouts guide on the text only."""
         cfg, window = self.config.dit, self.config.num_frames
+        dev = self.device
         c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
         outs = []
         with torch.inference_mode():
@@ -214,21 +229,22 @@ class VideoPipeline:
                 common = dict(steps=steps, shift=shift, block_frames=pt, model_kwargs=kwargs, generator=gen)
                 if mode == "single":
                     new = frames - (0 if ctx is None else 1)
-                    noise = torch.randn((hi - lo, new, c, h, w), generator=gen)
+                    noise = torch.randn((hi - lo, new, c, h, w), generator=gen).to(dev)
                     step_fn = fn
                     if joint is not None:
                         step_fn = joint(torch.randn((hi - lo, 1, c, h, w),
-                                                    generator=torch.Generator().manual_seed(seed + lo + 1)))
+                                                    generator=torch.Generator().manual_seed(seed + lo + 1)).to(dev))
                     clip = forcing_sample(step_fn, noise, self.process, context=ctx, **common)
                     clip = clip if ctx is None else torch.cat([ctx, clip], dim=1)
                 elif mode == "chunked":
                     if ctx is not None:
                         raise ValueError("chunk-by-chunk generation is the text-to-video baseline: no first image")
                     clip = chunked_sample(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
-                                          **common)
+                                          device=dev, **common)
                 else:
                     clip = rollout(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
-                                   overlap=overlap, context_noise=context_noise, first_context=ctx, **common)
+                                   overlap=overlap, context_noise=context_noise, first_context=ctx, device=dev,
+                                   **common)
                 outs.append(clip.float())
         return outs
 

@@ -42,12 +42,15 @@ class ForcingConfig:
     block_frames: int = 1  # frames that share one time (the model's temporal patch, or a multiple of it)
     context_prob: float = 0.0  # probability a clip gets a clean prefix of 1..F-1 blocks (image-to-video, rollouts)
     sort_frames: bool = False  # sort each clip's times to be non-decreasing along frames (the sampling pattern)
+    context_noise: float = 0.0  # context frames are re-noised to a level drawn from U(0, context_noise) per clip
 
     def __post_init__(self):
         for name in ("per_frame_prob", "context_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.block_frames <= 0:
             raise ValueError(f"block_frames must be positive, got {self.block_frames}")
 
@@ -77,11 +80,15 @@ def sample_frame_times(process: FlowMatching, n: int, frames: int, cfg: ForcingC
 
 def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg: ForcingConfig | None = None,
                  model_kwargs: dict | None = None, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, context_level: torch.Tensor | None = None) -> torch.Tensor:
     """Per-clip velocity MSE with per-frame noise levels, shape (N,).
 
     x_s[f] = (1 - s_f) x0[f] + s_f eps[f]; target eps - x0. Frames with s = 0 are context: they are
     seen by the model but left out of the loss (their velocity is not predictable from x0 alone).
+    ``context_level`` (N,) re-noises each clip's context frames to that process time (drawn from
+    U(0, ``cfg.context_noise``) when not given): the training side of SkyReels-V2's
+    addnoise_condition, so a rollout's context — the model's own, imperfect frames — can be fed
+    lightly noised, as it was in training, and small errors in it are not copied forward.
     """
     cfg = cfg or ForcingConfig()
     if x0.ndim != 5:
@@ -91,12 +98,17 @@ def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
     if s is None:
         s = sample_frame_times(process, n, frames, cfg, device=x0.device, generator=generator)  # (N, F)
+    context = s == 0  # (N, F) clean context frames, left out of the loss
+    if context_level is None and cfg.context_noise > 0:
+        context_level = torch.rand(n, generator=generator) * cfg.context_noise
+    if context_level is not None:
+        s = torch.where(context, context_level.to(s).view(n, 1), s)  # (N, F)
     sv = s.view(n, frames, 1, 1, 1).to(x0.dtype)  # (N, F, 1, 1, 1)
     x_s = (1 - sv) * x0 + sv * noise
     out = model_fn(x_s, process.network_time(s), **(model_kwargs or {}))
     v = out[:, :, : x0.shape[2]]  # velocity channels (a learned-sigma half is ignored)
     err = (v.float() - (noise - x0).float()).pow(2).flatten(2).mean(2)  # (N, F)
-    weight = (s > 0).float()  # (N, F)
+    weight = (~context).float()  # (N, F)
     return (err * weight).sum(1) / weight.sum(1).clamp_min(1.0)
 
 
@@ -134,6 +146,13 @@ def step_matrix(num_blocks: int, steps: int, ar_step: int = 0, context_blocks: i
 # ----------------------------------------------------------------------------- sampling
 
 
+def _randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Noise drawn on the generator's device (the CPU by default) and moved to ``device``: a seed gives
+    the same clips on every device."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
 def _check_clip(name: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 5 or not x.is_floating_point():
         raise ValueError(f"{name} must be a float clip tensor (N, F, C, H, W)")
@@ -164,7 +183,7 @@ def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching
         if context.shape[0] != n or context.shape[2:] != noise.shape[2:]:
             raise ValueError(f"context {tuple(context.shape)} does not match the window {tuple(noise.shape)}")
         fc = context.shape[1]
-        eps = torch.randn(context.shape, generator=generator, device=context.device, dtype=context.dtype)
+        eps = _randn(context.shape, generator, context.device, context.dtype)
         x = torch.cat([(1 - context_noise) * context + context_noise * eps, noise], dim=1)  # (N, Fc+F, C, H, W)
     if fc % block_frames or frames % block_frames:
         raise ValueError(f"context ({fc}) and window ({frames}) frames must be multiples of block_frames ({block_frames})")
@@ -211,7 +230,7 @@ def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int
                   generator=generator)
 
     def randn(frames: int) -> torch.Tensor:
-        return torch.randn((n, frames, c, h, w), generator=generator, device=device, dtype=dtype)
+        return _randn((n, frames, c, h, w), generator, device, dtype)
 
     first_frames = window - (0 if first_context is None else first_context.shape[1])
     if first_frames <= 0:
@@ -237,7 +256,7 @@ def chunked_sample(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, i
     n, c, h, w = shape
     chunks = []
     for _ in range(-(-total_frames // window)):
-        noise = torch.randn((n, window, c, h, w), generator=generator, device=device, dtype=dtype)
+        noise = _randn((n, window, c, h, w), generator, device, dtype)
         chunks.append(forcing_sample(model_fn, noise, process, steps=steps, shift=shift, ar_step=ar_step,
                                      block_frames=block_frames, model_kwargs=model_kwargs, generator=generator))
     return torch.cat(chunks, dim=1)[:, :total_frames]

@@ -78,7 +78,8 @@ def consistency(classifier, clips: torch.Tensor, labels: torch.Tensor, window: i
 
 def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None = None,
                    cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16, long_clips: int = 0,
-                   long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, log=print) -> dict:
+                   long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
+                   log=print) -> dict:
     """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
@@ -111,7 +112,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         log(f"long video: {n} clips of {total} frames, rollout and chunk by chunk ...")
         long = {}
         for name in ("rollout", "chunked"):
-            out = pipe.generate(prompts[:n], frames=total, long_mode=name, **opts)
+            extra = {"context_noise": context_noise} if name == "rollout" else {}
+            out = pipe.generate(prompts[:n], frames=total, long_mode=name, **opts, **extra)
             long[name] = consistency(classifier, out, labels[:n], window)
-        result["long_video"] = {"frames": total, "clips": n, **long}
+        result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise, **long}
     return result

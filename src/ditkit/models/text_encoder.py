@@ -259,6 +259,26 @@ class HFTextEncoder(nn.Module):
 TextEncoder = WordTextEncoder | HFTextEncoder
 
 
+def transfer_word_encoder(dst: WordTextEncoder, src: WordTextEncoder) -> list[str]:
+    """Copy ``src``'s weights into ``dst`` of the same config whose vocabulary may hold more words:
+    embedding rows are matched by word; returns the words of ``dst`` that ``src`` lacks (their rows
+    keep their initialisation)."""
+    if dst.config != src.config:
+        raise ValueError(f"word encoders differ in config: {dst.config} vs {src.config}")
+    state = dict(src.state_dict())
+    table = dst.token_embedding.weight.detach().clone()  # (V_dst, D)
+    new = []
+    for i, word in enumerate(dst.vocab):
+        j = src.tokenizer.index.get(word)
+        if j is None:
+            new.append(word)
+        else:
+            table[i] = src.token_embedding.weight[j]
+    state["token_embedding.weight"] = table
+    dst.load_state_dict(state)
+    return new
+
+
 # ----------------------------------------------------------------------------- files
 
 

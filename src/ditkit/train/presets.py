@@ -32,6 +32,12 @@ training times shifted toward high noise (``train_shift`` 3, the SD3 shift: at m
 direction can be read off the noisy clip itself, so only high-noise steps teach the caption's
 direction word; logit-normal with shift 1 puts ~4 % of its samples above s = 0.85, shift 3 ~26 %)
 and the four directional motions drawn twice as often as the others.
+
+shapes-t2v-one — the whole text-to-video recipe in one command (``--init-from`` defaults to the
+bundled text-to-image model assets/shapes-t2i, whose caption words, cross-attention and adaLN-single
+carry over exactly: `ditkit.models.video_dit.init_from_text_image`): the shapes-t2v-motion settings from the first step, and the
+clean context prefix fed re-noised to a level from U(0, 0.2) (``VideoTrainConfig.context_noise``),
+so rollouts can re-noise their context (``--context-noise``) as in training.
 """
 
 from __future__ import annotations
@@ -84,6 +90,13 @@ _T2V = TRAIN_PRESETS["shapes-t2v"]
 TRAIN_PRESETS["shapes-t2v-motion"] = dataclasses.replace(  # the same model, so it warm-starts from shapes-t2v
     _T2V, flow=dataclasses.replace(_T2V.flow, train_shift=3.0), steps=3_000, lr=3e-4, warmup_steps=50,
     video=dataclasses.replace(_T2V.video, motions=(*DIRECTIONS, *MOTIONS)),
+)
+
+# One command from the bundled text-to-image model (images are one-frame videos): the shapes-t2v model
+# with shift 3 and weighted directions from the start, and rollout context re-noised in training.
+TRAIN_PRESETS["shapes-t2v-one"] = dataclasses.replace(
+    TRAIN_PRESETS["shapes-t2v-motion"], steps=4_000, lr=5e-4, warmup_steps=200, init_from="assets/shapes-t2i",
+    video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-motion"].video, context_noise=0.2),
 )
 
 

@@ -268,7 +268,11 @@ class Trainer:
         if self.video is not None and is_video_folder(self.cfg.init_from):
             self._init_from_video_model()
             return
-        source = load_pipeline(self.cfg.init_from).model.float().cpu()
+        pipe = load_pipeline(self.cfg.init_from)
+        source = pipe.model.float().cpu()
+        if self.video is not None and pipe.text_encoder is not None:
+            self._init_from_text_image(pipe)
+            return
         if self.video is not None:
             from ..models.video_dit import init_from_image
 
@@ -281,6 +285,26 @@ class Trainer:
         self.ema.load_state_dict(self.model.state_dict())
         if self.rank == 0:
             self.log(f"initialised {len(names)} tensors from the class-conditional model {self.cfg.init_from}")
+
+    def _init_from_text_image(self, pipe) -> None:
+        """A video run started from a text-to-image model folder (cross-attention, adaLN-single): its text
+        encoder and the DiT weights (`ditkit.models.video_dit.init_from_text_image`), fresh optimiser."""
+        from ..models.video_dit import init_from_text_image
+
+        trunk, own = pipe.model.config, self.cfg.model
+        same = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_type", "qk_norm",
+                "use_rope", "use_abs_pos", "norm_type", "learn_sigma")
+        if any(getattr(trunk, k) != getattr(own, k) for k in same):
+            raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
+        from ..models.text_encoder import transfer_word_encoder
+
+        words = transfer_word_encoder(self.model.encoder, pipe.text_encoder.float().cpu())
+        left, fit = init_from_text_image(self.model.dit, pipe.model.float().cpu().state_dict())
+        self.ema.load_state_dict(self.model.state_dict())
+        if self.rank == 0:
+            self.log(f"initialised the text encoder and video DiT from the text-to-image model {self.cfg.init_from} "
+                     f"({len(words)} new words, e.g. {words[:3]}; {len(left)} video-only tensors start at zero "
+                     f"output; final-layer fit error {fit:.1e})")
 
     def _init_from_video_model(self) -> None:
         """A video run started from a video model folder of the same config (up to video-only inputs
@@ -325,6 +349,18 @@ class Trainer:
             s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
         drop = (torch.rand(cfg.batch_size, generator=g2) < self.drop_prob).long()[lo:hi]
         return x, y, noise, s, drop
+
+    def _context_level(self, step: int) -> torch.Tensor | None:
+        """Per-clip noise level of the clean context frames of `step` (video ``context_noise``), or None.
+
+        Its own generator, so runs without context noise keep their random streams unchanged."""
+        if self.video is None or self.video.context_noise <= 0:
+            return None
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed * 7_777_777 + step)
+        lo = self.rank * cfg.batch_size // self.world
+        level = torch.rand(cfg.batch_size, generator=g)[lo:lo + cfg.batch_size // self.world]  # (B_local,)
+        return (level * self.video.context_noise).to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path | None:
@@ -389,6 +425,7 @@ class Trainer:
             group["lr"] = lr_at(cfg, self.step)
         x, y, noise, s, drop = self._batch(self.step)
         x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
+        level = self._context_level(self.step)  # (B_local,) or None
         targets = None if self.repa is None else self.repa.targets(x)  # (B, T, C) teacher features of clean images
         if self.codec is not None:
             with torch.no_grad():
@@ -411,7 +448,8 @@ class Trainer:
                 kwargs = {k: v[sl] for k, v in cond.items()}
                 if self.video is not None:
                     loss = forcing_loss(self.process, self.ddp, x[sl], self.video.forcing(), kwargs,
-                                        noise=noise[sl], s=s[sl]).mean()
+                                        noise=noise[sl], s=s[sl],
+                                        context_level=None if level is None else level[sl]).mean()
                 else:
                     loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
                 loss = loss / cfg.grad_accum

@@ -12,6 +12,8 @@ independent per-frame times (Diffusion Forcing, Chen et al. 2024; FVDM's PTSS, L
 otherwise one time for the clip (plain text-to-video); with probability ``context_prob`` a random
 prefix of frames is clean (s = 0) and left out of the loss — the case of image-to-video (one clean
 first frame, STIV-style frame replacement) and of long rollouts (the previous window's tail).
+With ``context_noise`` > 0 that prefix is fed re-noised to a level drawn per clip from
+U(0, context_noise), as a rollout's context is at sampling (``--context-noise``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class VideoTrainConfig:
     caption_dropout_prob: float = 0.1  # caption -> "" for guidance
     per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
     context_prob: float = 0.3  # a clean prefix of 1..F-1 frames (image-to-video, rollouts)
+    context_noise: float = 0.0  # that prefix re-noised to a level from U(0, context_noise) (rollouts' noised context)
     motions: tuple[str, ...] = MOTIONS
 
     def __post_init__(self):
@@ -55,7 +58,7 @@ class VideoTrainConfig:
 
     def forcing(self) -> ForcingConfig:
         return ForcingConfig(per_frame_prob=self.per_frame_prob, block_frames=self.temporal_patch,
-                             context_prob=self.context_prob)
+                             context_prob=self.context_prob, context_noise=self.context_noise)
 
     def video_model(self, trunk: DiTConfig) -> VideoDiTConfig:
         return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,

@@ -1,0 +1,101 @@
+"""Variants of the one-command text-to-video recipe (shapes-t2v-one), trained and evaluated side by side.
+
+Used on a lent GPU to choose the recipe: the same steps as the CPU command, so the chosen variant's
+figures are those of the command itself (run it here, ``ditkit train --preset shapes-t2v-one``, to
+reproduce them on the CPU in about 3.6 hours).
+
+    python scripts/t2v_sweep.py train NAME OUT_DIR [--max-minutes M]
+    python scripts/t2v_sweep.py eval OUT_DIR RESULT_JSON NAME [NAME ...] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ditkit.train.presets import get_train_preset
+
+BASE = get_train_preset("shapes-t2v-one")
+VARIANTS = {
+    "one": {},
+    "lr1e3": {"lr": 1e-3},
+    "pf01": {"video": {"per_frame_prob": 0.1}},
+    "shift2": {"flow": {"train_shift": 2.0}},
+    "ctx05": {"video": {"context_prob": 0.5}},
+}
+
+
+# continuing the staged model (assets/shapes-t2v, stage 4 at step 3,600) with the direction recipe
+STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-motion"), init_from="assets/shapes-t2v", steps=3_000,
+                             video=dataclasses.replace(get_train_preset("shapes-t2v-motion").video, context_noise=0.2))
+FULL = {"s5": STAGE5, "s5lr": dataclasses.replace(STAGE5, lr=1.5e-4)}
+
+
+def variant(name: str):
+    if name in FULL:
+        return FULL[name]
+    cfg = BASE
+    for key, value in VARIANTS[name].items():
+        value = dataclasses.replace(getattr(cfg, key), **value) if isinstance(value, dict) else value
+        cfg = dataclasses.replace(cfg, **{key: value})
+    return cfg
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["train", "eval"])
+    p.add_argument("args", nargs="+")
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--num-samples", type=int, default=64)
+    p.add_argument("--long-clips", type=int, default=8)
+    a = p.parse_args()
+    if a.mode == "train":
+        from ditkit.train.trainer import Trainer
+
+        name, out = a.args
+        res = Trainer(variant(name), Path(out) / name, progress=False).run(
+            max_seconds=None if a.max_minutes is None else a.max_minutes * 60)
+        print(name, res)
+        return
+    from ditkit.assets import default_classifier_dir
+    from ditkit.eval.classifier import load_classifier
+    from ditkit.eval.video import evaluate_video
+    from ditkit.pipeline import SamplingDefaults
+    from ditkit.train.export import export_run
+    from ditkit.video_pipeline import load_video_pipeline
+
+    out, result_json, *names = a.args
+    clf = load_classifier(default_classifier_dir()).to(a.device)
+    results = {}
+    for name in names:
+        run = Path(out) / name
+        folder = Path(out) / f"{name}-model"
+        summary = export_run(run, folder, defaults=SamplingDefaults(cfg_scale=4.0), dtype="float16")
+        pipe = load_video_pipeline(folder).to(a.device)
+        t0 = time.time()
+        r = evaluate_video(pipe, clf, num_clips=a.num_samples, long_clips=a.long_clips, context_noise=0.0)
+        if a.long_clips:
+            r["long_video_ctx01"] = evaluate_video(pipe, clf, num_clips=a.long_clips, long_clips=a.long_clips,
+                                                   i2v=False, context_noise=0.1)["long_video"]
+        r["steps_trained"] = summary["steps"]
+        r["eval_seconds"] = round(time.time() - t0, 1)
+        results[name] = r
+        t2v, lv = r["text_to_video"], r.get("long_video", {})
+        print(name, summary["steps"], "shape", round(t2v["shape_accuracy_per_frame"], 3), "dir",
+              t2v["direction_accuracy"], "i2v", round(r["image_to_video"]["first_frame_psnr"], 1),
+              {k: (round(v["shape_accuracy_first_window"], 3), round(v["shape_accuracy_whole_clip"], 3))
+               for k, v in lv.items() if isinstance(v, dict)},
+              "ctx0.1", {k: (round(v["shape_accuracy_first_window"], 3), round(v["shape_accuracy_whole_clip"], 3))
+                         for k, v in r.get("long_video_ctx01", {}).items() if isinstance(v, dict)}, flush=True)
+        Path(result_json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    torch.backends.cuda.matmul.allow_tf32 = False
+    main()
