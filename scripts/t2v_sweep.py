@@ -31,8 +31,7 @@ VARIANTS = {
 
 
 # continuing the staged model (assets/shapes-t2v, stage 4 at step 3,600) with the direction recipe
-STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-motion"), init_from="assets/shapes-t2v", steps=3_000,
-                             video=dataclasses.replace(get_train_preset("shapes-t2v-motion").video, context_noise=0.2))
+STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-stage5"), init_from="assets/shapes-t2v")
 FULL = {"s5": STAGE5, "s5lr": dataclasses.replace(STAGE5, lr=1.5e-4)}
 
 

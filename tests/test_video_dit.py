@@ -11,11 +11,10 @@ from ditkit.models.video_dit import (
     VideoDiT,
     VideoDiTBlock,
     VideoDiTConfig,
-    init_from_image,
-    init_from_video,
     rope_frequencies,
     rope_tables_3d,
 )
+from ditkit.models.video_init import init_from_image, init_from_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,8 @@ from ditkit.diffusion.guidance import cfg
 from ditkit.io.media import save_video
 from ditkit.models.dit import DiT
 from ditkit.models.video_attention import UltraViCoConfig, VideoAttention, with_attention
-from ditkit.models.video_dit import VideoDiT, VideoDiTConfig, init_from_image
+from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
+from ditkit.models.video_init import init_from_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ cross-attention in every block (PixArt-α). The pooled path alone was measured t
 and little else: after 1,300 steps of the first shapes-t2v run, changing the colour word moved the
 conditioning vector by 0.003 and the direction word by 0.02-0.06 (the shape word: 0.4-1.0), and
 clips followed neither. The image trunk keeps its exact layout, so a class-conditional image
-checkpoint is a drop-in start (`init_from_image`). The class table of that checkpoint stays in the
+checkpoint is a drop-in start (`ditkit.models.video_init.init_from_image`). The class table of that checkpoint stays in the
 model and is always fed the null label, so the model starts as the image model's unconditional
 branch in every frame; the zero-initialised text paths then learn the caption. The empty prompt is
 the unconditional input for classifier-free guidance.

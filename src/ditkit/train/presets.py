@@ -33,9 +33,12 @@ direction can be read off the noisy clip itself, so only high-noise steps teach 
 direction word; logit-normal with shift 1 puts ~4 % of its samples above s = 0.85, shift 3 ~26 %)
 and the four directional motions drawn twice as often as the others.
 
+shapes-t2v-stage5 — shapes-t2v-motion for 3,000 more steps from the stage-4 model, with the clean
+context prefix fed re-noised (below): the bundled assets/shapes-t2v.
+
 shapes-t2v-one — the whole text-to-video recipe in one command (``--init-from`` defaults to the
 bundled text-to-image model assets/shapes-t2i, whose caption words, cross-attention and adaLN-single
-carry over exactly: `ditkit.models.video_dit.init_from_text_image`): the shapes-t2v-motion settings from the first step, and the
+carry over exactly: `ditkit.models.video_init.init_from_text_image`): the shapes-t2v-motion settings from the first step, and the
 clean context prefix fed re-noised to a level from U(0, 0.2) (``VideoTrainConfig.context_noise``),
 so rollouts can re-noise their context (``--context-noise``) as in training.
 """
@@ -90,6 +93,13 @@ _T2V = TRAIN_PRESETS["shapes-t2v"]
 TRAIN_PRESETS["shapes-t2v-motion"] = dataclasses.replace(  # the same model, so it warm-starts from shapes-t2v
     _T2V, flow=dataclasses.replace(_T2V.flow, train_shift=3.0), steps=3_000, lr=3e-4, warmup_steps=50,
     video=dataclasses.replace(_T2V.video, motions=(*DIRECTIONS, *MOTIONS)),
+)
+
+# Stage 5: the stage-4 model (``--init-from`` its folder) for 3,000 more steps of the same recipe, with
+# the rollout context re-noised in training.
+TRAIN_PRESETS["shapes-t2v-stage5"] = dataclasses.replace(
+    TRAIN_PRESETS["shapes-t2v-motion"], steps=3_000,
+    video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-motion"].video, context_noise=0.2),
 )
 
 # One command from the bundled text-to-image model (images are one-frame videos): the shapes-t2v model

@@ -274,7 +274,7 @@ class Trainer:
             self._init_from_text_image(pipe)
             return
         if self.video is not None:
-            from ..models.video_dit import init_from_image
+            from ..models.video_init import init_from_image
 
             if source.config != self.cfg.model:
                 raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
@@ -288,8 +288,8 @@ class Trainer:
 
     def _init_from_text_image(self, pipe) -> None:
         """A video run started from a text-to-image model folder (cross-attention, adaLN-single): its text
-        encoder and the DiT weights (`ditkit.models.video_dit.init_from_text_image`), fresh optimiser."""
-        from ..models.video_dit import init_from_text_image
+        encoder and the DiT weights (`ditkit.models.video_init.init_from_text_image`), fresh optimiser."""
+        from ..models.video_init import init_from_text_image
 
         trunk, own = pipe.model.config, self.cfg.model
         same = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_type", "qk_norm",
@@ -310,7 +310,7 @@ class Trainer:
         """A video run started from a video model folder of the same config (up to video-only inputs
         whose output starts at zero: ``frame_embed``, ``text_dim``): its text encoder and DiT weights,
         fresh optimiser."""
-        from ..models.video_dit import init_from_video
+        from ..models.video_init import init_from_video
         from ..video_pipeline import load_video_pipeline
 
         pipe = load_video_pipeline(self.cfg.init_from)

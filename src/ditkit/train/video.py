@@ -4,7 +4,7 @@ levels are drawn per frame.
 A run with ``TrainConfig.video`` trains `TextToVideo` (ditkit's word encoder + `VideoDiT`) on
 moving-shape clips (`ditkit.data.moving_shapes`), encoded frame by frame by the run's autoencoder.
 ``TrainConfig.model`` stays the per-frame image trunk (a `DiTConfig`), so ``init_from`` an image model
-folder loads that model's weights unchanged (`ditkit.models.video_dit.init_from_image`: images are
+folder loads that model's weights unchanged (`ditkit.models.video_init.init_from_image`: images are
 one-frame videos).
 
 Noise levels (`ditkit.diffusion.forcing`): with probability ``per_frame_prob`` a clip gets
