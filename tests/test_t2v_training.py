@@ -157,6 +157,12 @@ def test_export_and_generate(tmp_path: Path, capsys):
                  "--long-mode", "extrapolate"]) == 0
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
                  "--frames", "6", "--context-noise", "0.1", "--device", "cpu", "--out", str(tmp_path / "r.gif")]) == 0
+    assert main(["eval", "--model", str(tmp_path / "model"), "--num-samples", "14", "--steps", "1", "--no-i2v",
+                 "--long-clips", "2", "--long-motions", "bounce,rotate,color", "--json", str(tmp_path / "e.json")]) == 0
+    long = json.loads((tmp_path / "e.json").read_text())["long_video"]
+    assert long["clips"] == 2 and set(long["motions"]) <= {"bounce", "rotate", "color"}
+    assert len(long["rollout"]["shape_accuracy_by_window"]) == 4 and long["context_noise"] == 0.0
+    assert main(["eval", "--model", str(tmp_path / "model"), "--long-clips", "2", "--long-motions", "fly"]) == 2
     capsys.readouterr()
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
                  "--image", str(tmp_path / "nope.png")]) == 2

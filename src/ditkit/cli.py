@@ -199,12 +199,20 @@ def _eval_video(args) -> None:
         raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
     if args.long_clips < 0:
         raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
+    long_motions = None
+    if args.long_motions:
+        from .data.moving_shapes import MOTIONS
+
+        long_motions = tuple(m.strip() for m in args.long_motions.split(",") if m.strip())
+        unknown = [m for m in long_motions if m not in MOTIONS]
+        if unknown or not long_motions:
+            raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
     pipe = load_video_pipeline(args.model).to(_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
                             seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
-                            i2v=not args.no_i2v, context_noise=args.context_noise)
+                            i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions)
     result["seconds"] = round(time.time() - t0, 1)
     if args.json:
         save_json(args.json, result)
@@ -407,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--long-clips", type=int, default=0, help="video models: also this many 4x-length clips "
                                                                "(rollout vs chunk by chunk)")
     e.add_argument("--no-i2v", action="store_true", help="video models: skip the image-to-video measurement")
+    e.add_argument("--long-motions", help="video models: the long clips only of these motions, e.g. bounce,rotate,color "
+                                          "(shapes that stay in view however long the clip)")
     e.set_defaults(func=cmd_eval)
 
     from .interop.cli import register as register_interop

@@ -79,8 +79,11 @@ def consistency(classifier, clips: torch.Tensor, labels: torch.Tensor, window: i
 def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None = None,
                    cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16, long_clips: int = 0,
                    long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
-                   log=print) -> dict:
-    """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video."""
+                   long_motions: tuple[str, ...] | None = None, log=print) -> dict:
+    """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video.
+
+    ``long_motions``: the long clips are the first held-out clips with these motions (e.g. the ones
+    whose shape stays in view however long the clip: bounce, rotate, color); default the first ones."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -108,12 +111,16 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         }
     if long_clips:
         total = long_factor * window
-        n = min(long_clips, num_clips)
+        pick = [i for i, m in enumerate(motions) if long_motions is None or m in long_motions][:long_clips]
+        if not pick:
+            raise ValueError(f"no held-out clip among the first {num_clips} has a motion in {long_motions}")
+        n = len(pick)
         log(f"long video: {n} clips of {total} frames, rollout and chunk by chunk ...")
         long = {}
         for name in ("rollout", "chunked"):
             extra = {"context_noise": context_noise} if name == "rollout" else {}
-            out = pipe.generate(prompts[:n], frames=total, long_mode=name, **opts, **extra)
-            long[name] = consistency(classifier, out, labels[:n], window)
-        result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise, **long}
+            out = pipe.generate([prompts[i] for i in pick], frames=total, long_mode=name, **opts, **extra)
+            long[name] = consistency(classifier, out, labels[pick], window)
+        result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise,
+                                "motions": [motions[i] for i in pick], **long}
     return result
