@@ -1,8 +1,9 @@
 """Variants of the one-command text-to-video recipe (shapes-t2v-one), trained and evaluated side by side.
 
-Used on a lent GPU to choose the recipe: the same steps as the CPU command, so the chosen variant's
-figures are those of the command itself (run it here, ``ditkit train --preset shapes-t2v-one``, to
-reproduce them on the CPU in about 3.6 hours).
+Used on a lent GPU to choose a recipe at the step count of the CPU command. On CUDA the recipes'
+bf16 flag turns on autocast, so figures match the CPU run (``ditkit train --preset shapes-t2v-one``,
+about 2.6 hours here) in recipe, not bit for bit. ``s5``/``s5lr`` continue the stage-4 model
+(``shapes-t2v-stage5``).
 
     python scripts/t2v_sweep.py train NAME OUT_DIR [--max-minutes M]
     python scripts/t2v_sweep.py eval OUT_DIR RESULT_JSON NAME [NAME ...] [--device cuda]

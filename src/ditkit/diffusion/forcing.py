@@ -100,7 +100,8 @@ def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg
         s = sample_frame_times(process, n, frames, cfg, device=x0.device, generator=generator)  # (N, F)
     context = s == 0  # (N, F) clean context frames, left out of the loss
     if context_level is None and cfg.context_noise > 0:
-        context_level = torch.rand(n, generator=generator) * cfg.context_noise
+        where = generator.device if generator is not None else x0.device
+        context_level = torch.rand(n, generator=generator, device=where) * cfg.context_noise
     if context_level is not None:
         s = torch.where(context, context_level.to(s).view(n, 1), s)  # (N, F)
     sv = s.view(n, frames, 1, 1, 1).to(x0.dtype)  # (N, F, 1, 1, 1)

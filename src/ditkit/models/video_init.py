@@ -21,27 +21,34 @@ def _video_only(name: str) -> bool:
     return name.startswith(VIDEO_ONLY) or ".cross_attn." in name
 
 
+def _image_tensor(model: VideoDiT, own: dict[str, torch.Tensor], name: str, value: torch.Tensor,
+                  source: str) -> torch.Tensor:
+    """An image model's tensor in the video model's layout, checked: the patch embedding inflated over
+    the temporal patch by averaging (I3D-style, Carreira & Zisserman 2017: a clip of pt equal frames
+    embeds like the image), the output projection repeated for each of the pt frames of a token."""
+    pt = model.config.temporal_patch
+    if name not in own:
+        raise ValueError(f"{source} parameter {name!r} has no counterpart in the video model")
+    if name == "x_embedder.proj.weight" and value.ndim == 4:
+        value = value.unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt  # (D, C, p, p) -> (D, C, pt, p, p)
+    elif name in ("final_layer.linear.weight", "final_layer.linear.bias"):
+        value = value.repeat(pt, *([1] * (value.ndim - 1)))  # rows (p, p, C) -> (pt, p, p, C)
+    if tuple(value.shape) != tuple(own[name].shape):
+        raise ValueError(f"{name}: {source} shape {tuple(value.shape)} does not fit video shape {tuple(own[name].shape)}")
+    return value
+
+
 def init_from_image(model: VideoDiT, image_state: dict[str, torch.Tensor]) -> VideoDiT:
     """Load an image DiT state dict into a video DiT (images are one-frame videos).
 
     Every image parameter has a video twin of the same name. The patch embedding is inflated
     over the temporal patch by averaging (I3D-style, Carreira & Zisserman 2017: a clip of pt
     equal frames embeds like the image) and the output projection is repeated for each of the pt
-    frames of a token. Video-only parameters (`_video_only`) keep their initialisation, whose output is zero.
+    frames of a token (`_image_tensor`). Video-only parameters (`_video_only`) keep their
+    initialisation, whose output is zero.
     """
-    pt = model.config.temporal_patch
     own = model.state_dict()
-    loaded = {}
-    for name, value in image_state.items():
-        if name not in own:
-            raise ValueError(f"image parameter {name!r} has no counterpart in the video model")
-        if name == "x_embedder.proj.weight" and value.ndim == 4:
-            value = value.unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt  # (D, C, p, p) -> (D, C, pt, p, p)
-        elif name in ("final_layer.linear.weight", "final_layer.linear.bias"):
-            value = value.repeat(pt, *([1] * (value.ndim - 1)))  # rows (p, p, C) -> (pt, p, p, C)
-        if tuple(value.shape) != tuple(own[name].shape):
-            raise ValueError(f"{name}: image shape {tuple(value.shape)} does not fit video shape {tuple(own[name].shape)}")
-        loaded[name] = value
+    loaded = {name: _image_tensor(model, own, name, value, "image") for name, value in image_state.items()}
     missing = sorted(k for k in own if k not in loaded and not _video_only(k))
     if missing:
         raise ValueError(f"the image state dict lacks {len(missing)} parameters, e.g. {missing[0]!r}")
@@ -93,18 +100,8 @@ def init_from_text_image(model: VideoDiT, cross_state: dict[str, torch.Tensor],
         if name.endswith("scale_shift_table"):
             tables[name.rsplit(".", 1)[0]] = value
             continue
-        if name.startswith("t_block."):
-            continue
-        if name not in own:
-            raise ValueError(f"text-to-image parameter {name!r} has no counterpart in the video model")
-        if name == "x_embedder.proj.weight" and value.ndim == 4:
-            pt = model.config.temporal_patch
-            value = value.unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt  # (D, C, p, p) -> (D, C, pt, p, p)
-        elif name in ("final_layer.linear.weight", "final_layer.linear.bias"):
-            value = value.repeat(model.config.temporal_patch, *([1] * (value.ndim - 1)))
-        if tuple(value.shape) != tuple(own[name].shape):
-            raise ValueError(f"{name}: shape {tuple(value.shape)} does not fit {tuple(own[name].shape)}")
-        loaded[name] = value
+        if not name.startswith("t_block."):
+            loaded[name] = _image_tensor(model, own, name, value, "text-to-image")
     w, b = cross_state["t_block.1.weight"], cross_state["t_block.1.bias"]  # (6D, D), (6D,)
     for i in range(len(model.blocks)):
         table = tables[f"blocks.{i}"]  # (6, D)

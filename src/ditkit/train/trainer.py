@@ -269,10 +269,10 @@ class Trainer:
             self._init_from_video_model()
             return
         pipe = load_pipeline(self.cfg.init_from)
-        source = pipe.model.float().cpu()
         if self.video is not None and pipe.text_encoder is not None:
             self._init_from_text_image(pipe)
             return
+        source = pipe.model.float().cpu()
         if self.video is not None:
             from ..models.video_init import init_from_image
 
@@ -289,6 +289,7 @@ class Trainer:
     def _init_from_text_image(self, pipe) -> None:
         """A video run started from a text-to-image model folder (cross-attention, adaLN-single): its text
         encoder and the DiT weights (`ditkit.models.video_init.init_from_text_image`), fresh optimiser."""
+        from ..models.text_encoder import transfer_word_encoder
         from ..models.video_init import init_from_text_image
 
         trunk, own = pipe.model.config, self.cfg.model
@@ -296,8 +297,6 @@ class Trainer:
                 "use_rope", "use_abs_pos", "norm_type", "learn_sigma")
         if any(getattr(trunk, k) != getattr(own, k) for k in same):
             raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
-        from ..models.text_encoder import transfer_word_encoder
-
         words = transfer_word_encoder(self.model.encoder, pipe.text_encoder.float().cpu())
         left, fit = init_from_text_image(self.model.dit, pipe.model.float().cpu().state_dict())
         self.ema.load_state_dict(self.model.state_dict())
