@@ -10,10 +10,14 @@ Plans compared (`ditkit.models.video_attention`, `ditkit.models.sparse_search`):
   3-frame window, a token diagonal of two frames' width, and the multi-diagonal (same place in every
   frame) band (Sparse-vDiT, Chen et al. 2025);
 * searched plans: one pattern per (layer, head) picked offline from dense calibration inputs at
-  three noise levels (Sparse-vDiT §4), at several error tolerances.
+  three noise levels (Sparse-vDiT §4), at several error tolerances;
+* far-field caching (`ditkit.models.far_cache`): a local pattern every step, merged with the far
+  part (the keys it leaves out) computed on refresh steps only — dense while the process time
+  s > ``--dense-above``, then a refresh every ``--refresh-every`` steps.
 
 FLOPs are those of the full-attention layers, counted as a block-sparse kernel computes them
-(``--block-size`` blocks). PSNR compares the decoded clips with the dense model's clips from the
+(``--block-size`` blocks), over the whole sampling run (a far-cached refresh step computes the
+local and the far blocks). PSNR compares the decoded clips with the dense model's clips from the
 same prompts and noise (all frames). Wall clock: the whole sampling loop, sparse against dense,
 interleaved in the same process; ``--backend flex`` runs FlexAttention (``--compile`` compiles it
 to a block-sparse CPU kernel; eager flex materialises the scores and is slower than dense SDPA);
@@ -32,19 +36,22 @@ import torch
 from ditkit.data.moving_shapes import MovingShapesDataset
 from ditkit.eval.metrics import psnr
 from ditkit.io.checkpoint import CheckpointError, save_json
+from ditkit.models.far_cache import FarCachedAttention, RefreshSchedule
 from ditkit.models.sparse_search import SearchConfig, search_plan
 from ditkit.models.text_video import null_labels
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
 from ditkit.video_pipeline import load_video_pipeline
 
 
-def plan_flops(plan: SparsePlan, grid, heads: int, head_dim: int, layers: list[int], block: int) -> float:
-    """Fraction of the full-attention layers' attention FLOPs the plan keeps (block-sparse counting)."""
+def plan_flops(plan: SparsePlan, grid, heads: int, head_dim: int, layers: list[int], block: int,
+               complement: bool = False) -> float:
+    """Fraction of the full-attention layers' attention FLOPs the plan keeps (block-sparse counting);
+    ``complement``: of the pairs it leaves out (0 on layers it does not name)."""
     kept = dense = 0.0
     for layer in layers:
-        pats = plan.layers.get(layer) or [Pattern()] * heads
-        f = attention_flops(pats, grid, head_dim, block, plan.tile)
-        kept, dense = kept + f["block"], dense + f["dense"]
+        pats = plan.layers.get(layer)
+        f = attention_flops(pats or [Pattern()] * heads, grid, head_dim, block, plan.tile, complement and bool(pats))
+        kept, dense = kept + (f["block"] if pats or not complement else 0.0), dense + f["dense"]
     return kept / dense
 
 
@@ -60,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--block-size", type=int, default=64)
     ap.add_argument("--tolerances", default="0.05,0.1,0.2")
+    ap.add_argument("--dense-above", type=float, default=0.9, help="far cache: dense while process time s > this")
+    ap.add_argument("--refresh-every", type=int, default=3, help="far cache: then a refresh every N steps")
     ap.add_argument("--backend", choices=["flex", "dense"], default="flex")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -85,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = dict(steps=args.steps, seed=args.seed, batch_size=args.clips, latents=True)
 
     def run(core) -> tuple[torch.Tensor, float]:
-        with_attention(model, core)
         t0 = time.perf_counter()
-        z = pipe.generate(prompts, **opts)
+        z = pipe.generate(prompts, attention=core, **opts)
         seconds = time.perf_counter() - t0
         with_attention(model, None)
         return z, seconds
@@ -118,10 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     for tol in tolerances:
         plan, _ = search_plan(model, calibration, config=SearchConfig(tolerance=tol, block_size=args.block_size))
         plans[f"searched tol {tol}"] = plan
+    schedule = RefreshSchedule(args.dense_above, args.refresh_every)
+    cached = {"frame-local": uniform(Pattern("sta", tile=(1, grid[1], grid[2]), window=(1, 1, 1)), layers, heads),
+              "sta 3x3x3 tiles 1x4x4": plans["sta 3x3x3 tiles 1x4x4"]}
+    for name, plan in cached.items():
+        plans[f"{name} + far cache (dense s>{schedule.dense_above:g}, refresh every {schedule.every})"] = plan
 
     rows = []
     for name, plan in plans.items():
-        core = VideoAttention(plan, backend=args.backend, compile=args.compile, block_size=args.block_size)
+        far = "far cache" in name
+        kind = FarCachedAttention if far else VideoAttention
+        extra = {"schedule": schedule} if far else {}
+        core = kind(plan, backend=args.backend, compile=args.compile, block_size=args.block_size, **extra)
         run(core)  # warm-up (mask building, compilation)
         d_times, s_times = [], []
         for _ in range(2):  # interleaved, same machine load
@@ -130,11 +146,17 @@ def main(argv: list[str] | None = None) -> int:
             d_times.append(d)
             s_times.append(s)
         kept = plan_flops(plan, grid, heads, head_dim, layers, args.block_size)
+        if far:  # refresh calls compute the local and the far blocks, the others the local ones
+            refresh, local = core.calls["refresh"], core.calls["local"]
+            far_part = plan_flops(plan, grid, heads, head_dim, layers, args.block_size, complement=True)
+            kept = (refresh * (kept + far_part) + local * kept) / (refresh + local)
         quality = psnr(pipe.decode(z).flatten(0, 1), dense_px.flatten(0, 1)).clamp(max=99.0)  # (N*F,)
         row = {"plan": name, "attention_flops_saved": round(1 - kept, 4), "psnr_db": round(quality.mean().item(), 2),
                "psnr_db_worst_frame": round(quality.min().item(), 2),
                "wall_clock_ratio": round(min(d_times) / min(s_times), 3),
                "dense_seconds": round(min(d_times), 2), "sparse_seconds": round(min(s_times), 2)}
+        if far:
+            row.update(refresh_calls=core.calls["refresh"], local_calls=core.calls["local"])
         rows.append(row)
         print(f"{name:28s} attention FLOPs saved {row['attention_flops_saved']:6.1%}  PSNR {row['psnr_db']:6.2f} dB "
               f"(worst frame {row['psnr_db_worst_frame']:.1f})  speed {row['wall_clock_ratio']:.2f}x")

@@ -152,7 +152,7 @@ class VideoPipeline:
                  steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
                  seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
-                 latents: bool = False) -> torch.Tensor:
+                 attention=None, latents: bool = False) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -161,6 +161,8 @@ class VideoPipeline:
         ``frames`` beyond the training window are made by ``long_mode`` (see the module doc): rollout
         over windows overlapping by ``overlap`` frames (default half the window), independent windows,
         or one UltraViCo-extrapolated pass.
+        ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
+        or `ditkit.models.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function).
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -193,9 +195,20 @@ class VideoPipeline:
         fn = self.model_fn(null, cfg_scale)
         joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) if first is not None and i2v_guidance == "joint" \
             else None
+        if attention is not None and hasattr(attention, "wrap_model_fn"):
+            fn = attention.wrap_model_fn(fn, self.process)
+            if joint is not None:
+                joint_fn = joint
+                joint = lambda noise: attention.wrap_model_fn(joint_fn(noise), self.process)  # noqa: E731
         self.model.eval()
         mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
         previous_core = self.model.attention_core
+        if attention is not None:
+            if frames > window and long_mode == "extrapolate":
+                raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
+            if hasattr(attention, "reset"):
+                attention.reset()
+            self.model.attention_core = attention
         if frames > window and long_mode == "extrapolate":
             from .models.video_attention import UltraViCoConfig, VideoAttention
 

@@ -48,6 +48,12 @@ class FlowMatching:
             return 1.0 - s
         return s * self.config.time_scale
 
+    def process_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The inverse of `network_time`: the network's t -> process time s."""
+        if self.config.sit_time:
+            return 1.0 - t
+        return t / self.config.time_scale
+
     def sample_time(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         cfg = self.config
         if cfg.time_sampling == "uniform":

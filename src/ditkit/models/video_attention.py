@@ -234,16 +234,19 @@ def dense_mask(mask_mod, num_heads: int, length: int) -> torch.Tensor:
 
 
 def attention_flops(patterns: list[Pattern], grid: tuple[int, int, int], head_dim: int, block_size: int = 128,
-                    tile: tuple[int, int, int] | None = None) -> dict[str, float]:
+                    tile: tuple[int, int, int] | None = None, complement: bool = False) -> dict[str, float]:
     """Attention FLOPs of one sample in one layer (QK^T and PV: 4 T_q T_k hd per head).
 
     ``dense``: all pairs; ``kept``: exactly the allowed pairs; ``block``: what a block-sparse kernel
     computes (every block of ``block_size`` x ``block_size`` holding an allowed pair, in the
-    sequence order used). Skipped heads cost 0.
+    sequence order used). Skipped heads cost 0. ``complement``: the same for the pairs the patterns
+    leave out (the far part of `ditkit.models.far_cache`).
     """
     layout = make_layout(grid, tile)
     t = len(layout.order)
     mask = dense_mask(head_mask_mod(patterns, layout), len(patterns), t)  # (H, T, T)
+    if complement:
+        mask = ~mask
     live = torch.tensor([p.kind != "skip" for p in patterns])
     nb = -(-t // block_size)
     padded = torch.zeros(len(patterns), nb * block_size, nb * block_size, dtype=torch.bool)
@@ -339,22 +342,36 @@ class VideoAttention:
         return out
 
 
-    def _run_flex(self, key, q, k, v, score_mod, mask) -> torch.Tensor:
-        """Compiled flex where it has been checked against eager flex on this mask's first call, else eager."""
+    def _run_flex(self, key, q, k, v, score_mod, mask, return_lse: bool = False):
+        """Compiled flex where it has been checked against eager flex on this mask's first call, else eager.
+
+        ``return_lse``: (out, lse) with lse (N, H, T) the natural-log normaliser of each query's row."""
+        key = (*key, return_lse)
+        extra = {}
+        if return_lse:
+            from torch.nn.attention.flex_attention import AuxRequest
+
+            extra["return_aux"] = AuxRequest(lse=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
             if self._flex is self._eager or self._trusted.get(key) is False:
-                return self._eager(q, k, v, score_mod=score_mod, block_mask=mask)
-            out = self._flex(q, k, v, score_mod=score_mod, block_mask=mask)
+                return _with_lse(self._eager(q, k, v, score_mod=score_mod, block_mask=mask, **extra), return_lse)
+            out = _with_lse(self._flex(q, k, v, score_mod=score_mod, block_mask=mask, **extra), return_lse)
             if key not in self._trusted:
-                ref = self._eager(q, k, v, score_mod=score_mod, block_mask=mask)
-                self._trusted[key] = ok = bool(torch.allclose(out, ref, atol=1e-3, rtol=1e-3))
+                ref = _with_lse(self._eager(q, k, v, score_mod=score_mod, block_mask=mask, **extra), return_lse)
+                got, want = (out[0], ref[0]) if return_lse else (out, ref)
+                self._trusted[key] = ok = bool(torch.allclose(got, want, atol=1e-3, rtol=1e-3))
                 if not ok:
                     warnings.warn(f"compiled flex_attention disagrees with eager flex for grid {key[1]} "
-                                  f"(max diff {(out - ref).abs().max().item():.3g}); using eager flex for this mask",
+                                  f"(max diff {(got - want).abs().max().item():.3g}); using eager flex for this mask",
                                   stacklevel=3)
                     return ref
         return out
+
+
+def _with_lse(result, return_lse: bool):
+    """flex_attention's result as out, or (out, lse) when ``return_lse`` (it returns (out, AuxOutput))."""
+    return (result[0], result[1].lse) if return_lse else result
 
 
 def _explicit_attention(q, k, v, mask, score_mod) -> torch.Tensor:
