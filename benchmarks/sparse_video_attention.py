@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refresh-every", type=int, default=3, help="far cache: then a refresh every N steps")
     ap.add_argument("--backend", choices=["flex", "dense"], default="flex")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--plans", help="comma-separated substrings: run only the plans whose name holds one")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
@@ -132,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, plan in cached.items():
         plans[f"{name} + far cache (dense s>{schedule.dense_above:g}, refresh every {schedule.every})"] = plan
 
+    if args.plans:
+        wanted = [w.strip() for w in args.plans.split(",") if w.strip()]
+        plans = {k: v for k, v in plans.items() if any(w in k for w in wanted)}
+        if not plans:
+            print(f"error: no plan matches --plans {args.plans!r}", file=sys.stderr)
+            return 2
     rows = []
     for name, plan in plans.items():
         far = "far cache" in name
@@ -161,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:28s} attention FLOPs saved {row['attention_flops_saved']:6.1%}  PSNR {row['psnr_db']:6.2f} dB "
               f"(worst frame {row['psnr_db_worst_frame']:.1f})  speed {row['wall_clock_ratio']:.2f}x")
     if args.json:
+        given = sys.argv[1:] if argv is None else argv
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         save_json(args.json, {"model": str(args.model), "grid": list(grid), "clips": args.clips, "steps": args.steps,
+                              "command": " ".join(["python benchmarks/sparse_video_attention.py", *given]),
                               "backend": args.backend, "compile": args.compile, "block_size": args.block_size,
                               "threads": args.threads, "rows": rows})
     return 0

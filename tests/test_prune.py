@@ -227,3 +227,20 @@ def test_prune_command_refuses_missing_and_same_folder(model_dir, tmp_path, caps
     assert main(["prune", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "x"), "--keep", "2"]) == 2
     assert main(["prune", "--model", str(model_dir), "--out", str(model_dir), "--keep", "2"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
+
+
+def test_uniform_kd_time_draws_uniform_noise_levels(model_dir, tmp_path, capsys):
+    from ditkit.compress.prune_folder import PruneJob, _kd_process
+
+    process = FlowMatching()
+    uniform = _kd_process(process, "uniform")
+    assert _kd_process(process, "process") is process and uniform.config.time_sampling == "uniform"
+    assert process.config.time_sampling == "logit_normal"  # the model's own process is untouched
+    s = uniform.sample_time(20000, generator=torch.Generator().manual_seed(0))
+    assert (s > 0.9).float().mean().item() == pytest.approx(0.1, abs=0.01)  # logit-normal: about 0.02
+    with pytest.raises(ValueError, match="kd_time"):
+        PruneJob(keep=2, kd_time="late").check(4)
+    out = tmp_path / "u"
+    assert main(["prune", "--model", str(model_dir), "--out", str(out), "--keep", "2", "--search-steps", "2",
+                 "--batch-size", "2", "--finetune-steps", "2", "--kd-time", "uniform"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "prune.json").read_text())["job"]["kd_time"] == "uniform"

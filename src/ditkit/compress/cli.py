@@ -92,7 +92,8 @@ def cmd_prune(args) -> None:
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
-                   hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, seed=args.seed)
+                   hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, kd_time=args.kd_time,
+                   seed=args.seed)
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
@@ -180,6 +181,9 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
     p.add_argument("--guided-kd", type=float, default=0.0,
                    help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
+    p.add_argument("--kd-time", default="process", choices=["process", "uniform"],
+                   help="fine-tuning noise levels: the model's training distribution, or uniform in time "
+                        "(more of the high-noise steps where the class is decided)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prune)

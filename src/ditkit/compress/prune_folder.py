@@ -36,6 +36,7 @@ from .prune import (
 )
 
 METHODS = ("learned", "importance")
+KD_TIMES = ("process", "uniform")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class PruneJob:
     fm_weight: float = 0.0  # diffusion-loss term of the fine-tuning
     hidden_weight: float = 0.0  # masked hidden-state KD term
     guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
+    kd_time: str = "process"  # fine-tuning noise levels: the process's training distribution, or "uniform" in s
     eval_batches: int = 4
     dataset: str = "shapes"
     seed: int = 0
@@ -66,6 +68,8 @@ class PruneJob:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 1 <= self.keep <= depth:
             raise ValueError(f"--keep must lie in 1..{depth} (the model has {depth} blocks), got {self.keep}")
+        if self.kd_time not in KD_TIMES:
+            raise ValueError(f"kd_time must be one of {', '.join(KD_TIMES)}, got {self.kd_time!r}")
         if self.update not in UPDATES or self.metric not in METRICS:
             raise ValueError(f"update must be one of {', '.join(UPDATES)} and metric one of {', '.join(METRICS)}")
         if min(self.search_steps, self.calib_batches, self.batch_size, self.eval_batches) <= 0:
@@ -118,7 +122,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
                              lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
                              guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
-        finetune = distill(student, model, process, ft_fn, dcfg, layer_map=result.kept)
+        finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=result.kept)
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
         log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")
     log("diffusion loss on held-out batches: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
@@ -135,6 +139,19 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
     }
     _save(out_dir, folder, pipe, student, record)
     return record
+
+
+def _kd_process(process, kd_time: str):
+    """The process whose training-time draws the distillation uses.
+
+    "uniform": noise levels uniform in process time s, the spread of a uniform sampler grid. A
+    logit-normal draw puts few steps near s = 1, where the class of a sample is decided."""
+    if kd_time == "process":
+        return process
+    config = getattr(process, "config", None)
+    if not hasattr(config, "time_sampling"):
+        raise ValueError(f"--kd-time {kd_time} needs a flow-matching model (this one's process has no time sampling)")
+    return type(process)(dataclasses.replace(config, time_sampling="uniform"))
 
 
 def _describe(result, k_of_n) -> str:
