@@ -27,6 +27,7 @@ to a block-sparse CPU kernel; eager flex materialises the scores and is slower t
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         given = sys.argv[1:] if argv is None else argv
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         save_json(args.json, {"model": str(args.model), "grid": list(grid), "clips": args.clips, "steps": args.steps,
-                              "command": " ".join(["python benchmarks/sparse_video_attention.py", *given]),
+                              "command": shlex.join(["python", "benchmarks/sparse_video_attention.py", *given]),
                               "backend": args.backend, "compile": args.compile, "block_size": args.block_size,
                               "threads": args.threads, "rows": rows})
     return 0
