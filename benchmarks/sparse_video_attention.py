@@ -49,10 +49,10 @@ def plan_flops(plan: SparsePlan, grid, heads: int, head_dim: int, layers: list[i
     """Fraction of the full-attention layers' attention FLOPs the plan keeps (block-sparse counting);
     ``complement``: of the pairs it leaves out (0 on layers it does not name)."""
     kept = dense = 0.0
-    for layer in layers:
-        pats = plan.layers.get(layer)
-        f = attention_flops(pats or [Pattern()] * heads, grid, head_dim, block, plan.tile, complement and bool(pats))
-        kept, dense = kept + (f["block"] if pats or not complement else 0.0), dense + f["dense"]
+    for layer in layers:  # a layer the plan does not name is full: its complement is empty
+        pats = plan.layers.get(layer) or [Pattern()] * heads
+        f = attention_flops(pats, grid, head_dim, block, plan.tile, complement)
+        kept, dense = kept + f["block"], dense + f["dense"]
     return kept / dense
 
 

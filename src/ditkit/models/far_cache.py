@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .video_attention import SparsePlan, VideoAttention, dense_mask
+from .video_attention import SparsePlan, VideoAttention, dense_mask, masked_attention
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,6 @@ class RefreshSchedule:
             raise ValueError(f"dense_above is a process time in [0, 1], got {self.dense_above}")
         if self.every < 1:
             raise ValueError(f"every must be >= 1, got {self.every}")
-
-
-def _masked_attention(q, k, v, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention over the keys ``mask`` (H, T, T) allows: (out (N, H, T, hd), lse (N, H, T)).
-
-    A query with no allowed key gets out 0 and lse -inf (FlexAttention's convention), so it drops
-    out of the merge."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, H, T, T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    top = scores.amax(-1, keepdim=True)  # (N, H, T, 1)
-    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
-    p = (scores - top).exp()
-    z = p.sum(-1, keepdim=True)  # (N, H, T, 1)
-    out = (p @ v.float()) / z.clamp_min(torch.finfo(z.dtype).tiny)
-    return out.to(q.dtype), (z.log() + top).squeeze(-1)
 
 
 def merge(out_l: torch.Tensor, lse_l: torch.Tensor, out_f: torch.Tensor, lse_f: torch.Tensor) -> torch.Tensor:
@@ -123,14 +107,12 @@ class FarCachedAttention(VideoAttention):
         return self._far_masks[key]
 
     def _partial(self, key, q, k, v, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        flex = self.backend == "flex" and not (q.device.type == "cpu" and torch.is_grad_enabled()
-                                               and (q.requires_grad or v.requires_grad))
-        if flex:
+        if self._flex_usable(q, v):
             out, lse = self._run_flex(key, q, k, v, None, mask, return_lse=True)
             return out, lse.float()
         if not isinstance(mask, torch.Tensor):  # a flex BlockMask under autograd: materialise it
             mask = dense_mask(mask.mask_mod, q.shape[1], q.shape[2]).to(q.device)
-        return _masked_attention(q, k, v, mask)
+        return masked_attention(q, k, v, mask)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, layer: int,
                  grid: tuple[int, int, int], axes: str = "all") -> torch.Tensor:

@@ -325,22 +325,25 @@ class VideoAttention:
             return F.scaled_dot_product_attention(q, k, v)  # nothing to change on this layer
         if order is not None:  # tile-major sequence
             q, k, v = q[:, :, order], k[:, :, order], v[:, :, order]  # (N, H, T, hd)
-        flex = self.backend == "flex"
-        if flex and q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or v.requires_grad):
-            flex = False  # flex_attention has no CPU backward: the same mask, densely
+        flex = self._flex_usable(q, v)
+        if self.backend == "flex" and not flex:  # flex_attention has no CPU backward: the same mask, densely
             mask = None if mask_mod is None else dense_mask(mask_mod, heads, t).to(q.device)
         if flex:
             out = self._run_flex(key, q, k, v, score_mod, mask)  # (N, H, T, hd)
         elif score_mod is None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
-            out = _explicit_attention(q, k, v, mask, score_mod)
+            out = masked_attention(q, k, v, mask, score_mod)[0]
         if keep is not None:
             out = out * keep
         if order is not None:
             out = out[:, :, torch.argsort(order)]  # back to frame-major
         return out
 
+    def _flex_usable(self, q: torch.Tensor, v: torch.Tensor) -> bool:
+        """The flex backend, unless gradients are wanted on CPU (flex_attention has no CPU backward)."""
+        return self.backend == "flex" and not (q.device.type == "cpu" and torch.is_grad_enabled()
+                                               and (q.requires_grad or v.requires_grad))
 
     def _run_flex(self, key, q, k, v, score_mod, mask, return_lse: bool = False):
         """Compiled flex where it has been checked against eager flex on this mask's first call, else eager.
@@ -374,15 +377,25 @@ def _with_lse(result, return_lse: bool):
     return (result[0], result[1].lse) if return_lse else result
 
 
-def _explicit_attention(q, k, v, mask, score_mod) -> torch.Tensor:
-    """softmax(score_mod(q k^T / sqrt(hd)) masked) v, in float32: the dense UltraViCo path."""
+def masked_attention(q, k, v, mask: torch.Tensor | None, score_mod=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(score_mod(q k^T / sqrt(hd)) over the keys ``mask`` (H, T, T) allows) v, in float32.
+
+    Returns (out (N, H, T, hd), lse (N, H, T)), lse the natural-log normaliser of each row. A query
+    with no allowed key gets out 0 and lse -inf (FlexAttention's convention). The dense path of
+    UltraViCo and of `ditkit.models.far_cache`."""
     t = q.shape[2]
     scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, H, T, T)
-    idx = torch.arange(t, device=q.device)
-    scores = score_mod(scores, 0, None, idx[:, None], idx[None, :])
+    if score_mod is not None:
+        idx = torch.arange(t, device=q.device)
+        scores = score_mod(scores, 0, None, idx[:, None], idx[None, :])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return (scores.softmax(-1) @ v.float()).to(q.dtype)  # (N, H, T, hd)
+    top = scores.amax(-1, keepdim=True)  # (N, H, T, 1)
+    top = torch.where(torch.isinf(top), torch.zeros_like(top), top)
+    p = (scores - top).exp()
+    z = p.sum(-1, keepdim=True)  # (N, H, T, 1)
+    out = (p @ v.float()) / z.clamp_min(torch.finfo(z.dtype).tiny)
+    return out.to(q.dtype), (z.log() + top).squeeze(-1)
 
 
 def with_attention(model, core) -> object:
@@ -395,6 +408,6 @@ def with_attention(model, core) -> object:
 
 __all__ = [
     "FULL", "PATTERN_KINDS", "Layout", "Pattern", "SparsePlan", "UltraViCoConfig", "VideoAttention",
-    "attention_flops", "dense_mask", "head_mask_mod", "make_layout", "tile_order", "ultravico_score_mod",
+    "attention_flops", "dense_mask", "head_mask_mod", "make_layout", "masked_attention", "tile_order", "ultravico_score_mod",
     "with_attention",
 ]
