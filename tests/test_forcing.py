@@ -185,3 +185,27 @@ def test_context_noise_feeds_the_context_noised_and_keeps_it_out_of_the_loss():
     assert (drawn > PROCESS.network_time(torch.zeros(1))).all() and (drawn < PROCESS.network_time(torch.full((1,), 0.3))).all()
     with pytest.raises(ValueError, match="context_noise"):
         ForcingConfig(context_noise=1.0)
+
+
+def test_rollout_builds_later_windows_from_context_fn():
+    made, used = [], []
+
+    def base(x, t):
+        used.append("base")
+        return torch.zeros_like(x)
+
+    def context_fn(noise):
+        made.append(tuple(noise.shape))
+
+        def fn(x, t):
+            used.append("context")
+            return torch.zeros_like(x)
+
+        return fn
+
+    g = torch.Generator().manual_seed(6)
+    out = rollout(base, PROCESS, (2, 1, 2, 2), total_frames=10, window=4, overlap=2, steps=2, generator=g,
+                  context_fn=context_fn)
+    assert out.shape == (2, 10, 1, 2, 2)
+    assert made == [(2, 2, 1, 2, 2)] * 3  # one per later window, shaped like its context
+    assert used == ["base"] * 2 + ["context"] * 6  # the first window (no context) keeps the plain function

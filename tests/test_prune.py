@@ -174,7 +174,7 @@ def model_dir(tmp_path_factory):
 def test_prune_command_round_trip(model_dir, tmp_path, capsys):
     out = tmp_path / "d2"
     rc = main(["prune", "--model", str(model_dir), "--out", str(out), "--keep", "2", "--search-steps", "3",
-               "--batch-size", "4", "--finetune-steps", "2", "--seed", "1"])
+               "--batch-size", "4", "--finetune-steps", "2", "--seed", "1", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
     pipe = load_pipeline(out)
@@ -182,6 +182,7 @@ def test_prune_command_round_trip(model_dir, tmp_path, capsys):
     assert pipe.class_names == list(CLASSES)
     rec = json.loads((out / "prune.json").read_text())
     assert len(rec["kept"]) == 2 and rec["finetune"]["steps"] == 2 and rec["seconds"]["total"] > 0
+    assert rec["job"]["device"] == "cpu"
     assert set(rec["losses"]) == {"teacher", "pruned", "finetuned"} and len(rec["search"]["groups"]) == 2
     info = json.loads((out / "config.json").read_text())
     assert info["pruning"]["kept"] == rec["kept"] and info["pruning"]["source_training"] == {"steps": 7}
@@ -215,6 +216,7 @@ def test_prune_command_latent_model_keeps_its_codec(tmp_path, capsys):
     (["--keep", "3"], "does not split evenly"),
     (["--keep", "2", "--group", "3"], "must divide the depth"),
     (["--keep", "2", "--finetune-minutes", "-1"], "finetune"),
+    (["--keep", "2", "--device", "tpu"], "--device must be cpu or cuda"),
 ])
 def test_prune_command_bad_input_is_one_line(model_dir, tmp_path, capsys, args, message):
     assert main(["prune", "--model", str(model_dir), "--out", str(tmp_path / "x"), *args]) == 2
@@ -244,3 +246,12 @@ def test_uniform_kd_time_draws_uniform_noise_levels(model_dir, tmp_path, capsys)
     assert main(["prune", "--model", str(model_dir), "--out", str(out), "--keep", "2", "--search-steps", "2",
                  "--batch-size", "2", "--finetune-steps", "2", "--kd-time", "uniform"]) == 0, capsys.readouterr().err
     assert json.loads((out / "prune.json").read_text())["job"]["kd_time"] == "uniform"
+
+
+def test_prune_batches_land_on_the_job_device():
+    from ditkit.compress.prune import make_data_fn
+
+    x, y = make_data_fn(CFG, None, batch_size=3, seed=0, device="meta")(0)  # meta: a device other than the CPU
+    assert x.device.type == "meta" and y.device.type == "meta" and x.shape[0] == 3
+    x, y = make_data_fn(CFG, None, batch_size=3, seed=0)(0)
+    assert x.device.type == "cpu" and y.device.type == "cpu"

@@ -157,19 +157,25 @@ def test_export_and_generate(tmp_path: Path, capsys):
                  "--long-mode", "extrapolate"]) == 0
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
                  "--frames", "6", "--context-noise", "0.1", "--device", "cpu", "--out", str(tmp_path / "r.gif")]) == 0
+    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
+                 "--frames", "7", "--history-guidance", "1", "--overlap", "1", "--out", str(tmp_path / "h.gif")]) == 0
     assert main(["eval", "--model", str(tmp_path / "model"), "--num-samples", "14", "--steps", "1", "--no-i2v",
-                 "--long-clips", "2", "--long-motions", "bounce,rotate,color", "--json", str(tmp_path / "e.json")]) == 0
+                 "--long-clips", "2", "--long-motions", "bounce,rotate,color", "--json", str(tmp_path / "e.json"),
+                 "--history-guidance", "0.5", "--overlap", "3"]) == 0
     long = json.loads((tmp_path / "e.json").read_text())["long_video"]
     assert long["clips"] == 2 and set(long["motions"]) <= {"bounce", "rotate", "color"}
     assert len(long["rollout"]["shape_accuracy_by_window"]) == 4 and long["context_noise"] == 0.0
+    assert long["history_guidance"] == 0.5 and long["overlap"] == 3
     assert main(["eval", "--model", str(tmp_path / "model"), "--long-clips", "2", "--long-motions", "fly"]) == 2
     capsys.readouterr()
     assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
                  "--image", str(tmp_path / "nope.png")]) == 2
     assert main(["generate", "--video", "--model", str(tmp_path / "run"), "--prompt", PROMPT]) == 2
     assert main(["generate", "--frames", "3"]) == 2
+    assert main(["generate", "--history-guidance", "1"]) == 2
+    assert main(["eval", "--overlap", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("ditkit generate: error:") for line in err)
+    assert len(err) == 5 and all(line.startswith(("ditkit generate: error:", "ditkit eval: error:")) for line in err)
 
     # the sparse-attention benchmark runs on a video model folder and reports every plan
     import importlib.util
@@ -270,6 +276,44 @@ def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
     assert torch.equal(xs[1, 1:], x[0, 1:]) and ts[1, 0] == 1000.0 and torch.equal(ts[1, 1:], t[0, 1:])
     for k in text:  # the unconditional row is the empty prompt's, for every text keyword
         assert torch.equal(both[k][0], text[k][0]) and torch.equal(both[k][1], null[k][0]), k
+
+
+def test_history_guidance_adds_a_term_that_drops_the_context():
+    from ditkit.models.text_encoder import WordTextEncoder
+    from ditkit.models.text_video import video_vocabulary
+    from ditkit.models.video_dit import VideoDiT
+    from ditkit.video_pipeline import VideoPipeline
+
+    torch.manual_seed(0)
+    model = VideoDiT(VIDEO.video_model(TRUNK)).eval()
+    for p in model.parameters():  # zero-initialised output layers would make every pass alike
+        p.data.add_(0.05 * torch.randn_like(p))
+    pipe = VideoPipeline(model, FlowMatching(), WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2),
+                                                                video_vocabulary()))
+    text, null = pipe.encode_prompts([PROMPT, "a green star bouncing on a white background"])
+    noise = torch.randn(2, 2, 3, 16, 16)
+    x, t = torch.randn(2, 4, 3, 16, 16), torch.tensor([[0.0, 0.0, 700.0, 700.0]] * 2)
+    raw = pipe.model_fn(null, 1.0)
+    with torch.no_grad():
+        c, u = raw(x, t, **text), raw(x, t, **{k: v.expand(2, *v.shape[1:]) for k, v in null.items()})
+        x_nh, t_nh = x.clone(), t.clone()
+        x_nh[:, :2], t_nh[:, :2] = noise, 1000.0
+        c_nh = raw(x_nh, t_nh, **text)
+        assert (c - c_nh).abs().max() > 1e-4  # the context matters to this model
+        for w in (0.0, 2.0):
+            got = pipe.history_model_fn(null, 3.0, w, noise)(x, t, **text)
+            torch.testing.assert_close(got, u + 3.0 * (c - u) + w * (c - c_nh), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(pipe.history_model_fn(null, 3.0, 0.0, noise)(x, t, **text),
+                                   pipe.model_fn(null, 3.0)(x, t, **text), atol=1e-5, rtol=1e-4)
+    long = pipe.generate([PROMPT], frames=8, steps=2, overlap=2, history_guidance=1.5, seed=2)
+    again = pipe.generate([PROMPT], frames=8, steps=2, overlap=2, history_guidance=1.5, seed=2)
+    plain = pipe.generate([PROMPT], frames=8, steps=2, overlap=2, seed=2)
+    assert long.shape == (1, 8, 3, 16, 16) and torch.equal(long, again) and not torch.equal(long, plain)
+    torch.testing.assert_close(long[:, :4], plain[:, :4])  # the first window has no history to guide on
+    for bad, match in (({"frames": 4}, "rollouts"), ({"frames": 8, "long_mode": "chunked"}, "rollouts"),
+                       ({"frames": 8, "history_guidance": -1.0}, ">= 0")):
+        with pytest.raises(ValueError, match=match):
+            pipe.generate([PROMPT], steps=1, **{"history_guidance": 1.0, **bad})
 
 
 def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path):

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from .cli_types import nonneg_float as _nonneg_float
 from .cli_types import positive_int as _positive_int
 from .cli_types import unit_float as _unit_float
 
@@ -107,10 +108,17 @@ def _generate_video(args) -> None:
     clips = pipe.generate(prompts, frames=args.frames, image=image, steps=args.steps, cfg_scale=args.cfg_scale,
                           shift=args.shift, seed=args.seed, batch_size=args.batch_size, long_mode=args.long_mode,
                           ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance,
-                          context_noise=args.context_noise)
+                          context_noise=args.context_noise, history_guidance=args.history_guidance,
+                          overlap=args.overlap)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
+
+
+def _no_video_flags(args, hint: str) -> None:
+    for flag in ("context_noise", "history_guidance", "overlap"):
+        if getattr(args, flag, None):
+            raise UserError(f"--{flag.replace('_', '-')} is a video option (rollouts): {hint}")
 
 
 def cmd_generate(args) -> None:
@@ -126,8 +134,7 @@ def cmd_generate(args) -> None:
         from .assets import default_text_model_dir
 
         args.model = str(default_text_model_dir())
-    if args.context_noise:
-        raise UserError("--context-noise is a video option (rollouts): add --video")
+    _no_video_flags(args, "add --video")
     pipe = _load(args.model, _device(args))
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
@@ -212,7 +219,8 @@ def _eval_video(args) -> None:
     t0 = time.time()
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
                             seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
-                            i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions)
+                            i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
+                            history_guidance=args.history_guidance, overlap=args.overlap)
     result["seconds"] = round(time.time() - t0, 1)
     if args.json:
         save_json(args.json, result)
@@ -246,8 +254,7 @@ def cmd_eval(args) -> None:
 
     if args.model and is_video_folder(args.model):
         return _eval_video(args)
-    if args.context_noise:
-        raise UserError("--context-noise applies to video models (rollouts)")
+    _no_video_flags(args, "they apply to video models")
     pipe = _load(args.model, _device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
@@ -340,6 +347,11 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-noise", type=_unit_float, default=0.0,
                    help="video rollouts: re-noise each window's context frames to this process time (SkyReels-V2's "
                         "addnoise_condition; use the level the model was trained with, e.g. 0.1)")
+    p.add_argument("--history-guidance", type=_nonneg_float, default=0.0,
+                   help="video rollouts: guide each later window on its context frames too (DFoT history "
+                        "guidance, this scale; 0 = text only; three model passes per step)")
+    p.add_argument("--overlap", type=_positive_int, help="video rollouts: context frames per window (default half "
+                                                           "the window)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

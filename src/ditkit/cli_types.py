@@ -24,3 +24,14 @@ def unit_float(s: str) -> float:
     if not 0.0 <= v < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
     return v
+
+
+def nonneg_float(s: str) -> float:
+    """A finite number >= 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
+    if not 0.0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {v}")
+    return v

@@ -124,6 +124,32 @@ class VideoPipeline:
 
         return joint
 
+    def history_model_fn(self, null_text: dict[str, torch.Tensor], cfg_scale: float, history_scale: float,
+                         noise: torch.Tensor):
+        """A rollout window's guided model function with history guidance (Song et al. 2025, "History-Guided
+        Video Diffusion", DFoT): the window's first Fc context frames (``noise`` (N, Fc, C, H, W) has their
+        shape) are the condition of a second guidance term, composed with the text's:
+
+            v = u + cfg_scale * (c - u) + history_scale * (c - c_nh)
+
+        with c, u the outputs with and without the caption (context kept) and c_nh the output with the
+        caption whose context is replaced by ``noise`` at process time 1 (no history). Three passes, one
+        batch of 3N rows; ``history_scale`` 0 gives the text guidance alone at that extra cost.
+        """
+        fn = self.model_fn(null_text, 1.0)
+        fc, t_noise = noise.shape[1], float(self.process.network_time(torch.ones(())))
+
+        def guided(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
+            x_nh, t_nh = x.clone(), t.clone()
+            x_nh[:, :fc] = noise.to(x.dtype)  # the context dropped: noise ...
+            t_nh[:, :fc] = t_noise  # ... at the noise end of the process
+            rows = {k: torch.cat([v, null_text[k].to(v).expand_as(v), v]) for k, v in text.items()}  # 3N rows
+            out = fn(torch.cat([x, x, x_nh]), torch.cat([t, t, t_nh]), **rows)  # (3N, F, C, H, W)
+            c, u, c_nh = out.chunk(3)
+            return u + cfg_scale * (c - u) + history_scale * (c - c_nh)
+
+        return guided
+
     # ------------------------------------------------------------------ pixels <-> latents
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W) in [-1, 1] -> latent frames (N, 1, C, h, w)."""
@@ -152,7 +178,7 @@ class VideoPipeline:
                  steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
                  seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
-                 attention=None, latents: bool = False) -> torch.Tensor:
+                 history_guidance: float = 0.0, attention=None, latents: bool = False) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -160,7 +186,8 @@ class VideoPipeline:
         "text" (the image in both passes).
         ``frames`` beyond the training window are made by ``long_mode`` (see the module doc): rollout
         over windows overlapping by ``overlap`` frames (default half the window), independent windows,
-        or one UltraViCo-extrapolated pass.
+        or one UltraViCo-extrapolated pass. ``history_guidance`` > 0 guides a rollout's later windows on
+        their context frames as well as on the text (`history_model_fn`; three model passes per step).
         ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
         or `ditkit.models.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function).
         """
@@ -178,6 +205,10 @@ class VideoPipeline:
             raise ValueError("steps, frames and batch_size must be positive")
         if cfg_scale < 0:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        if history_guidance < 0:
+            raise ValueError(f"history_guidance must be >= 0, got {history_guidance}")
+        if history_guidance and (frames <= window or long_mode != "rollout"):
+            raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
         text, null = self.encode_prompts(prompts)
         dev = self.device
         text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
@@ -195,11 +226,13 @@ class VideoPipeline:
         fn = self.model_fn(null, cfg_scale)
         joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) if first is not None and i2v_guidance == "joint" \
             else None
+        history = (lambda noise: self.history_model_fn(null, cfg_scale, history_guidance, noise)) \
+            if history_guidance else None
         if attention is not None and hasattr(attention, "wrap_model_fn"):
             fn = attention.wrap_model_fn(fn, self.process)
-            if joint is not None:
-                joint_fn = joint
-                joint = lambda noise: attention.wrap_model_fn(joint_fn(noise), self.process)  # noqa: E731
+            joint, history = (None if make is None else
+                              (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
+                              for make in (joint, history))
         self.model.eval()
         mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
         previous_core = self.model.attention_core
@@ -216,19 +249,20 @@ class VideoPipeline:
                                                                                  ultravico_alpha), backend="dense")
         try:
             outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                                context_noise)
+                                context_noise, history)
         finally:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out.cpu() if latents else self.decode(out)
 
     def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                context_noise) -> list[torch.Tensor]:
+                context_noise, history=None) -> list[torch.Tensor]:
         """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout".
 
         ``joint(noise) -> fn``: image-to-video's joint guidance for one window, built per batch with
         noise for the given frame from the seed ``seed + lo + 1``; a rollout's later windows have the
-        previous frames as context, so rollouts guide on the text only."""
+        previous frames as context, so rollouts guide on the text only unless ``history(noise) -> fn``
+        (history guidance) builds their model functions."""
         cfg, window = self.config.dit, self.config.num_frames
         dev = self.device
         c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
@@ -257,7 +291,7 @@ class VideoPipeline:
                 else:
                     clip = rollout(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
                                    overlap=overlap, context_noise=context_noise, first_context=ctx, device=dev,
-                                   **common)
+                                   context_fn=history, **common)
                 outs.append(clip.float())
         return outs
 

@@ -84,11 +84,12 @@ def cmd_prune(args) -> None:
     import torch
 
     from ..assets import default_model_dir
+    from ..cli import _device
     from .prune_folder import PruneJob, prune_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
+    job = PruneJob(device=_device(args), keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
@@ -185,6 +186,8 @@ def _add_prune(subparsers) -> None:
                    help="fine-tuning noise levels: the model's training distribution, or uniform in time "
                         "(more of the high-noise steps where the class is decided)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
+                                                   "budget in minutes is that device's)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prune)
 

@@ -57,13 +57,14 @@ METRICS = ("output", "loss")
 
 
 def make_data_fn(config: DiTConfig, codec=None, *, batch_size: int = 16, seed: int = 0, dataset: str = "shapes",
-                 label_drop: float | None = None) -> DataFn:
+                 label_drop: float | None = None, device: str | torch.device | None = None) -> DataFn:
     """``data_fn(step) -> (x0, y)``: a deterministic batch of the model's training data for `step`.
 
     Images come from the trainer's dataset (`train.trainer.build_dataset`: shapes or an image folder,
     rendered at latent size x f for a latent model) and are encoded by `codec` (frozen, no grad) as
     the trainer does. Labels are replaced by the null class with probability `label_drop`
     (default: the model's ``class_dropout_prob``), so guidance keeps working after fine-tuning.
+    Batches land on ``device`` (default: the codec's, else the CPU).
     """
     from ..train.trainer import TrainConfig, build_dataset
 
@@ -72,7 +73,8 @@ def make_data_fn(config: DiTConfig, codec=None, *, batch_size: int = 16, seed: i
     data = build_dataset(TrainConfig(model=config, dataset=dataset, dataset_seed=seed), codec)
     drop = config.class_dropout_prob if label_drop is None else label_drop
     drop = drop if config.num_classes > 0 else 0.0
-    device = next(codec.parameters()).device if isinstance(codec, nn.Module) else torch.device("cpu")
+    if device is None:
+        device = next(codec.parameters()).device if isinstance(codec, nn.Module) else torch.device("cpu")
 
     def data_fn(step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -82,6 +84,7 @@ def make_data_fn(config: DiTConfig, codec=None, *, batch_size: int = 16, seed: i
         if codec is not None:
             with torch.no_grad():
                 x = codec.encode(x.to(device)).float()  # (B, C, h, w) normalised latents
+        x = x.to(device)
         if config.num_classes == 0:
             return x, None
         y = torch.tensor([int(it[1]) for it in items])

@@ -61,6 +61,7 @@ class PruneJob:
     eval_batches: int = 4
     dataset: str = "shapes"
     seed: int = 0
+    device: str = "cpu"  # where search and fine-tuning run (minutes are that device's)
 
     def check(self, depth: int) -> tuple[int, int] | None:
         """ValueError (one line) for a job that does not fit a model of `depth` blocks; (k, n) for learned."""
@@ -94,14 +95,15 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     if Path(out_dir).resolve() == folder.resolve():
         raise ValueError("--out must differ from --model")
-    pipe = load_pipeline(folder)
+    pipe = load_pipeline(folder, device=job.device)
     if pipe.info.get("kind") != "ditkit-dit":
         raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
     model, process, cfg = pipe.model, pipe.process, pipe.config
     k_of_n = job.check(cfg.depth)
-    data_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed, dataset=job.dataset)
+    data_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed, dataset=job.dataset,
+                           device=job.device)
     eval_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 1, dataset=job.dataset,
-                           label_drop=0.0)
+                           label_drop=0.0, device=job.device)
     losses = {"teacher": diffusion_loss(model, process, eval_fn, batches=job.eval_batches, seed=job.seed)}
 
     if k_of_n is not None:
@@ -117,7 +119,8 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
 
     finetune = None
     if job.finetune_minutes > 0 or job.finetune_steps is not None:
-        ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset)
+        ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset,
+                             device=job.device)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
@@ -137,7 +140,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
                     "total": round(time.perf_counter() - t0, 2)},
         "threads": torch.get_num_threads(), "job": dataclasses.asdict(job),
     }
-    _save(out_dir, folder, pipe, student, record)
+    _save(out_dir, folder, pipe, student.cpu(), record)
     return record
 
 

@@ -216,7 +216,8 @@ def _windows(total: int, window: int, overlap: int, block_frames: int) -> int:
 def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int, int], *, total_frames: int,
             window: int, overlap: int, steps: int, shift: float = 1.0, ar_step: int = 0, block_frames: int = 1,
             context_noise: float = 0.0, first_context: torch.Tensor | None = None, model_kwargs: dict | None = None,
-            generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> torch.Tensor:
+            generator: torch.Generator | None = None, device=None, dtype=torch.float32,
+            context_fn: Callable[[torch.Tensor], ModelFn] | None = None) -> torch.Tensor:
     """A clip of ``total_frames`` (N, total, C, H, W) by autoregressive windows of ``window`` frames.
 
     shape = (N, C, H, W). The first window is generated from noise (after ``first_context`` frames,
@@ -224,6 +225,8 @@ def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int
     frames made so far) followed by ``window - overlap`` new ones, so the model always sees the
     window length it was trained on and earlier frames steer later ones. Windows needed:
     ``1 + ceil((total - window) / (window - overlap))``.
+    ``context_fn(noise)``: the model function of a later window, given noise shaped like its context
+    (N, overlap, C, H, W) — e.g. history guidance, whose unconditional pass drops the context.
     """
     n_windows = _windows(total_frames, window, overlap, block_frames)
     n, c, h, w = shape
@@ -240,7 +243,8 @@ def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int
     if first_context is not None:
         clip = torch.cat([first_context.to(clip.dtype), clip], dim=1)  # the given frames are part of the video
     for _ in range(n_windows - 1):
-        new = forcing_sample(model_fn, randn(window - overlap), process, context=clip[:, -overlap:],
+        fn = model_fn if context_fn is None else context_fn(randn(overlap))
+        new = forcing_sample(fn, randn(window - overlap), process, context=clip[:, -overlap:],
                              context_noise=context_noise, **common)
         clip = torch.cat([clip, new], dim=1)  # (N, F_so_far, C, H, W)
     return clip[:, :total_frames]

@@ -79,11 +79,13 @@ def consistency(classifier, clips: torch.Tensor, labels: torch.Tensor, window: i
 def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None = None,
                    cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16, long_clips: int = 0,
                    long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
-                   long_motions: tuple[str, ...] | None = None, log=print) -> dict:
+                   long_motions: tuple[str, ...] | None = None, history_guidance: float = 0.0,
+                   overlap: int | None = None, log=print) -> dict:
     """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video.
 
     ``long_motions``: the long clips are the first held-out clips with these motions (e.g. the ones
-    whose shape stays in view however long the clip: bounce, rotate, color); default the first ones."""
+    whose shape stays in view however long the clip: bounce, rotate, color); default the first ones.
+    ``history_guidance``, ``overlap``: the rollout's (`VideoPipeline.generate`)."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -118,9 +120,11 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         log(f"long video: {n} clips of {total} frames, rollout and chunk by chunk ...")
         long = {}
         for name in ("rollout", "chunked"):
-            extra = {"context_noise": context_noise} if name == "rollout" else {}
+            extra = {"context_noise": context_noise, "history_guidance": history_guidance,
+                     "overlap": overlap} if name == "rollout" else {}
             out = pipe.generate([prompts[i] for i in pick], frames=total, long_mode=name, **opts, **extra)
             long[name] = consistency(classifier, out, labels[pick], window)
         result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise,
+                                "history_guidance": history_guidance, "overlap": overlap,
                                 "motions": [motions[i] for i in pick], **long}
     return result
