@@ -346,7 +346,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                                                    "same noise on every device)")
     p.add_argument("--context-noise", type=_unit_float, default=0.0,
                    help="video rollouts: re-noise each window's context frames to this process time (SkyReels-V2's "
-                        "addnoise_condition; use the level the model was trained with, e.g. 0.1)")
+                        "addnoise_condition; 0.3 keeps the bundled model's shapes over 4x its window)")
     p.add_argument("--history-guidance", type=_nonneg_float, default=0.0,
                    help="video rollouts: guide each later window on its context frames too (DFoT history "
                         "guidance, this scale; 0 = text only; three model passes per step)")

@@ -89,12 +89,12 @@ def cmd_prune(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    job = PruneJob(device=_device(args), keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
+    job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
                    hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, kd_time=args.kd_time,
-                   seed=args.seed)
+                   seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
