@@ -15,23 +15,22 @@ def positive_int(s: str) -> int:
     return v
 
 
-def unit_float(s: str) -> float:
-    """A number in [0, 1)."""
+def _float(s: str, ok, expected: str) -> float:
+    """``float(s)`` when ``ok`` holds for it, else an argparse error naming what was ``expected``."""
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {s!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
     return v
+
+
+def unit_float(s: str) -> float:
+    """A number in [0, 1)."""
+    return _float(s, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def nonneg_float(s: str) -> float:
     """A finite number >= 0."""
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
-    if not 0.0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {v}")
-    return v
+    return _float(s, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0")

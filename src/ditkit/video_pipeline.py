@@ -111,12 +111,10 @@ class VideoPipeline:
             return fn
         if null_context is None:
             return cfg_wrapper(fn, cfg_scale, null_cond=null_text)
-        fc, t_noise = null_context.shape[1], float(self.process.network_time(torch.ones(())))
+        t_noise = float(self.process.network_time(torch.ones(())))
 
         def joint(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
-            x_null, t_null = x.clone(), t.clone()
-            x_null[:, :fc] = null_context.to(x.dtype)  # no image: its frames are noise ...
-            t_null[:, :fc] = t_noise  # ... at the noise end of the process
+            x_null, t_null = _drop_context(x, t, null_context, t_noise)  # no image
             both = {k: torch.cat([v, null_text[k].to(v).expand_as(v)]) for k, v in text.items()}  # 2N rows
             out = fn(torch.cat([x, x_null]), torch.cat([t, t_null]), **both)  # (2N, F, C, H, W)
             cond, uncond = out.chunk(2)
@@ -137,12 +135,10 @@ class VideoPipeline:
         batch of 3N rows; ``history_scale`` 0 gives the text guidance alone at that extra cost.
         """
         fn = self.model_fn(null_text, 1.0)
-        fc, t_noise = noise.shape[1], float(self.process.network_time(torch.ones(())))
+        t_noise = float(self.process.network_time(torch.ones(())))
 
         def guided(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
-            x_nh, t_nh = x.clone(), t.clone()
-            x_nh[:, :fc] = noise.to(x.dtype)  # the context dropped: noise ...
-            t_nh[:, :fc] = t_noise  # ... at the noise end of the process
+            x_nh, t_nh = _drop_context(x, t, noise, t_noise)  # no history
             rows = {k: torch.cat([v, null_text[k].to(v).expand_as(v), v]) for k, v in text.items()}  # 3N rows
             out = fn(torch.cat([x, x, x_nh]), torch.cat([t, t, t_nh]), **rows)  # (3N, F, C, H, W)
             c, u, c_nh = out.chunk(3)
@@ -294,6 +290,16 @@ class VideoPipeline:
                                    context_fn=history, **common)
                 outs.append(clip.float())
         return outs
+
+
+def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise: float):
+    """(x, t) with the first Fc frames (``noise`` is (N, Fc, C, H, W)) replaced by that noise at network
+    time ``t_noise`` (the noise end of the process): the unconditional input of image or history guidance."""
+    fc = noise.shape[1]
+    x, t = x.clone(), t.clone()
+    x[:, :fc] = noise.to(x.dtype)
+    t[:, :fc] = t_noise
+    return x, t
 
 
 # ----------------------------------------------------------------------------- files
