@@ -24,6 +24,12 @@ from ditkit.train.presets import get_train_preset
 BASE = get_train_preset("shapes-t2v-one")
 VARIANTS = {
     "one": {},
+    "one3k": {"steps": 3000},
+    "init": {"steps": 1, "lr": 0.0},  # the initialisation from shapes-t2i, untrained (a diagnostic)
+    "loc1k": {"steps": 3000, "video": {"frame_local_steps": 1000}},
+    "loc2k": {"steps": 3000, "video": {"frame_local_steps": 2000}},
+    "loc1k-lr1e3": {"steps": 3000, "lr": 1e-3, "video": {"frame_local_steps": 1000}},
+    "loc3k": {"steps": 3000, "video": {"frame_local_steps": 3000}},
     "lr1e3": {"lr": 1e-3},
     "pf01": {"video": {"per_frame_prob": 0.1}},
     "shift2": {"flow": {"train_shift": 2.0}},
@@ -54,6 +60,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--num-samples", type=int, default=64)
     p.add_argument("--long-clips", type=int, default=8)
+    p.add_argument("--local", action="store_true", help="also score text-to-video with frame-local attention")
     a = p.parse_args()
     if a.mode == "train":
         from ditkit.train.trainer import Trainer
@@ -83,6 +90,13 @@ def main() -> None:
         if a.long_clips:
             r["long_video_ctx01"] = evaluate_video(pipe, clf, num_clips=a.long_clips, long_clips=a.long_clips,
                                                    i2v=False, context_noise=0.1)["long_video"]
+        if a.local:
+            from ditkit.train.video import FrameLocalBias
+            pipe.model.attention_core = FrameLocalBias(1e4)
+            r["text_to_video_frame_local"] = evaluate_video(pipe, clf, num_clips=a.num_samples, long_clips=0,
+                                                            i2v=False)["text_to_video"]
+            pipe.model.attention_core = None
+            print(name, "frame-local shape", r["text_to_video_frame_local"]["shape_accuracy_per_frame"])
         r["steps_trained"] = summary["steps"]
         r["eval_seconds"] = round(time.time() - t0, 1)
         results[name] = r

@@ -69,7 +69,7 @@ from ..models.text_dit import TextToImage, build_model, init_from_class_dit
 from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
 from .repa import RepaAlignment, RepaConfig
 from .schedule import warmup_cosine
-from .video import VideoTrainConfig, encode_clips
+from .video import FrameLocalBias, VideoTrainConfig, encode_clips, frame_local_penalty
 
 
 @dataclass(frozen=True)
@@ -438,6 +438,9 @@ class Trainer:
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
         )
+        if self.video is not None and self.video.frame_local_steps:  # frame-local warm-up (train.video)
+            penalty = frame_local_penalty(self.video, self.step)
+            self.model.dit.attention_core = FrameLocalBias(penalty) if penalty > 0 else None
         self.opt.zero_grad(set_to_none=True)
         total, proj_total = 0.0, 0.0
         for k in range(cfg.grad_accum):

@@ -14,6 +14,16 @@ prefix of frames is clean (s = 0) and left out of the loss — the case of image
 first frame, STIV-style frame replacement) and of long rollouts (the previous window's tail).
 With ``context_noise`` > 0 that prefix is fed re-noised to a level drawn per clip from
 U(0, context_noise), as a rollout's context is at sampling (``--context-noise``).
+
+Frame-local warm-up (``frame_local_steps``): a video trunk started from an image model meets, in
+full 3D attention, 8x the keys it was trained on, and at the start each frame's tokens average
+over every frame's noise; the image prior is blurred before any video has been seen. For the first
+``frame_local_steps`` steps a penalty is added to every cross-frame attention logit,
+``-frame_local_bias * (1 - step / frame_local_steps)`` (`FrameLocalBias`): the run starts as the
+image model applied frame by frame and opens attention across frames gradually. From then on
+attention is the plain full attention the model samples with (no trace of the warm-up is left in
+the model). A curriculum in the spirit of ALiBi's distance penalty (Press et al. 2022), applied
+between frames and annealed away.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..config import DiTConfig
 from ..data.moving_shapes import MOTIONS
@@ -45,8 +56,12 @@ class VideoTrainConfig:
     context_prob: float = 0.3  # a clean prefix of 1..F-1 frames (image-to-video, rollouts)
     context_noise: float = 0.0  # that prefix re-noised to a level from U(0, context_noise) (rollouts' noised context)
     motions: tuple[str, ...] = MOTIONS
+    frame_local_steps: int = 0  # cross-frame attention penalty annealed to zero over these first steps (0: off)
+    frame_local_bias: float = 8.0  # the penalty at step 0 (logit units)
 
     def __post_init__(self):
+        if self.frame_local_steps < 0 or self.frame_local_bias < 0:
+            raise ValueError("frame_local_steps and frame_local_bias must be >= 0")
         if self.frames < 2:
             raise ValueError(f"a training clip needs at least 2 frames, got {self.frames}")
         if not 0 <= self.caption_dropout_prob < 1:
@@ -81,6 +96,35 @@ class VideoTrainConfig:
         if "motions" in d:
             d["motions"] = tuple(d["motions"])
         return cls(**d)
+
+
+class FrameLocalBias:
+    """An attention core (``VideoDiT.attention_core``) adding ``-penalty`` to every logit between tokens of
+    different latent frames of a full-attention block (SDPA with a float mask); other blocks unchanged."""
+
+    def __init__(self, penalty: float):
+        self.penalty = float(penalty)
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    def mask(self, grid: tuple[int, int, int], device, dtype) -> torch.Tensor:
+        key = (grid, str(device), dtype)
+        if key not in self._masks:
+            f, h, w = grid
+            frame = torch.arange(f, device=device).repeat_interleave(h * w)  # (T,) frame of each token
+            self._masks[key] = ((frame[:, None] != frame[None, :]).to(dtype) * -self.penalty)  # (T, T)
+        return self._masks[key]
+
+    def __call__(self, q, k, v, *, layer: int, grid: tuple[int, int, int], axes: str) -> torch.Tensor:
+        mask = self.mask(grid, q.device, q.dtype) if axes == "all" and grid[0] > 1 and self.penalty > 0 else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (N, H, T, hd)
+
+
+def frame_local_penalty(cfg: VideoTrainConfig, step: int) -> float:
+    """The cross-frame logit penalty of training step ``step`` (0-based): linear from
+    ``frame_local_bias`` to 0 over ``frame_local_steps``."""
+    if cfg.frame_local_steps <= 0 or step >= cfg.frame_local_steps:
+        return 0.0
+    return cfg.frame_local_bias * (1.0 - step / cfg.frame_local_steps)
 
 
 def encode_clips(codec, clips: torch.Tensor) -> torch.Tensor:
