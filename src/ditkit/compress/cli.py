@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 from ..cli_types import positive_int as _positive_int
-from ..cli_types import unit_float
 
 
 def _override(s: str) -> tuple[str, str]:
@@ -95,7 +94,6 @@ def cmd_prune(args) -> None:
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
                    hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, kd_time=args.kd_time,
-                   trajectory=args.trajectory, trajectory_frac=args.trajectory_frac,
                    seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
@@ -187,11 +185,6 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--kd-time", default="process", choices=["process", "uniform"],
                    help="fine-tuning noise levels: the model's training distribution, or uniform in time "
                         "(more of the high-noise steps where the class is decided)")
-    p.add_argument("--trajectory", default="none", choices=["none", "student", "teacher"],
-                   help="fine-tuning: also distil on states of guided sampling paths, the pruned model's own "
-                        "(student: on-policy) or the full model's")
-    p.add_argument("--trajectory-frac", type=unit_float, default=0.5,
-                   help="fine-tuning: share of each batch drawn from those paths")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")

@@ -20,16 +20,6 @@ activations from the hidden-state term: elements of the teacher's state with |h 
 (mu, sigma over the sample's state, k = 2) do not count. Student block j is matched to teacher
 block ``layer_map[j]`` (default: the teacher block it was copied from, `build_pruned`'s kept list).
 
-On-trajectory KD (``trajectory="student"`` or ``"teacher"``): a fraction ``trajectory_frac`` of each
-step's rows are not noised training data but states visited by guided Euler sampling (the model's
-own sampler: ``sample_steps`` steps of ``sample_shift``, scale ``guidance_scale``, random labels),
-labelled by the teacher. With "student" they are the pruned model's own states: its sampling
-drifts off the data's noised marginals, and a student trained only on those marginals never sees
-where its errors take it (the exposure bias that DAgger, Ross et al. 2011, corrects by training on
-the learner's own visits; on-policy distillation, Agarwal et al. 2024). A pool of ``batch`` paths
-x ``sample_steps`` states is sampled every ``trajectory_refresh`` steps; each step draws its
-trajectory rows from the pool at random. Flow matching only.
-
 The loop is bounded by steps and/or wall-clock seconds (``max_seconds``), so a CPU budget such as
 "20 minutes of fine-tuning" is a parameter, and the time actually spent is returned. The learning
 rate warms up linearly, then stays constant (``schedule="constant"``) or follows a cosine to zero
@@ -47,13 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..diffusion.flow import FlowMatching
-from ..diffusion.samplers import flow_time_grid
 from ..models.dit import DiT
 from .prune import DataFn
 
 SCHEDULES = ("cosine", "constant")
-TRAJECTORIES = ("none", "student", "teacher")
 
 
 @dataclass(frozen=True)
@@ -70,19 +57,10 @@ class DistillConfig:
     guidance_scale: float = 4.0  # w of the guided-output term (the scale the model samples with)
     outlier_sigma: float = 2.0  # Masked KD: ignore teacher elements beyond this many std
     grad_clip: float = 1.0  # 0 disables
-    trajectory: str = "none"  # on-trajectory KD states: "none", "student" (on-policy) or "teacher" paths
-    trajectory_frac: float = 0.5  # share of each step's rows drawn from the trajectory pool
-    trajectory_refresh: int = 50  # steps between new pools
-    sample_steps: int = 50  # the sampler the pool follows (the model's sampling defaults)
-    sample_shift: float = 1.0
     seed: int = 0
     log_every: int = 10
 
     def __post_init__(self):
-        if self.trajectory not in TRAJECTORIES:
-            raise ValueError(f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {self.trajectory!r}")
-        if not 0 < self.trajectory_frac <= 1 or self.trajectory_refresh <= 0 or self.sample_steps <= 0:
-            raise ValueError("trajectory_frac must lie in (0, 1], trajectory_refresh and sample_steps be positive")
         if (self.steps is not None and self.steps <= 0) or (self.max_seconds is not None and self.max_seconds <= 0):
             raise ValueError("distill steps and max_seconds must be positive")
         if min(self.kd_weight, self.fm_weight, self.hidden_weight, self.guided_weight) < 0 or self.log_every <= 0:
@@ -113,27 +91,6 @@ def trunk_forward(model: DiT, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor 
     return model.final(tokens, c, ctx), hidden  # (N, C_out, H, W)
 
 
-@torch.no_grad()
-def guided_paths(model: DiT, process: FlowMatching, n: int, null: int, cfg: DistillConfig, shape, device,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """States of `n` guided Euler sampling paths of `model` (random labels): every step's input
-    x_i (S*n, C, H, W), its network time (S*n,) and label (S*n,), S = ``cfg.sample_steps``."""
-    y = torch.randint(null, (n,), generator=generator).to(device)  # (n,)
-    x = torch.randn((n, *shape), generator=generator).to(device)  # (n, C, H, W) at s = 1
-    grid = flow_time_grid(cfg.sample_steps, cfg.sample_shift).tolist()
-    labels = torch.cat([y, torch.full_like(y, null)])  # (2n,) label rows, then null rows
-    states, times = [], []
-    for i in range(cfg.sample_steps):
-        t = process.network_time(torch.full((n,), grid[i], device=device))  # (n,)
-        states.append(x)
-        times.append(t)
-        out = trunk_forward(model, torch.cat([x, x]), torch.cat([t, t]), labels)[0]  # (2n, C_out, H, W)
-        v = process.velocity(out, x.shape[1]).float()  # (2n, C, H, W)
-        v = v[n:] + cfg.guidance_scale * (v[:n] - v[n:])  # guided velocity
-        x = x + (grid[i + 1] - grid[i]) * v
-    return torch.cat(states), torch.cat(times), y.repeat(cfg.sample_steps)
-
-
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, sigma: float) -> torch.Tensor:
     """MSE over the elements of `teacher` (N, T, D) within `sigma` std of its per-sample mean."""
     flat_t = teacher.float().flatten(1)  # (N, T*D)
@@ -161,9 +118,6 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
     hidden = cfg.hidden_weight > 0
     guided = cfg.guided_weight > 0
     null = student.config.num_classes
-    traj = cfg.trajectory != "none"
-    if traj and (not isinstance(process, FlowMatching) or null <= 0):
-        raise ValueError("on-trajectory KD needs a class-conditional flow-matching model")
     if guided and (null <= 0 or teacher.config.num_classes != null):
         raise ValueError("guided-output KD needs class-conditional student and teacher with the same classes")
     teacher_was, student_was = teacher.training, student.training
@@ -176,16 +130,6 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step, time.perf_counter() - start)
         x0, y = data_fn(step)
-        rows = x0.shape[0]
-        k = 0
-        if traj:
-            if step % cfg.trajectory_refresh == 0:
-                source = student if cfg.trajectory == "student" else teacher
-                pool = guided_paths(source, process, rows, null, cfg, x0.shape[1:], x0.device,
-                                    torch.Generator().manual_seed(cfg.seed * 7_919 + step))
-            k = max(1, round(rows * cfg.trajectory_frac))
-            pick = torch.randint(len(pool[0]), (k,), generator=torch.Generator().manual_seed(cfg.seed * 104_729 + step))
-            x0, y = x0[: rows - k], (None if y is None else y[: rows - k])
         terms = {}
 
         def student_fn(x, t, y=None, terms=terms):
@@ -206,27 +150,13 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
                                       for j, i in enumerate(layer_map)) / len(layer_map)
             return out[:n]
 
-        def kd_loss(terms: dict) -> torch.Tensor:
-            loss = cfg.kd_weight * terms["kd"]
-            if hidden:
-                loss = loss + cfg.hidden_weight * terms["hidden"]
-            if guided:
-                loss = loss + cfg.guided_weight * terms["guided"]
-            return loss
-
-        loss, fm, kd = 0.0, torch.zeros(()), 0.0
-        if rows - k > 0:  # noised training data (the process's own noising)
-            gen = torch.Generator(device=x0.device).manual_seed(cfg.seed * 1_000_003 + step)
-            fm = process.training_loss(student_fn, x0, {"y": y}, generator=gen).mean()
-            loss = (kd_loss(terms) + cfg.fm_weight * fm) * (rows - k) / rows
-            kd = terms["kd"] * (rows - k) / rows
-        if k:  # states of the guided sampling paths, labelled by the teacher
-            states, times, labels = (v[pick] for v in pool)  # (k, C, H, W), (k,), (k,)
-            traj_terms = {}
-            student_fn(states, times, labels, terms=traj_terms)
-            loss = loss + kd_loss(traj_terms) * k / rows
-            kd = kd + traj_terms["kd"] * k / rows
-        terms["kd"] = kd
+        gen = torch.Generator(device=x0.device).manual_seed(cfg.seed * 1_000_003 + step)
+        fm = process.training_loss(student_fn, x0, {"y": y}, generator=gen).mean()
+        loss = cfg.kd_weight * terms["kd"] + cfg.fm_weight * fm
+        if hidden:
+            loss = loss + cfg.hidden_weight * terms["hidden"]
+        if guided:
+            loss = loss + cfg.guided_weight * terms["guided"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -246,8 +176,6 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr, "schedule": cfg.schedule,
             "weights": {"output_kd": cfg.kd_weight, "diffusion": cfg.fm_weight, "hidden_kd": cfg.hidden_weight,
                         "guided_kd": cfg.guided_weight, "guidance_scale": cfg.guidance_scale},
-            "trajectory": None if not traj else {"source": cfg.trajectory, "frac": cfg.trajectory_frac,
-                                                 "refresh": cfg.trajectory_refresh, "sample_steps": cfg.sample_steps},
             "history": history}
 
 

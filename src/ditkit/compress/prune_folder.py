@@ -22,7 +22,7 @@ import torch
 
 from ..io.checkpoint import atomic_write
 from ..pipeline import load_pipeline, save_pipeline, source_autoencoder
-from .distill import TRAJECTORIES, DistillConfig, distill
+from .distill import DistillConfig, distill
 from .prune import (
     METRICS,
     UPDATES,
@@ -58,8 +58,6 @@ class PruneJob:
     hidden_weight: float = 0.0  # masked hidden-state KD term
     guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
     kd_time: str = "process"  # fine-tuning noise levels: the process's training distribution, or "uniform" in s
-    trajectory: str = "none"  # on-trajectory KD states (distill.TRAJECTORIES): none, student or teacher paths
-    trajectory_frac: float = 0.5  # share of each fine-tuning batch drawn from those paths
     eval_batches: int = 4
     dataset: str = "shapes"
     seed: int = 0
@@ -73,8 +71,6 @@ class PruneJob:
             raise ValueError(f"--keep must lie in 1..{depth} (the model has {depth} blocks), got {self.keep}")
         if self.kd_time not in KD_TIMES:
             raise ValueError(f"kd_time must be one of {', '.join(KD_TIMES)}, got {self.kd_time!r}")
-        if self.trajectory not in TRAJECTORIES or not 0 < self.trajectory_frac <= 1:
-            raise ValueError(f"trajectory must be one of {', '.join(TRAJECTORIES)} and trajectory_frac lie in (0, 1]")
         if self.update not in UPDATES or self.metric not in METRICS:
             raise ValueError(f"update must be one of {', '.join(UPDATES)} and metric one of {', '.join(METRICS)}")
         if min(self.search_steps, self.calib_batches, self.batch_size, self.eval_batches) <= 0:
@@ -128,9 +124,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
-                             guidance_scale=pipe.defaults.cfg_scale, trajectory=job.trajectory,
-                             trajectory_frac=job.trajectory_frac, sample_steps=pipe.defaults.steps,
-                             sample_shift=pipe.defaults.shift, seed=job.seed)
+                             guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
         finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=result.kept)
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
         log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")
