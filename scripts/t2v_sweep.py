@@ -30,7 +30,6 @@ VARIANTS = {
     "loc2k": {"steps": 3000, "video": {"frame_local_steps": 2000}},
     "loc1k-lr1e3": {"steps": 3000, "lr": 1e-3, "video": {"frame_local_steps": 1000}},
     "loc3k": {"steps": 3000, "video": {"frame_local_steps": 3000}},
-    "loc1k-lr1e3-3k": {"steps": 3000, "lr": 1e-3, "video": {"frame_local_steps": 1000}},
     "loc500-lr7e4": {"steps": 3000, "lr": 7e-4, "video": {"frame_local_steps": 500}},
     "lr1e3": {"lr": 1e-3},
     "pf01": {"video": {"per_frame_prob": 0.1}},
