@@ -382,3 +382,48 @@ def test_one_command_preset_and_context_noise_runs(tmp_path: Path):
     assert lv.shape == (TRAIN.batch_size,) and (lv >= 0).all() and (lv < 0.2).all()
     assert torch.equal(lv, trainer._context_level(1)) and make_trainer(tmp_path / "q")._context_level(1) is None
     trainer.run()
+
+
+def test_frame_local_penalty_anneals_to_zero_and_masks_only_cross_frame_logits():
+    from ditkit.train.video import FrameLocalBias, frame_local_penalty
+
+    cfg = dataclasses.replace(VIDEO, frame_local_steps=4, frame_local_bias=8.0)
+    assert [frame_local_penalty(cfg, s) for s in range(6)] == [8.0, 6.0, 4.0, 2.0, 0.0, 0.0]
+    assert frame_local_penalty(VIDEO, 0) == 0.0  # off by default
+    with pytest.raises(ValueError, match="frame_local"):
+        VideoTrainConfig(frame_local_steps=-1)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 3 * 4, 8, generator=g) for _ in range(3))  # (N, H, T, hd), grid (3, 2, 2)
+    grid = (3, 2, 2)
+    # a huge penalty = attention within each frame only
+    out = FrameLocalBias(1e4)(q, k, v, layer=0, grid=grid, axes="all")
+    qf, kf, vf = (x.reshape(2, 2, 3, 4, 8).transpose(1, 2).reshape(6, 2, 4, 8) for x in (q, k, v))  # per frame
+    local = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf).reshape(2, 3, 2, 4, 8).transpose(1, 2)
+    torch.testing.assert_close(out, local.reshape(2, 2, 12, 8), atol=1e-5, rtol=1e-5)
+    # zero penalty, or a block that attends within a frame or across time only, is plain attention
+    dense = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(FrameLocalBias(0.0)(q, k, v, layer=0, grid=grid, axes="all"), dense)
+    torch.testing.assert_close(FrameLocalBias(8.0)(q, k, v, layer=0, grid=(3, 1, 1), axes="time"), dense)
+    mid = FrameLocalBias(2.0)(q, k, v, layer=0, grid=grid, axes="all")
+    assert (mid - dense).abs().max() > 1e-3 and (mid - out).abs().max() > 1e-3
+
+
+def test_frame_local_warm_up_runs_and_leaves_no_core_behind(tmp_path: Path):
+    video = dataclasses.replace(VIDEO, frame_local_steps=2)
+    trainer = make_trainer(tmp_path / "r", video=video)
+    seen = []
+    step = trainer.train_step
+
+    def spy():
+        loss = step()
+        seen.append(trainer.model.dit.attention_core)
+        return loss
+
+    trainer.train_step = spy
+    trainer.run()
+    assert [type(c).__name__ for c in seen] == ["FrameLocalBias", "FrameLocalBias", "NoneType", "NoneType"]
+    assert seen[0].penalty == 8.0 and seen[1].penalty == 4.0
+    plain = make_trainer(tmp_path / "q")
+    plain.run()
+    a, b = trainer.model.state_dict(), plain.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the warm-up changed the training

@@ -40,7 +40,9 @@ shapes-t2v-one — the whole text-to-video recipe in one command (``--init-from`
 bundled text-to-image model assets/shapes-t2i, whose caption words, cross-attention and adaLN-single
 carry over exactly: `ditkit.models.video_init.init_from_text_image`): the shapes-t2v-motion settings from the first step, and the
 clean context prefix fed re-noised to a level from U(0, 0.2) (``VideoTrainConfig.context_noise``),
-so rollouts can re-noise their context (``--context-noise``) as in training.
+so rollouts can re-noise their context (``--context-noise``) as in training; attention starts
+frame-local and opens across frames over the first 1,000 steps (``frame_local_steps``), and lr 1e-3
+over 3,000 steps (the best of the session-14 H100 sweep, `scripts/t2v_sweep.py`, at that step count).
 """
 
 from __future__ import annotations
@@ -105,8 +107,8 @@ TRAIN_PRESETS["shapes-t2v-stage5"] = dataclasses.replace(
 # One command from the bundled text-to-image model (images are one-frame videos): the shapes-t2v model
 # with shift 3 and weighted directions from the start, and rollout context re-noised in training.
 TRAIN_PRESETS["shapes-t2v-one"] = dataclasses.replace(
-    TRAIN_PRESETS["shapes-t2v-motion"], steps=4_000, lr=5e-4, warmup_steps=200, init_from="assets/shapes-t2i",
-    video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-motion"].video, context_noise=0.2),
+    TRAIN_PRESETS["shapes-t2v-motion"], steps=3_000, lr=1e-3, warmup_steps=200, init_from="assets/shapes-t2i",
+    video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-motion"].video, context_noise=0.2, frame_local_steps=1_000),
 )
 
 
