@@ -15,15 +15,15 @@ first frame, STIV-style frame replacement) and of long rollouts (the previous wi
 With ``context_noise`` > 0 that prefix is fed re-noised to a level drawn per clip from
 U(0, context_noise), as a rollout's context is at sampling (``--context-noise``).
 
-Frame-local warm-up (``frame_local_steps``): a video trunk started from an image model meets, in
-full 3D attention, 8x the keys it was trained on, and at the start each frame's tokens average
-over every frame's noise; the image prior is blurred before any video has been seen. For the first
-``frame_local_steps`` steps a penalty is added to every cross-frame attention logit,
-``-frame_local_bias * (1 - step / frame_local_steps)`` (`FrameLocalBias`): the run starts as the
-image model applied frame by frame and opens attention across frames gradually. From then on
-attention is the plain full attention the model samples with (no trace of the warm-up is left in
-the model). A curriculum in the spirit of ALiBi's distance penalty (Press et al. 2022), applied
-between frames and annealed away.
+Frame-local warm-up (``frame_local_steps``): for the first ``frame_local_steps`` steps a penalty
+``frame_local_bias * (1 - step / frame_local_steps)`` is subtracted from every cross-frame attention
+logit (`FrameLocalBias`), so a trunk started from an image model trains at first much as the image
+model applied frame by frame, and attention opens across frames gradually. Afterwards attention is
+the plain full attention the model samples with; no trace of the warm-up is left in the model. A
+curriculum in the spirit of ALiBi's distance penalty (Press et al. 2022), applied between frames and
+annealed away. Measured on the H100 (`scripts/t2v_sweep.py`): 1,000 warm-up steps lifted text-to-video
+shape accuracy at step 1,850 from 49 % to 65 %. The untrained start scores the same with or without
+frame-local attention (24 % vs 23 %), so the gain comes during training, not from the first step.
 """
 
 from __future__ import annotations
