@@ -163,6 +163,52 @@ def test_distill_fits_the_teacher_within_a_budget():
     assert diffusion_loss(student, FlowMatching(), data, batches=1) > 0
 
 
+def test_distill_ema_ends_on_the_average_of_the_weights():
+    teacher = tiny_dit()
+    data = make_data_fn(CFG, batch_size=4, seed=0)
+    kw = dict(steps=6, lr=3e-3, warmup_steps=1, log_every=3)
+    student = build_pruned(teacher, [0, 3])
+    trail = []  # the student's weights before each step, then the last weights
+
+    def recording(step):
+        trail.append([p.detach().clone() for p in student.parameters()])
+        return data(step)
+
+    side = {0.5: build_pruned(teacher, [0, 3])}  # a further average kept alongside, from the same start
+    raw = build_pruned(teacher, [0, 3])
+    distill(raw, teacher, FlowMatching(), data, **kw)  # no EMA: the last weights
+    rec = distill(student, teacher, FlowMatching(), recording, ema_decay=0.9, averages=side, **kw)
+    trail.append([p.detach().clone() for p in raw.parameters()])  # same data and seeds: the same trajectory
+    assert rec["ema_decay"] == 0.9 and rec["steps"] == 6 and len(trail) == 7
+
+    def by_hand(decay):
+        ema = [w.clone() for w in trail[0]]
+        for s in range(6):
+            d = min(decay, (1 + s) / (10 + s))
+            ema = [e + (1 - d) * (w - e) for e, w in zip(ema, trail[s + 1])]
+        return ema
+
+    for model, decay in ((student, 0.9), (side[0.5], 0.5)):
+        for got, want in zip(model.parameters(), by_hand(decay)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(a, b) for a, b in zip(student.parameters(), raw.parameters()))
+    with pytest.raises(ValueError, match="ema_decay"):
+        DistillConfig(steps=1, ema_decay=1.0)
+
+
+def test_hidden_layer_map_aligns_copied_blocks_or_group_ends():
+    from ditkit.compress.prune_folder import PruneJob, hidden_layer_map
+
+    assert hidden_layer_map([0, 2, 4, 6], 8, "copied") == [0, 2, 4, 6]
+    assert hidden_layer_map([0, 2, 4, 6], 8, "next-input") == [1, 3, 5, 7]  # the end of each 1:2 group
+    assert hidden_layer_map([0, 2, 4, 7], 8, "next-input") == [1, 3, 6, 7]
+    assert hidden_layer_map([1, 2], 4, "next-input") == [1, 3]
+    with pytest.raises(ValueError, match="hidden_align"):
+        hidden_layer_map([0], 2, "last")
+    with pytest.raises(ValueError, match="--hidden-align"):
+        PruneJob(keep=2, hidden_align="last").check(4)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("prune") / "d4"
@@ -174,7 +220,8 @@ def model_dir(tmp_path_factory):
 def test_prune_command_round_trip(model_dir, tmp_path, capsys):
     out = tmp_path / "d2"
     rc = main(["prune", "--model", str(model_dir), "--out", str(out), "--keep", "2", "--search-steps", "3",
-               "--batch-size", "4", "--finetune-steps", "2", "--seed", "1", "--device", "cpu"])
+               "--batch-size", "4", "--finetune-steps", "2", "--seed", "1", "--device", "cpu", "--hidden-kd", "0.5",
+               "--hidden-align", "next-input", "--ema", "0.9"])
     assert rc == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out
     pipe = load_pipeline(out)
@@ -182,6 +229,7 @@ def test_prune_command_round_trip(model_dir, tmp_path, capsys):
     assert pipe.class_names == list(CLASSES)
     rec = json.loads((out / "prune.json").read_text())
     assert len(rec["kept"]) == 2 and rec["finetune"]["steps"] == 2 and rec["seconds"]["total"] > 0
+    assert rec["finetune"]["ema_decay"] == 0.9 and rec["finetune"]["layer_map"] == [rec["kept"][1] - 1, 3]
     assert rec["job"]["device"] == "cpu"
     assert set(rec["losses"]) == {"teacher", "pruned", "finetuned"} and len(rec["search"]["groups"]) == 2
     info = json.loads((out / "config.json").read_text())
@@ -217,6 +265,7 @@ def test_prune_command_latent_model_keeps_its_codec(tmp_path, capsys):
     (["--keep", "2", "--group", "3"], "must divide the depth"),
     (["--keep", "2", "--finetune-minutes", "-1"], "finetune"),
     (["--keep", "2", "--device", "tpu"], "--device must be cpu or cuda"),
+    (["--keep", "2", "--ema", "1.5"], "--ema must lie in [0, 1)"),
 ])
 def test_prune_command_bad_input_is_one_line(model_dir, tmp_path, capsys, args, message):
     assert main(["prune", "--model", str(model_dir), "--out", str(tmp_path / "x"), *args]) == 2

@@ -92,8 +92,8 @@ def cmd_prune(args) -> None:
     job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
-                   finetune_lr=args.lr, lr_schedule=args.lr_schedule, fm_weight=args.fm_weight,
-                   hidden_weight=args.hidden_kd, guided_weight=args.guided_kd, kd_time=args.kd_time,
+                   finetune_lr=args.lr, lr_schedule=args.lr_schedule, ema_decay=args.ema, fm_weight=args.fm_weight,
+                   hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd, kd_time=args.kd_time,
                    seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
@@ -178,8 +178,13 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
     p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
                    help="fine-tuning: cosine to zero over the budget (steps or minutes) after warm-up, or constant")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="fine-tuning: keep an EMA of the weights with this decay (e.g. 0.999) and save it (0: last weights)")
     p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
     p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
+    p.add_argument("--hidden-align", default="copied", choices=["copied", "next-input"],
+                   help="hidden KD: match each student block to the teacher block it was copied from, or to the "
+                        "teacher state the next kept block reads (the end of its group)")
     p.add_argument("--guided-kd", type=float, default=0.0,
                    help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
     p.add_argument("--kd-time", default="process", choices=["process", "uniform"],

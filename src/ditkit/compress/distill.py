@@ -25,10 +25,16 @@ The loop is bounded by steps and/or wall-clock seconds (``max_seconds``), so a C
 rate warms up linearly, then stays constant (``schedule="constant"``) or follows a cosine to zero
 (``"cosine"``) over the budget; with a wall-clock budget the cosine's progress is the larger of
 the step fraction and the time fraction, so the rate reaches zero as the time runs out.
+
+With ``ema_decay > 0`` an exponential moving average of the student's weights is kept (decay
+``min(ema_decay, (1 + step) / (10 + step))``, the DiT trainer's warm-up) and copied into the student
+at the end, as DiT training samples from its EMA weights. A short, constant-rate fine-tune ends on
+weights that still carry the last steps' gradient noise; the average removes most of it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.dit import DiT
+from ..train.trainer import ema_update
 from .prune import DataFn
 
 SCHEDULES = ("cosine", "constant")
@@ -57,6 +64,7 @@ class DistillConfig:
     guidance_scale: float = 4.0  # w of the guided-output term (the scale the model samples with)
     outlier_sigma: float = 2.0  # Masked KD: ignore teacher elements beyond this many std
     grad_clip: float = 1.0  # 0 disables
+    ema_decay: float = 0.0  # > 0: the student ends with the EMA of its weights (0: the last weights)
     seed: int = 0
     log_every: int = 10
 
@@ -65,6 +73,8 @@ class DistillConfig:
             raise ValueError("distill steps and max_seconds must be positive")
         if min(self.kd_weight, self.fm_weight, self.hidden_weight, self.guided_weight) < 0 or self.log_every <= 0:
             raise ValueError("loss weights must be >= 0 and log_every positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
@@ -101,10 +111,12 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, sigma: float) -> to
 
 
 def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: DistillConfig | None = None,
-            layer_map: Sequence[int] | None = None, **overrides) -> dict:
+            layer_map: Sequence[int] | None = None, averages: dict[float, DiT] | None = None, **overrides) -> dict:
     """Fine-tune `student` in place towards `teacher` (frozen). Returns steps, seconds and losses.
 
     `layer_map[j]`: the teacher block whose output student block j is matched to (hidden KD only).
+    `averages`: optional {decay: copy of the student} kept as further EMAs alongside (for comparing
+    decays on one run); they are updated in place and the student is not touched by them.
     """
     cfg = dataclasses.replace(config or DistillConfig(), **overrides)
     if cfg.steps is None and cfg.max_seconds is None:
@@ -124,6 +136,10 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
     teacher.eval().requires_grad_(False)
     student.eval().requires_grad_(True)  # eval: no random label drop inside the model; data_fn drops labels
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
+    emas = dict(averages or {})
+    if cfg.ema_decay > 0:
+        if cfg.ema_decay not in emas:
+            emas[cfg.ema_decay] = copy.deepcopy(student).requires_grad_(False)
     history, window, step = [], [], 0
     start = time.perf_counter()
     while cfg.steps is None or step < cfg.steps:
@@ -162,6 +178,8 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
         opt.step()
+        for decay, ema in emas.items():
+            ema_update(ema, student, min(decay, (1 + step) / (10 + step)))
         step += 1
         window.append((float(loss.detach()), float(terms["kd"].detach()), float(fm.detach())))
         if len(window) == cfg.log_every:
@@ -171,9 +189,14 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
             break
     if window:
         history.append(_mean_row(step, window))
+    if cfg.ema_decay > 0:
+        with torch.no_grad():
+            for p, e in zip(student.parameters(), emas[cfg.ema_decay].parameters()):
+                p.copy_(e)
     student.requires_grad_(False).train(student_was)
     teacher.train(teacher_was)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr, "schedule": cfg.schedule,
+            "ema_decay": cfg.ema_decay,
             "weights": {"output_kd": cfg.kd_weight, "diffusion": cfg.fm_weight, "hidden_kd": cfg.hidden_weight,
                         "guided_kd": cfg.guided_weight, "guidance_scale": cfg.guidance_scale},
             "history": history}

@@ -37,6 +37,23 @@ from .prune import (
 
 METHODS = ("learned", "importance")
 KD_TIMES = ("process", "uniform")
+HIDDEN_ALIGNS = ("copied", "next-input")
+
+
+def hidden_layer_map(kept: list[int], depth: int, align: str) -> list[int]:
+    """The teacher block whose output each student block is matched to in hidden-state KD.
+
+    "copied": the block the student block was copied from (``kept[j]``). "next-input": the teacher
+    state that the next kept block reads, ``kept[j + 1] - 1``, and the teacher's last block for the
+    last student block. With kept [0, 2, 4, 6] of 8 that is [1, 3, 5, 7]: each student block stands in
+    for its whole group, so its output should be what the teacher hands to the next group, and the last
+    one's output is what the teacher's final layer reads (the output KD's input).
+    """
+    if align == "copied":
+        return list(kept)
+    if align == "next-input":
+        return [nxt - 1 for nxt in kept[1:]] + [depth - 1]
+    raise ValueError(f"hidden_align must be one of {', '.join(HIDDEN_ALIGNS)}, got {align!r}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,10 @@ class PruneJob:
     finetune_steps: int | None = None
     finetune_lr: float = 2e-4
     lr_schedule: str = "cosine"  # fine-tuning learning-rate schedule (distill.SCHEDULES)
+    ema_decay: float = 0.0  # > 0: the fine-tuned model is the EMA of the student's weights
     fm_weight: float = 0.0  # diffusion-loss term of the fine-tuning
     hidden_weight: float = 0.0  # masked hidden-state KD term
+    hidden_align: str = "copied"  # which teacher state each student block is matched to (HIDDEN_ALIGNS)
     guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
     kd_time: str = "process"  # fine-tuning noise levels: the process's training distribution, or "uniform" in s
     eval_batches: int = 4
@@ -69,6 +88,8 @@ class PruneJob:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if not 1 <= self.keep <= depth:
             raise ValueError(f"--keep must lie in 1..{depth} (the model has {depth} blocks), got {self.keep}")
+        if self.hidden_align not in HIDDEN_ALIGNS:
+            raise ValueError(f"--hidden-align must be one of {', '.join(HIDDEN_ALIGNS)}, got {self.hidden_align!r}")
         if self.kd_time not in KD_TIMES:
             raise ValueError(f"kd_time must be one of {', '.join(KD_TIMES)}, got {self.kd_time!r}")
         if self.update not in UPDATES or self.metric not in METRICS:
@@ -77,6 +98,8 @@ class PruneJob:
             raise ValueError("search steps, calibration/eval batches and batch size must be positive")
         if self.finetune_minutes < 0 or (self.finetune_steps is not None and self.finetune_steps <= 0):
             raise ValueError("--finetune-minutes must be >= 0 and --finetune-steps positive")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema must lie in [0, 1), got {self.ema_decay}")
         if self.method != "learned":
             return None
         if self.group <= 0 or depth % self.group:
@@ -122,10 +145,13 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset,
                              device=job.device)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
-                             lr=job.finetune_lr, schedule=job.lr_schedule, fm_weight=job.fm_weight,
+                             lr=job.finetune_lr, schedule=job.lr_schedule, ema_decay=job.ema_decay, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
                              guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
-        finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=result.kept)
+        layer_map = hidden_layer_map(result.kept, cfg.depth, job.hidden_align)
+        finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=layer_map)
+        if job.hidden_weight > 0:
+            finetune["layer_map"] = layer_map
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
         log(f"fine-tuned {finetune['steps']} steps in {finetune['seconds'] / 60:.1f} min (distillation from the full model)")
     log("diffusion loss on held-out batches: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
