@@ -93,8 +93,8 @@ def cmd_prune(args) -> None:
                    update=args.update, keep_update=args.keep_update, metric=args.metric, calib_batches=args.calib_batches,
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, ema_decay=args.ema, fm_weight=args.fm_weight,
-                   hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd, kd_time=args.kd_time,
-                   seed=args.seed, device=_device(args))
+                   hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd,
+                   kd_time=args.kd_time, seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
