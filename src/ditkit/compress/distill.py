@@ -28,8 +28,10 @@ the step fraction and the time fraction, so the rate reaches zero as the time ru
 
 With ``ema_decay > 0`` an exponential moving average of the student's weights is kept (decay
 ``min(ema_decay, (1 + step) / (10 + step))``, the DiT trainer's warm-up) and copied into the student
-at the end, as DiT training samples from its EMA weights. A short, constant-rate fine-tune ends on
-weights that still carry the last steps' gradient noise; the average removes most of it.
+at the end, as DiT training samples from its EMA weights. The last weights of a short, constant-rate
+fine-tune swing from run to run; on two 20-minute CPU runs of the bundled model pruned 8 -> 4, the
+EMA (0.999) lowered FD in both (1.88 -> 1.55, 2.19 -> 1.41) and moved class accuracy by -0.5 and
++3.3 points (docs/results/compress/prune-d4-s15-cpu-ema.json).
 """
 
 from __future__ import annotations
