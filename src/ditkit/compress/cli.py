@@ -189,7 +189,7 @@ def _add_prune(subparsers) -> None:
                    help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
     p.add_argument("--kd-time", default="process", choices=["process", "uniform"],
                    help="fine-tuning noise levels: the model's training distribution, or uniform in time "
-                        "(more of the high-noise steps where the class is decided)")
+                        "(more of both ends of the noise range)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")

@@ -174,7 +174,10 @@ def _kd_process(process, kd_time: str):
     """The process whose training-time draws the distillation uses.
 
     "uniform": noise levels uniform in process time s, the spread of a uniform sampler grid. A
-    logit-normal draw puts few steps near s = 1, where the class of a sample is decided."""
+    logit-normal draw puts few steps near either end: 1.4 % below s = 0.1, where the pruned student's
+    error against the teacher is largest and where swapping the teacher in recovers most of the lost
+    accuracy (`ditkit.eval.time_swap`). Measured on the session-15 recipe (20 CPU minutes), uniform
+    times cut that low-noise error by a quarter but scored 91.0 % against 92.8 % (1,000 samples)."""
     if kd_time == "process":
         return process
     config = getattr(process, "config", None)
