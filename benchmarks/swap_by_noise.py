@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> dict:
         images = pipe.generate(labels=labels.tolist(), seed=args.seed)
         result[name] = class_accuracy(clf, images, labels)
         print(f"{name:>28}: accuracy {result[name] * 100:5.1f} %  ({time.perf_counter() - t0:.0f} s)", flush=True)
-    pipe.model = compressed
     if args.json:
         save_json(args.json, {"num_samples": args.num_samples, "ranges": ranges, "accuracy": result})
     return result

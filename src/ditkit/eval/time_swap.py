@@ -29,10 +29,9 @@ class TimeRangeSwap(nn.Module):
             raise ValueError("the noise-range swap needs a flow-matching process (process time s in [0, 1])")
         if not lo < hi:
             raise ValueError(f"the swap range needs lo < hi, got [{lo}, {hi})")
-        if getattr(model, "config", None) is not None and getattr(reference, "config", None) is not None:
-            a, b = model.config, reference.config
-            if (a.in_channels, a.hw, a.num_classes) != (b.in_channels, b.hw, b.num_classes):
-                raise ValueError("model and reference must take the same inputs and classes")
+        a, b = model.config, reference.config  # the samplers read the model's config anyway
+        if (a.in_channels, a.hw, a.num_classes) != (b.in_channels, b.hw, b.num_classes):
+            raise ValueError("model and reference must take the same inputs and classes")
         self.model, self.reference, self.process = model, reference, process
         self.lo, self.hi = float(lo), float(hi)
         self.config = model.config
