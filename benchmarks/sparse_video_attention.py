@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = (cfg.latent_frames, dit.hw[0] // dit.patch_size, dit.hw[1] // dit.patch_size)
     heads, head_dim = dit.num_heads, dit.hidden_size // dit.num_heads
     layers = [i for i, a in enumerate(cfg.block_axes()) if a == "all"]
-    data = MovingShapesDataset(args.clips, seed=4000, frames=cfg.num_frames, image_size=pipe.frame_shape[1])
+    data = MovingShapesDataset(args.clips, seed=4000, frames=cfg.num_frames, image_size=pipe.frame_shape[1],
+                               caption_style=pipe.caption_style)
     prompts = [data.caption(i) for i in range(args.clips)]
     opts = dict(steps=args.steps, seed=args.seed, batch_size=args.clips, latents=True)
 

@@ -62,7 +62,7 @@ def main() -> None:
     data = held_out_clips(8 * a.clips, window, pipe.frame_shape[1])
     motions = set(a.motions.split(","))
     specs = [s for s in (data.clip(i) for i in range(len(data))) if s.motion in motions][: a.clips]
-    prompts, labels = [s.caption() for s in specs], torch.tensor([s.label for s in specs])
+    prompts, labels = [s.caption(pipe.caption_style) for s in specs], torch.tensor([s.label for s in specs])
     results = {}
     for setting in a.settings.split(","):
         t0 = time.time()

@@ -34,6 +34,10 @@ VARIANTS = {
     "loc1k-lr15e4": {"steps": 3000, "lr": 1.5e-3, "video": {"frame_local_steps": 1000}},
     "loc1k-lr1e3-pf15": {"steps": 3000, "lr": 1e-3,
                          "video": {"frame_local_steps": 1000, "per_frame_prob": 0.15, "context_prob": 0.15}},
+    "img": {"video": {"caption_style": "image-first"}},  # captions that start with the image model's own
+    "img-lr5e4": {"lr": 5e-4, "video": {"caption_style": "image-first"}},
+    "img-lr5e4-loc0": {"lr": 5e-4, "video": {"caption_style": "image-first", "frame_local_steps": 0}},
+    "sized": {"video": {"caption_style": "sized"}},
     "lr1e3": {"lr": 1e-3},
     "pf01": {"video": {"per_frame_prob": 0.1}},
     "shift2": {"flow": {"train_shift": 2.0}},

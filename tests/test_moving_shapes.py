@@ -45,6 +45,47 @@ def test_captions_name_shape_colour_and_motion():
     assert seen == set(MOTIONS)
 
 
+def test_caption_styles_reuse_the_image_caption():
+    ds = MovingShapesDataset(40, seed=3, frames=8)
+    for i in range(len(ds)):
+        clip, plain = ds.clip(i), ds.caption(i)
+        phrase = plain.split(f" {clip.first.name} ")[1].split(" on a ")[0]  # "moving left", "turning red", ...
+        assert MovingShapesDataset(40, seed=3, frames=8, caption_style="image-first").caption(i) == \
+            f"{clip.first.caption()} {phrase}"  # "a small red circle on a blue background moving left"
+        sized = clip.caption("sized")
+        assert sized.split()[1] in ("small", "medium", "large") and sized.split()[1] in clip.first.caption()
+        assert sized.replace(f" {sized.split()[1]} ", " ", 1).split(" ", 1)[1] == plain.split(" ", 1)[1]
+    with pytest.raises(ValueError, match="caption style"):
+        clip.caption("poetic")
+    with pytest.raises(ValueError, match="caption style"):
+        MovingShapesDataset(3, caption_style="poetic")
+
+
+def test_video_pipeline_reads_the_caption_style_of_its_training():
+    from ditkit.train.video import VideoTrainConfig
+    from ditkit.video_pipeline import VideoPipeline
+
+    def pipe(info):
+        return VideoPipeline(None, None, None, info=info)
+
+    assert pipe({}).caption_style == "motion-first"  # folders from before the style was recorded
+    recipe = {"video": {**vars(VideoTrainConfig(caption_style="sized"))}}
+    assert pipe({"training": {"recipe": recipe}}).caption_style == "sized"
+    with pytest.raises(ValueError, match="caption style"):
+        VideoTrainConfig(caption_style="poetic")
+
+
+def test_training_data_use_the_configured_caption_style():
+    from ditkit.config import get_preset
+    from ditkit.train.trainer import TrainConfig, build_dataset
+    from ditkit.train.video import VideoTrainConfig
+
+    cfg = TrainConfig(model=get_preset("shapes-tiny"), dataset_size=5,
+                      video=VideoTrainConfig(frames=4, caption_style="image-first"))
+    data = build_dataset(cfg)
+    assert data.caption_style == "image-first" and data.caption(0) == data.clip(0).caption("image-first")
+
+
 @pytest.mark.parametrize("motion", MOTIONS)
 def test_every_frame_moves_and_the_shape_stays_inside(motion):
     rng = np.random.default_rng([5, MOTIONS.index(motion)])

@@ -297,6 +297,22 @@ def test_uniform_kd_time_draws_uniform_noise_levels(model_dir, tmp_path, capsys)
     assert json.loads((out / "prune.json").read_text())["job"]["kd_time"] == "uniform"
 
 
+def test_low_kd_time_puts_half_the_draws_below_0_35():
+    from ditkit.compress.prune_folder import LowNoiseMix, _kd_process
+
+    process = FlowMatching()
+    low = _kd_process(process, "low")
+    assert isinstance(low, LowNoiseMix) and low.config == process.config
+    s = low.sample_time(20000, generator=torch.Generator().manual_seed(0))
+    own = process.sample_time(20000, generator=torch.Generator().manual_seed(1))
+    below = (own < 0.35).float().mean().item()
+    assert (s < 0.35).float().mean().item() == pytest.approx(0.5 + 0.5 * below, abs=0.015)
+    assert (s < 0.1).float().mean().item() > 0.12  # logit-normal alone: a few per cent
+    assert 0 <= s.min() and s.max() < 1
+    with pytest.raises(ValueError, match="share"):
+        LowNoiseMix(process.config, share=1.5)
+
+
 def test_prune_batches_land_on_the_job_device():
     from ditkit.compress.prune import make_data_fn
 

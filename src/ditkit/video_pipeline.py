@@ -74,6 +74,14 @@ class VideoPipeline:
         return self.model.config
 
     @property
+    def caption_style(self) -> str:
+        """How the model's training captions read (`data.moving_shapes.CAPTION_STYLES`), from its training
+        recipe; "motion-first" for folders written before the style was recorded. Prompts in that style
+        are the ones it follows best."""
+        video = self.info.get("training", {}).get("recipe", {}).get("video") or {}
+        return video.get("caption_style", "motion-first")
+
+    @property
     def frame_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the decoded frames."""
         cfg = self.config.dit

@@ -187,9 +187,10 @@ def _add_prune(subparsers) -> None:
                         "teacher state the next kept block reads (the end of its group)")
     p.add_argument("--guided-kd", type=float, default=0.0,
                    help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
-    p.add_argument("--kd-time", default="process", choices=["process", "uniform"],
-                   help="fine-tuning noise levels: the model's training distribution, or uniform in time "
-                        "(more of both ends of the noise range)")
+    p.add_argument("--kd-time", default="process", choices=["process", "uniform", "low"],
+                   help="fine-tuning noise levels: the model's training distribution, uniform in time "
+                        "(more of both ends of the noise range), or low: half of them uniform below s = 0.35, "
+                        "where a pruned student loses its accuracy")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")

@@ -9,7 +9,13 @@ A clip is one `ShapeSpec` (``data/shapes.py``) and a motion; frame i is the spec
     color                   the shape's colour fades to a second named colour, in place
 
 Captions read "a red circle moving left on a blue background", "a green star bouncing on ...",
-"a cyan cross rotating on ...", "a red heart turning yellow on ...".
+"a cyan cross rotating on ...", "a red heart turning yellow on ..." (style ``"motion-first"``), or,
+in style ``"image-first"``, the image dataset's caption of frame 0 followed by the motion: "a small
+red circle on a blue background moving left", or in style ``"sized"`` the first kind with the
+image caption's size word: "a small red circle moving left on a blue background". The text-to-image model reads the second kind as
+it reads its own captions (shape accuracy on 96 held-out clips' captions: 89.6 % image-first,
+78.1 % sized, 18.8 % motion-first: it keys on the size word), so a video model started from it
+keeps more of that knowledge.
 
 Determinism: clip i of a dataset with seed s comes from ``numpy.random.default_rng([s, i, 7])``
 (the 7 keeps clip streams apart from the image dataset's ``[s, i]``), so any subset can be drawn
@@ -28,12 +34,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .shapes import CLASSES, COLOR_NAMES, COLORS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
+from .shapes import CLASSES, COLOR_NAMES, COLORS, SIZE_WORDS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
 
 MOTIONS = ("left", "right", "up", "down", "bounce", "rotate", "color")
 DIRECTIONS = ("left", "right", "up", "down")  # motions with one direction of travel (what track_motion reads)
 _UNIT = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # (dx, dy), rows grow down
 _SYMMETRIC = ("circle", "ring")  # rotation is invisible
+CAPTION_STYLES = ("motion-first", "image-first", "sized")
 
 
 @dataclass(frozen=True)
@@ -57,11 +64,18 @@ class ClipSpec:
     def motion_label(self) -> int:
         return MOTIONS.index(self.motion)
 
-    def caption(self) -> str:
+    def caption(self, style: str = "motion-first") -> str:
+        """The clip's caption in one of CAPTION_STYLES (module docstring)."""
         s = self.first
         phrase = {"bounce": "bouncing", "rotate": "rotating"}.get(self.motion, f"moving {self.motion}")
         if self.motion == "color":
             phrase = f"turning {self.color_to}"
+        if style == "image-first":
+            return f"{s.caption()} {phrase}"
+        if style not in ("motion-first", "sized"):
+            raise ValueError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
+        if style == "sized":  # the image caption's article and size word
+            return f"a {_size_word(s.radius)} {s.color} {s.name} {phrase} on a {s.background} background"
         article = "an" if s.color[0] in "aeiou" else "a"
         return f"{article} {s.color} {s.name} {phrase} on a {s.background} background"
 
@@ -80,6 +94,10 @@ class ClipSpec:
     def render(self, size: int = 32, frames: int | None = None) -> np.ndarray:
         """uint8 (F, size, size, 3); ``frames`` defaults to the clip length."""
         return np.stack([render(self.spec_at(i), size) for i in range(frames or self.frames)])
+
+
+def _size_word(radius: float) -> str:
+    return next(word for limit, word in SIZE_WORDS if radius < limit)
 
 
 def _reflect(p: float, lo: float, hi: float) -> float:
@@ -133,18 +151,21 @@ class MovingShapesDataset(torch.utils.data.Dataset):
 
     Items are ``(clip, label, motion_label)`` with clip float (F, 3, S, S) in [-1, 1]. ``labels=`` /
     ``motions=`` restrict the classes and motions (cycled / drawn from); ``clip(i)`` and
-    ``caption(i)`` give the full description.
+    ``caption(i)`` give the full description (``caption_style``: one of CAPTION_STYLES).
     """
 
     def __init__(self, num_samples: int, seed: int = 0, frames: int = 16, image_size: int = 32,
-                 motions: tuple[str, ...] = MOTIONS, labels: list[int] | None = None):
+                 motions: tuple[str, ...] = MOTIONS, labels: list[int] | None = None,
+                 caption_style: str = "motion-first"):
         if num_samples <= 0:
             raise ValueError("num_samples must be positive")
+        if caption_style not in CAPTION_STYLES:
+            raise ValueError(f"unknown caption style {caption_style!r}; choose from {', '.join(CAPTION_STYLES)}")
         unknown = [m for m in motions if m not in MOTIONS]
         if not motions or unknown:
             raise ValueError(f"unknown motions {unknown}; choose from {', '.join(MOTIONS)}")
         self.num_samples, self.seed, self.frames, self.image_size = num_samples, seed, frames, image_size
-        self.motions, self.labels = tuple(motions), labels
+        self.motions, self.labels, self.caption_style = tuple(motions), labels, caption_style
 
     def __len__(self) -> int:
         return self.num_samples
@@ -161,7 +182,7 @@ class MovingShapesDataset(torch.utils.data.Dataset):
         return sample_clip(rng, self.frames, motion, label)
 
     def caption(self, i: int) -> str:
-        return self.clip(i).caption()
+        return self.clip(i).caption(self.caption_style)
 
     def __getitem__(self, i: int):
         clip = self.clip(i)

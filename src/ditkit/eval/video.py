@@ -90,7 +90,7 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
     specs = [data.clip(i) for i in range(num_clips)]
-    prompts = [s.caption() for s in specs]
+    prompts = [s.caption(pipe.caption_style) for s in specs]
     labels = torch.tensor([s.label for s in specs])
     motions = [s.motion for s in specs]
     opts = dict(steps=steps, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size)

@@ -553,7 +553,7 @@ def build_dataset(cfg: TrainConfig, codec=None):
             from ..data.moving_shapes import MovingShapesDataset
 
             return MovingShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, frames=cfg.video.frames,
-                                       image_size=h, motions=cfg.video.motions)
+                                       image_size=h, motions=cfg.video.motions, caption_style=cfg.video.caption_style)
         return ShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, image_size=h)
     if cfg.video is not None:
         raise ValueError("text-to-video trains on the moving-shapes clips (dataset 'shapes'), not an image folder")

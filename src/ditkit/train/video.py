@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiTConfig
-from ..data.moving_shapes import MOTIONS
+from ..data.moving_shapes import CAPTION_STYLES, MOTIONS
 from ..diffusion.forcing import ForcingConfig
 from ..models.video_dit import VideoDiTConfig
 
@@ -58,6 +58,7 @@ class VideoTrainConfig:
     motions: tuple[str, ...] = MOTIONS
     frame_local_steps: int = 0  # cross-frame attention penalty annealed to zero over these first steps (0: off)
     frame_local_bias: float = 8.0  # the penalty at step 0 (logit units)
+    caption_style: str = "motion-first"  # the clips' captions (`data.moving_shapes.CAPTION_STYLES`)
 
     def __post_init__(self):
         if self.frame_local_steps < 0 or self.frame_local_bias < 0:
@@ -66,6 +67,8 @@ class VideoTrainConfig:
             raise ValueError(f"a training clip needs at least 2 frames, got {self.frames}")
         if not 0 <= self.caption_dropout_prob < 1:
             raise ValueError(f"caption_dropout_prob must lie in [0, 1), got {self.caption_dropout_prob}")
+        if self.caption_style not in CAPTION_STYLES:
+            raise ValueError(f"unknown caption style {self.caption_style!r}; choose from {', '.join(CAPTION_STYLES)}")
         unknown = [m for m in self.motions if m not in MOTIONS]
         if not self.motions or unknown:
             raise ValueError(f"unknown motions {unknown}; choose from {', '.join(MOTIONS)}")
