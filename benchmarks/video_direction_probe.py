@@ -49,7 +49,8 @@ def probe(pipe, clips: int, levels: list[float], seed: int = 0) -> list[dict]:
     z = encode_clips(pipe.codec, x) if pipe.codec is not None else x  # (N, F, C, h, w)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
     truth = torch.tensor([DIRECTIONS.index(s.motion) for s in specs])
-    conds = [pipe.encode_prompts([sp.caption(pipe.caption_style).replace(f"moving {sp.motion}", f"moving {d}") for sp in specs])[0]
+    style = pipe.caption_style
+    conds = [pipe.encode_prompts([sp.caption(style).replace(f"moving {sp.motion}", f"moving {d}") for sp in specs])[0]
              for d in DIRECTIONS]  # the captions with each direction word, encoded once
     labels = null_labels(pipe.model, clips, z.device)
     rows = []
