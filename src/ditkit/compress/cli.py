@@ -179,7 +179,9 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
                    help="fine-tuning: cosine to zero over the budget (steps or minutes) after warm-up, or constant")
     p.add_argument("--ema", type=float, default=0.0,
-                   help="fine-tuning: keep an EMA of the weights with this decay (e.g. 0.999) and save it (0: last weights)")
+                   help="fine-tuning: keep an EMA of the weights with this decay (e.g. 0.999) and save it (0: last weights); "
+                        "the decay is capped by the warm-up (1+k)/(10+k) at step k, so below about 9,000 steps "
+                        "every decay >= 0.999 gives the same average")
     p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
     p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
     p.add_argument("--hidden-align", default="copied", choices=["copied", "next-input"],
