@@ -9,13 +9,13 @@ A clip is one `ShapeSpec` (``data/shapes.py``) and a motion; frame i is the spec
     color                   the shape's colour fades to a second named colour, in place
 
 Captions read "a red circle moving left on a blue background", "a green star bouncing on ...",
-"a cyan cross rotating on ...", "a red heart turning yellow on ..." (style ``"motion-first"``), or,
-in style ``"image-first"``, the image dataset's caption of frame 0 followed by the motion: "a small
-red circle on a blue background moving left", or in style ``"sized"`` the first kind with the
-image caption's size word: "a small red circle moving left on a blue background". The text-to-image model reads the second kind as
-it reads its own captions (shape accuracy on 96 held-out clips' captions: 89.6 % image-first,
-78.1 % sized, 18.8 % motion-first: it keys on the size word), so a video model started from it
-keeps more of that knowledge.
+"a cyan cross rotating on ...", "a red heart turning yellow on ..." (style ``"motion-first"``, the
+default). Style ``"image-first"`` is the image dataset's caption of frame 0 followed by the motion,
+"a small red circle on a blue background moving left"; style ``"sized"`` puts the motion after the
+shape's name in that caption, "a small red circle moving left on a blue background". The bundled
+text-to-image model keys on the size word: on 96 held-out clips' captions it draws the named shape
+89.6 % of the time from image-first, 78.1 % from sized and 18.8 % from motion-first captions, so a
+video model started from it keeps more of its shapes with the first two (README, video section).
 
 Determinism: clip i of a dataset with seed s comes from ``numpy.random.default_rng([s, i, 7])``
 (the 7 keeps clip streams apart from the image dataset's ``[s, i]``), so any subset can be drawn
@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .shapes import CLASSES, COLOR_NAMES, COLORS, SIZE_WORDS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
+from .shapes import CLASSES, COLOR_NAMES, COLORS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
 
 MOTIONS = ("left", "right", "up", "down", "bounce", "rotate", "color")
 DIRECTIONS = ("left", "right", "up", "down")  # motions with one direction of travel (what track_motion reads)
@@ -70,12 +70,12 @@ class ClipSpec:
         phrase = {"bounce": "bouncing", "rotate": "rotating"}.get(self.motion, f"moving {self.motion}")
         if self.motion == "color":
             phrase = f"turning {self.color_to}"
+        if style not in CAPTION_STYLES:
+            raise ValueError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
         if style == "image-first":
             return f"{s.caption()} {phrase}"
-        if style not in ("motion-first", "sized"):
-            raise ValueError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
-        if style == "sized":  # the image caption's article and size word
-            return f"a {_size_word(s.radius)} {s.color} {s.name} {phrase} on a {s.background} background"
+        if style == "sized":  # the image caption with the motion after the shape's name
+            return s.caption().replace(f" {s.name} on a ", f" {s.name} {phrase} on a ", 1)
         article = "an" if s.color[0] in "aeiou" else "a"
         return f"{article} {s.color} {s.name} {phrase} on a {s.background} background"
 
@@ -94,10 +94,6 @@ class ClipSpec:
     def render(self, size: int = 32, frames: int | None = None) -> np.ndarray:
         """uint8 (F, size, size, 3); ``frames`` defaults to the clip length."""
         return np.stack([render(self.spec_at(i), size) for i in range(frames or self.frames)])
-
-
-def _size_word(radius: float) -> str:
-    return next(word for limit, word in SIZE_WORDS if radius < limit)
 
 
 def _reflect(p: float, lo: float, hi: float) -> float:
