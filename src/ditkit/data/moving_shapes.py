@@ -43,6 +43,12 @@ _SYMMETRIC = ("circle", "ring")  # rotation is invisible
 CAPTION_STYLES = ("motion-first", "image-first", "sized")
 
 
+def check_caption_style(style: str) -> None:
+    """ValueError (one line) unless ``style`` is one of CAPTION_STYLES."""
+    if style not in CAPTION_STYLES:
+        raise ValueError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """A shape and its motion. Velocities are per frame, in units of the image side (radians for angle)."""
@@ -70,8 +76,7 @@ class ClipSpec:
         phrase = {"bounce": "bouncing", "rotate": "rotating"}.get(self.motion, f"moving {self.motion}")
         if self.motion == "color":
             phrase = f"turning {self.color_to}"
-        if style not in CAPTION_STYLES:
-            raise ValueError(f"unknown caption style {style!r}; choose from {', '.join(CAPTION_STYLES)}")
+        check_caption_style(style)
         if style == "image-first":
             return f"{s.caption()} {phrase}"
         if style == "sized":  # the image caption with the motion after the shape's name
@@ -155,8 +160,7 @@ class MovingShapesDataset(torch.utils.data.Dataset):
                  caption_style: str = "motion-first"):
         if num_samples <= 0:
             raise ValueError("num_samples must be positive")
-        if caption_style not in CAPTION_STYLES:
-            raise ValueError(f"unknown caption style {caption_style!r}; choose from {', '.join(CAPTION_STYLES)}")
+        check_caption_style(caption_style)
         unknown = [m for m in motions if m not in MOTIONS]
         if not motions or unknown:
             raise ValueError(f"unknown motions {unknown}; choose from {', '.join(MOTIONS)}")

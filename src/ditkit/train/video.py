@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiTConfig
-from ..data.moving_shapes import CAPTION_STYLES, MOTIONS
+from ..data.moving_shapes import MOTIONS, check_caption_style
 from ..diffusion.forcing import ForcingConfig
 from ..models.video_dit import VideoDiTConfig
 
@@ -67,8 +67,7 @@ class VideoTrainConfig:
             raise ValueError(f"a training clip needs at least 2 frames, got {self.frames}")
         if not 0 <= self.caption_dropout_prob < 1:
             raise ValueError(f"caption_dropout_prob must lie in [0, 1), got {self.caption_dropout_prob}")
-        if self.caption_style not in CAPTION_STYLES:
-            raise ValueError(f"unknown caption style {self.caption_style!r}; choose from {', '.join(CAPTION_STYLES)}")
+        check_caption_style(self.caption_style)
         unknown = [m for m in self.motions if m not in MOTIONS]
         if not self.motions or unknown:
             raise ValueError(f"unknown motions {unknown}; choose from {', '.join(MOTIONS)}")
