@@ -94,8 +94,7 @@ def cmd_prune(args) -> None:
                    batch_size=args.batch_size, finetune_minutes=args.finetune_minutes, finetune_steps=args.finetune_steps,
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, ema_decay=args.ema, fm_weight=args.fm_weight,
                    hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd,
-                   kd_time=args.kd_time, rollout_share=args.kd_rollout, rollout_max_s=args.rollout_max_s,
-                   seed=args.seed, device=_device(args))
+                   kd_time=args.kd_time, seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
@@ -194,11 +193,6 @@ def _add_prune(subparsers) -> None:
                    help="fine-tuning noise levels: the model's training distribution, uniform in time "
                         "(more of both ends of the noise range), or low: half of them uniform below s = 0.35, "
                         "where a pruned student loses its accuracy")
-    p.add_argument("--kd-rollout", type=float, default=0.0,
-                   help="fine-tuning: share of each batch taken from the student's own guided sampling paths "
-                        "(on-policy distillation: the teacher's output at the states the student visits), in [0, 1)")
-    p.add_argument("--rollout-max-s", type=float, default=1.0,
-                   help="--kd-rollout: keep only the path states with noise level s <= this (s = 1 is noise)")
     p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")

@@ -15,10 +15,6 @@ sees the null class only at the label-drop rate, yet at w = 4 the guided output 
 null-class error and 4x the conditional one; dividing by w^2 keeps the term on the KD's scale.
 Each step then runs student and teacher on the cond and null rows together (twice the rows).
 
-With ``rollout_share > 0`` that share of each batch's rows are not noised data but states of the
-student's own guided sampling paths (`ditkit.compress.rollout_kd.RolloutPool`, on-policy
-distillation after DAgger): the KD terms cover them, the diffusion term only the data rows.
-
 TinyFusion's "Masked KD" (Fang et al. 2024, §3.4) drops hidden-state elements with massive
 activations from the hidden-state term: elements of the teacher's state with |h - mu| >= k * sigma
 (mu, sigma over the sample's state, k = 2) do not count. Student block j is matched to teacher
@@ -52,7 +48,6 @@ import torch
 from ..models.dit import DiT
 from ..train.trainer import ema_update
 from .prune import DataFn
-from .rollout_kd import RolloutPool
 
 SCHEDULES = ("cosine", "constant")
 
@@ -72,11 +67,6 @@ class DistillConfig:
     outlier_sigma: float = 2.0  # Masked KD: ignore teacher elements beyond this many std
     grad_clip: float = 1.0  # 0 disables
     ema_decay: float = 0.0  # > 0: the student ends with the EMA of its weights (0: the last weights)
-    rollout_share: float = 0.0  # share of each batch's rows taken from the student's own sampling paths
-    rollout_trajectories: int = 8  # paths sampled per refill of the rollout pool
-    rollout_steps: int = 50  # the sampler grid of those paths (the model's sampling defaults)
-    rollout_shift: float = 1.0
-    rollout_max_s: float = 1.0  # keep only states with s <= this
     seed: int = 0
     log_every: int = 10
 
@@ -87,8 +77,6 @@ class DistillConfig:
             raise ValueError("loss weights must be >= 0 and log_every positive")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.rollout_share < 1.0:
-            raise ValueError(f"rollout_share must lie in [0, 1), got {self.rollout_share}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
@@ -155,40 +143,25 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         if cfg.ema_decay not in emas:
             emas[cfg.ema_decay] = copy.deepcopy(student).requires_grad_(False)
     history, window, step = [], [], 0
-    pool = None
     start = time.perf_counter()
     while cfg.steps is None or step < cfg.steps:
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step, time.perf_counter() - start)
         x0, y = data_fn(step)
-        terms, extra = {}, None
-        n_roll = round(cfg.rollout_share * x0.shape[0])
-        if n_roll > 0:
-            if pool is None:
-                pool = RolloutPool(process, num_classes=null, shape=tuple(x0.shape[1:]), steps=cfg.rollout_steps,
-                                   shift=cfg.rollout_shift, cfg_scale=cfg.guidance_scale,
-                                   trajectories=cfg.rollout_trajectories, label_drop=student.config.class_dropout_prob,
-                                   max_s=cfg.rollout_max_s, seed=cfg.seed, device=x0.device)
-            n_roll = min(n_roll, x0.shape[0] - 1)
-            x0, y = x0[n_roll:], y[n_roll:]
-            extra = pool.draw(student, n_roll)  # (x (R, C, H, W), t (R,), y (R,)) on-policy states
+        terms = {}
 
-        def student_fn(x, t, y=None, terms=terms, extra=extra):
+        def student_fn(x, t, y=None, terms=terms):
             n = x.shape[0]
-            t = t.expand(n)
-            if extra is not None:  # the rollout rows after the data rows: (N + R, ...)
-                x, t, y = torch.cat([x, extra[0]]), torch.cat([t, extra[1]]), torch.cat([y, extra[2]])
-            m = x.shape[0]
-            if guided:  # the same inputs with the null class after them: (2M, ...)
-                x, t, y = torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null)])
+            if guided:  # the same inputs with the null class after them: (2N, ...)
+                x, t, y = torch.cat([x, x]), torch.cat([t.expand(n), t.expand(n)]), torch.cat([y, torch.full_like(y, null)])
             out, h_s = trunk_forward(student, x, t, y, keep_hidden=hidden)
             with torch.no_grad():
                 ref, h_t = trunk_forward(teacher, x, t, y, keep_hidden=hidden)
             terms["kd"] = (out.float() - ref.float()).pow(2).mean()
             if guided:
                 w = cfg.guidance_scale
-                g_s = out[m:] + w * (out[:m] - out[m:])  # (M, C, H, W) guided outputs
-                g_t = ref[m:] + w * (ref[:m] - ref[m:])
+                g_s = out[n:] + w * (out[:n] - out[n:])  # (N, C, H, W) guided outputs
+                g_t = ref[n:] + w * (ref[:n] - ref[n:])
                 terms["guided"] = (g_s.float() - g_t.float()).pow(2).mean() / w**2
             if hidden:
                 terms["hidden"] = sum(masked_mse(h_s[j], h_t[i], cfg.outlier_sigma)
@@ -226,9 +199,6 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
     teacher.train(teacher_was)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 2), "lr": cfg.lr, "schedule": cfg.schedule,
             "ema_decay": cfg.ema_decay,
-            "rollout": ({"share": cfg.rollout_share, "trajectories": cfg.rollout_trajectories, "steps": cfg.rollout_steps,
-                         "shift": cfg.rollout_shift, "max_s": cfg.rollout_max_s, "refills": pool.refills if pool else 0}
-                        if cfg.rollout_share > 0 else None),
             "weights": {"output_kd": cfg.kd_weight, "diffusion": cfg.fm_weight, "hidden_kd": cfg.hidden_weight,
                         "guided_kd": cfg.guided_weight, "guidance_scale": cfg.guidance_scale},
             "history": history}

@@ -78,8 +78,6 @@ class PruneJob:
     hidden_align: str = "copied"  # which teacher state each student block is matched to (HIDDEN_ALIGNS)
     guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
     kd_time: str = "process"  # fine-tuning noise levels: the process's training distribution, or "uniform" in s
-    rollout_share: float = 0.0  # share of fine-tuning rows from the student's own guided sampling paths
-    rollout_max_s: float = 1.0  # rollout states kept: s <= this
     eval_batches: int = 4
     dataset: str = "shapes"
     seed: int = 0
@@ -103,9 +101,6 @@ class PruneJob:
             raise ValueError("--finetune-minutes must be >= 0 and --finetune-steps positive")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema must lie in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.rollout_share < 1.0 or not 0.0 < self.rollout_max_s <= 1.0:
-            raise ValueError(f"--kd-rollout must lie in [0, 1) and --rollout-max-s in (0, 1], got "
-                             f"{self.rollout_share} and {self.rollout_max_s}")
         if self.method != "learned":
             return None
         if self.group <= 0 or depth % self.group:
@@ -129,8 +124,6 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
     model, process, cfg = pipe.model, pipe.process, pipe.config
     k_of_n = job.check(cfg.depth)
-    if job.rollout_share > 0 and (cfg.num_classes <= 0 or not isinstance(process, FlowMatching)):
-        raise ValueError("--kd-rollout needs a class-conditional flow-matching model")
     data_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed, dataset=job.dataset,
                            device=job.device)
     eval_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 1, dataset=job.dataset,
@@ -155,9 +148,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, ema_decay=job.ema_decay, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
-                             guidance_scale=pipe.defaults.cfg_scale, rollout_share=job.rollout_share,
-                             rollout_steps=pipe.defaults.steps, rollout_shift=pipe.defaults.shift,
-                             rollout_max_s=job.rollout_max_s, seed=job.seed)
+                             guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
         layer_map = hidden_layer_map(result.kept, cfg.depth, job.hidden_align)
         finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=layer_map)
         if job.hidden_weight > 0:
