@@ -147,6 +147,16 @@ def test_latent_presets():
     assert ae.latent_shape((32, 32)) == (cfg.model.in_channels, *cfg.model.hw)
 
 
+def test_half_depth_control_preset_is_the_bundled_recipe_at_four_blocks():
+    import dataclasses
+
+    from ditkit.train.presets import get_train_preset
+
+    full, half = get_train_preset("shapes-repa"), get_train_preset("shapes-repa-d4")
+    assert half.model == full.model.replace(depth=4) and half.repa.depth == 2 and full.repa.depth == 3
+    assert dataclasses.replace(half, model=full.model, repa=full.repa) == full  # nothing else differs
+
+
 def test_diffusers_vae(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)

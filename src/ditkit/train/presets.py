@@ -77,6 +77,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         steps=10_000, batch_size=64, lr=1e-3, warmup_steps=300, lr_schedule="cosine", log_every=25,
         ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae", repa=RepaConfig(),
     ),
+    # the bundled image recipe at half the depth, trained from scratch: the capacity control for depth
+    # pruning 8 -> 4 (`ditkit prune --keep 4`); REPA aligns block 2 of 4 (3 of 8 in the full model)
+    "shapes-repa-d4": TrainConfig(
+        model=get_preset("shapes-latent-mix").replace(depth=4), flow=FlowConfig(time_sampling="logit_normal"),
+        steps=10_000, batch_size=64, lr=1e-3, warmup_steps=300, lr_schedule="cosine", log_every=25,
+        ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae", repa=RepaConfig(depth=2),
+    ),
     "shapes-t2i": TrainConfig(
         model=get_preset("shapes-t2i"), flow=FlowConfig(time_sampling="logit_normal"),
         steps=4_000, batch_size=64, lr=5e-4, warmup_steps=200, lr_schedule="cosine", log_every=25,
