@@ -102,3 +102,45 @@ def test_refusals(tmp_path, teacher_dir, monkeypatch):
         (judge / f.name).write_bytes(f.read_bytes())
     with pytest.raises(ValueError, match="is the judging classifier"):
         make(tmp_path / "j", teacher_dir)
+
+
+def test_video_targets_are_per_frame_and_frame_major(teacher_dir):
+    from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
+
+    cfg = RepaConfig(encoder=str(teacher_dir), depth=1, proj_hidden=16)
+    clips = torch.rand(2, 4, 3, 16, 16) * 2 - 1  # (N, F, 3, H, W)
+    model = VideoDiT(VideoDiTConfig(dit=worker.MODEL, num_frames=4))
+    align = RepaAlignment(cfg, model, (4, 4))
+    y = align.targets(clips)
+    assert y.shape == (2, 4 * 16, 16 + 24)  # frame-major: frame f's tokens are rows f*16 .. f*16+15
+    assert torch.allclose(y[1, 2 * 16:3 * 16], align.targets(clips[1:2, 2])[0], atol=1e-5)
+    pair = RepaAlignment(cfg, VideoDiT(VideoDiTConfig(dit=worker.MODEL, num_frames=4, temporal_patch=2)), (4, 4),
+                         temporal_patch=2)
+    y2 = pair.targets(clips)
+    assert y2.shape == (2, 2 * 16, 40)  # a token spans two frames: the mean of their features
+    assert torch.allclose(y2[0, 16:32], (y[0, 32:48] + y[0, 48:64]) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="temporal patches"):
+        pair.targets(clips[:, :3])
+
+
+def test_text_to_video_training_with_repa(tmp_path, teacher_dir):
+    from ditkit.data.moving_shapes import MovingShapesDataset
+    from ditkit.models.text_encoder import WordEncoderConfig
+    from ditkit.train.trainer import Trainer
+    from ditkit.train.video import VideoTrainConfig
+
+    def run(out, repa):
+        cfg = TrainConfig(model=dataclasses.replace(worker.MODEL, num_classes=10, class_dropout_prob=0.1), steps=2,
+                          batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, ckpt_every=2, seed=5,
+                          text_encoder=WordEncoderConfig(dim=16, depth=1, num_heads=2),
+                          video=VideoTrainConfig(frames=2, text_dim=16), repa=repa)
+        trainer = Trainer(cfg, out, dataset=MovingShapesDataset(8, frames=2, image_size=16), log=lambda *a: None,
+                          progress=False)
+        trainer.run()
+        return trainer
+
+    plain = run(tmp_path / "p", None)
+    aligned = run(tmp_path / "r", RepaConfig(encoder=str(teacher_dir), depth=1, proj_hidden=16))
+    assert '"proj_loss"' in (tmp_path / "r" / "train_log.jsonl").read_text()
+    w = "dit.blocks.0.attn.qkv.weight"
+    assert not torch.equal(plain.model.state_dict()[w], aligned.model.state_dict()[w])

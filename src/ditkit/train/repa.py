@@ -18,6 +18,12 @@ judging classifier itself as a teacher, so the class accuracy the judge reports 
 quantity the student was aligned to. The teacher's patch features are its last two stages'
 maps, each resized to the DiT's token grid (area-pooled down, bilinear up) and concatenated.
 
+Video (text-to-video runs): the teacher is an image encoder, so each frame of the clean clip is
+encoded on its own and the targets follow the video DiT's frame-major token order (frame, row,
+col); with a temporal patch of pt frames a token's target is the mean of its pt frames' features.
+Per-frame alignment with an image encoder is the simplest form of REPA for video (VideoREPA, Zhang
+et al. 2025, aligns token relations with a video encoder instead; none ships here).
+
 The projector exists only in training: it is saved in checkpoints (exact resume) and never in
 an exported model. The network itself is unchanged — the hidden state is read by a forward hook.
 """
@@ -62,8 +68,11 @@ class RepaAlignment(nn.Module):
     ``align.loss(targets)`` — the cosine term for the tokens of that last forward.
     """
 
-    def __init__(self, cfg: RepaConfig, model: nn.Module, grid_hw: tuple[int, int]):
+    def __init__(self, cfg: RepaConfig, model: nn.Module, grid_hw: tuple[int, int], temporal_patch: int = 1):
         super().__init__()
+        if temporal_patch <= 0:
+            raise ValueError(f"temporal_patch must be positive, got {temporal_patch}")
+        self.temporal_patch = temporal_patch
         from ..assets import default_classifier_dir
         from ..eval.classifier import load_classifier
 
@@ -81,7 +90,8 @@ class RepaAlignment(nn.Module):
         self._teacher = [teacher]  # a list, so the frozen teacher is not part of state_dict()
         self.cfg, self.grid_hw = cfg, tuple(grid_hw)
         feat_dim = sum(teacher.config.widths[-2:])
-        d, h = dit.config.hidden_size, cfg.proj_hidden
+        trunk = getattr(dit.config, "dit", dit.config)  # a VideoDiTConfig wraps the image trunk's config
+        d, h = trunk.hidden_size, cfg.proj_hidden
         self.projector = nn.Sequential(nn.Linear(d, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, feat_dim))
         self._hidden: torch.Tensor | None = None
         self._hook = blocks[cfg.depth - 1].register_forward_hook(self._capture)
@@ -95,7 +105,17 @@ class RepaAlignment(nn.Module):
 
     @torch.no_grad()
     def targets(self, images: torch.Tensor) -> torch.Tensor:
-        """Teacher patch features of clean images (N, 3, H, W) in [-1, 1] → (N, T, C), row-major tokens."""
+        """Teacher patch features of clean images (N, 3, H, W) in [-1, 1] → (N, T, C), row-major tokens.
+
+        Clips (N, F, 3, H, W) → (N, F/pt * T, C): frame-major tokens, each the mean over its pt frames."""
+        if images.ndim == 5:
+            n, f = images.shape[:2]
+            pt = self.temporal_patch
+            if f % pt:
+                raise ValueError(f"REPA: {f} frames do not split into temporal patches of {pt}")
+            y = self.targets(images.flatten(0, 1))  # (N*F, T, C)
+            y = y.reshape(n, f // pt, pt, *y.shape[1:]).mean(2)  # (N, F/pt, T, C)
+            return y.flatten(1, 2)  # (N, F/pt * T, C), frame-major as the video DiT's tokens
         maps = self._teacher[0].feature_maps(images)[-2:]  # [(N, c1, h1, w1), (N, c2, h2, w2)]
         gh, gw = self.grid_hw
         out = []

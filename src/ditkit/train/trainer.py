@@ -29,8 +29,8 @@ clean prefixes); ``init_from`` an image model folder loads it into the video tru
 folder of the same config (up to inputs that start at zero: ``frame_embed``, ``text_dim``) continues from it.
 
 REPA. With ``TrainConfig.repa`` the loss adds λ·(negative cosine) between the projected hidden
-tokens of one block and a frozen encoder's features of the clean images (`ditkit.train.repa`);
-the projector is trained with the DiT, checkpointed with it, and never exported.
+tokens of one block and a frozen encoder's features of the clean images (`ditkit.train.repa`; for a
+video run, of each clean frame); the projector is trained with the DiT, checkpointed with it, and never exported.
 
 Layout of ``out_dir``::
 
@@ -213,9 +213,9 @@ class Trainer:
                 self.codec.to(self.device).eval().requires_grad_(False)
         self.dataset = dataset if dataset is not None else build_dataset(cfg, self.codec)
         self.video = cfg.video
-        if self.video is not None and (is_text_config(cfg.model) or cfg.repa is not None or cache is not None):
+        if self.video is not None and (is_text_config(cfg.model) or cache is not None):
             raise ValueError("text-to-video trains the class-conditional image trunk `model` on rendered clips: "
-                             "no text-DiT model config, REPA or latent cache")
+                             "no text-DiT model config or latent cache")
         self.text = is_text_config(cfg.model) or self.video is not None
         if self.text and not hasattr(self.dataset, "caption"):
             raise ValueError("a text-conditioned model trains on captions: use the shapes dataset")
@@ -255,7 +255,8 @@ class Trainer:
             p = cfg.model.patch_size
             grid = (cfg.model.hw[0] // p, cfg.model.hw[1] // p)
             torch.manual_seed(cfg.seed + 1)  # the projector's init; the DiT's is unchanged by REPA
-            self.repa = RepaAlignment(cfg.repa, self.model, grid).to(self.device)
+            pt = 1 if self.video is None else self.video.temporal_patch  # video: per-frame targets
+            self.repa = RepaAlignment(cfg.repa, self.model, grid, temporal_patch=pt).to(self.device)
         self.params = list(self.model.parameters()) + ([] if self.repa is None else list(self.repa.parameters()))
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.step, self.elapsed = 0, 0.0
