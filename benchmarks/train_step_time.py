@@ -1,6 +1,7 @@
 """Seconds per optimizer step of a training preset on this machine (data, encoding, forward, backward).
 
     python benchmarks/train_step_time.py --preset shapes-t2v-one --steps 30 --threads 2
+    python benchmarks/train_step_time.py --preset shapes-t2v-one --temporal-patch 2 --repa 3   # variants
 
 Runs the preset's own Trainer for ``--steps`` steps in a temporary folder (logging every step) and
 prints the mean time of the steps after ``--warmup``, from the run's ``elapsed_seconds``; multiply
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ditkit.train.presets import get_train_preset
+from ditkit.train.repa import RepaConfig
 from ditkit.train.trainer import Trainer
 
 
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--temporal-patch", type=int, help="video presets: frames per token")
+    p.add_argument("--repa", type=int, metavar="DEPTH", help="add REPA at this block (the shapes encoder)")
     a = p.parse_args(argv)
     if not 0 <= a.warmup < a.steps:
         print("train_step_time: need 0 <= --warmup < --steps", file=sys.stderr)
@@ -40,6 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"train_step_time: {e}", file=sys.stderr)
         return 2
+    try:
+        if a.temporal_patch:
+            if cfg.video is None:
+                raise ValueError("--temporal-patch needs a video preset")
+            cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, temporal_patch=a.temporal_patch))
+        if a.repa:
+            cfg = dataclasses.replace(cfg, repa=RepaConfig(depth=a.repa))
+    except ValueError as e:
+        print(f"train_step_time: {e}", file=sys.stderr)
+        return 2
     cfg = dataclasses.replace(cfg, steps=a.steps, log_every=1, ckpt_every=10 * a.steps, snapshot_every=10 * a.steps,
                               **({"batch_size": a.batch_size} if a.batch_size else {}))
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = {r["step"]: r["elapsed_seconds"] for r in rows if "elapsed_seconds" in r}
     first = max(a.warmup, min(elapsed))
     per_step = (elapsed[a.steps] - elapsed[first]) / (a.steps - first)
-    print(f"{a.preset}: batch {cfg.batch_size}, {torch.get_num_threads()} threads: {per_step:.2f} s/step "
+    extra = "".join(f", {k} {v}" for k, v in (("temporal patch", a.temporal_patch), ("REPA at block", a.repa)) if v)
+    print(f"{a.preset}{extra}: batch {cfg.batch_size}, {torch.get_num_threads()} threads: {per_step:.2f} s/step "
           f"(steps {first}-{a.steps}); 4 hours = {int(4 * 3600 / per_step):,} steps")
     return 0
 
