@@ -78,7 +78,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae", repa=RepaConfig(),
     ),
     # the bundled image recipe at half the depth, trained from scratch: the capacity control for depth
-    # pruning 8 -> 4 (`ditkit prune --keep 4`); REPA aligns block 2 of 4 (3 of 8 in the full model)
+    # pruning 8 -> 4 (`ditkit prune --keep 4`); REPA aligns block 2 of 4 (3 of 8 in the full model).
+    # Measured (session 19): 88.3 % class accuracy after 10,000 steps (77 min), below the 20-minute pruned student
     "shapes-repa-d4": TrainConfig(
         model=get_preset("shapes-latent-mix").replace(depth=4), flow=FlowConfig(time_sampling="logit_normal"),
         steps=10_000, batch_size=64, lr=1e-3, warmup_steps=300, lr_schedule="cosine", log_every=25,
