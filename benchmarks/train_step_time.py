@@ -41,10 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     try:
         cfg = get_train_preset(a.preset)
-    except ValueError as e:
-        print(f"train_step_time: {e}", file=sys.stderr)
-        return 2
-    try:
         if a.temporal_patch:
             if cfg.video is None:
                 raise ValueError("--temporal-patch needs a video preset")
