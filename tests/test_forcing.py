@@ -7,6 +7,7 @@ from ditkit.config import DiTConfig
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
 from ditkit.diffusion.forcing import (
     ForcingConfig,
+    block_times,
     chunked_sample,
     forcing_loss,
     forcing_sample,
@@ -70,10 +71,11 @@ def test_synchronous_schedule_is_the_euler_sampler():
     assert not torch.allclose(staggered, ref, atol=1e-3)
 
 
-@pytest.mark.parametrize("ar,block_frames,n_ctx", [(0, 1, 0), (2, 1, 0), (1, 2, 2), (3, 1, 1)])
+@pytest.mark.parametrize("ar,block_frames,n_ctx", [(0, 1, 0), (2, 1, 0), (1, 2, 2), (3, 1, 1), (1, 2, 1), (0, 2, 3)])
 def test_every_frame_lands_on_its_data_under_any_schedule(ar, block_frames, n_ctx):
     g = torch.Generator().manual_seed(2)
-    target = torch.randn(1, n_ctx + 4, 1, 2, 2, generator=g)
+    new_frames = 4 - n_ctx % block_frames  # context + window fill whole blocks
+    target = torch.randn(1, n_ctx + new_frames, 1, 2, 2, generator=g)
     calls = []
 
     def model_fn(x, t):
@@ -81,12 +83,18 @@ def test_every_frame_lands_on_its_data_under_any_schedule(ar, block_frames, n_ct
         return point_mass(target)(x, t)
 
     context = target[:, :n_ctx] if n_ctx else None
-    out = forcing_sample(model_fn, torch.randn(1, 4, 1, 2, 2, generator=g), PROCESS, steps=6, shift=3.0, ar_step=ar,
-                         block_frames=block_frames, context=context)
+    out = forcing_sample(model_fn, torch.randn(1, new_frames, 1, 2, 2, generator=g), PROCESS, steps=6, shift=3.0,
+                         ar_step=ar, block_frames=block_frames, context=context)
     torch.testing.assert_close(out, target[:, n_ctx:], atol=1e-5, rtol=1e-5)
     t = torch.stack(calls)[:, 0]  # (iterations, Fc+F)
-    assert (t[:, 1:] >= t[:, :-1]).all() and (t[:, :n_ctx] == 0).all()  # noise non-decreasing along frames
-    assert len(calls) == 6 + ar * (4 // block_frames - 1)
+    whole = n_ctx // block_frames * block_frames  # context frames in blocks of their own
+    assert (t[:, 1:] >= t[:, :-1]).all() and (t[:, :whole] == 0).all()  # noise non-decreasing along frames
+    pairs = t.reshape(t.shape[0], -1, block_frames)  # (iterations, blocks, block_frames)
+    assert (pairs == pairs[..., :1]).all()  # one time per block, a shared block timed by its generated frames
+    if n_ctx % block_frames:
+        assert (t[:-1, whole] > 0).all()
+    blocks = (n_ctx + new_frames) // block_frames - n_ctx // block_frames  # generated blocks
+    assert len(calls) == 6 + ar * (blocks - 1)
 
 
 def test_rollout_carries_context_and_chunks_do_not():
@@ -136,8 +144,39 @@ def test_frame_times_sampling_options():
     zeros = (ctx == 0).sum(1)
     assert (zeros >= 1).all() and (zeros <= 3).all() and set(zeros.tolist()) == {1, 2, 3}
     assert all((row[: int(z)] == 0).all() for row, z in zip(ctx, zeros))  # a prefix
+    ctx2 = sample_frame_times(PROCESS, 400, 6, ForcingConfig(block_frames=2, context_prob=1.0), generator=g)
+    zeros = (ctx2 == 0).sum(1)
+    assert set(zeros.tolist()) == {1, 2, 3, 4, 5}  # prefixes end inside temporal patches too
+    noisy = ctx2.masked_fill(ctx2 == 0, float("nan")).reshape(400, 3, 2)  # (N, blocks, 2)
+    both = ~noisy.isnan().any(2)
+    assert (noisy[..., 0] == noisy[..., 1])[both].all()  # the noisy frames of a patch share its time
+    assert torch.equal(block_times(torch.tensor([[0.0, 0.7, 0.2, 0.2]]), 2), torch.tensor([[0.7, 0.7, 0.2, 0.2]]))
     with pytest.raises(ValueError):
         ForcingConfig(per_frame_prob=1.5)
+
+
+def test_frame_replacement_inside_a_temporal_patch():
+    """A clean first frame sharing a temporal patch with noisy ones (image-to-video at pt = 2): the model is fed
+    the patch's time, the frame is fed clean and is out of the loss, so only the generated frames are learnt."""
+    cfg = DiTConfig(input_size=8, patch_size=4, in_channels=2, hidden_size=32, depth=2, num_heads=2, num_classes=3,
+                    learn_sigma=False, use_rope=True)
+    model = VideoDiT(VideoDiTConfig(dit=cfg, num_frames=4, temporal_patch=2))
+    x0, noise = torch.randn(2, 4, 2, 8, 8), torch.randn(2, 4, 2, 8, 8)
+    s = torch.tensor([[0.0, 0.6, 0.3, 0.3], [0.0, 0.0, 0.0, 0.8]])
+    seen = {}
+
+    def spy(x, t, **kw):
+        seen["x"], seen["t"] = x, t
+        return model(x, t, **kw)
+
+    loss = forcing_loss(PROCESS, spy, x0, ForcingConfig(block_frames=2), {"y": torch.tensor([0, 1])}, noise=noise, s=s)
+    assert torch.equal(seen["x"][0, 0], x0[0, 0]) and torch.equal(seen["x"][1, :3], x0[1, :3])
+    torch.testing.assert_close(seen["t"], PROCESS.network_time(torch.tensor([[0.6, 0.6, 0.3, 0.3],
+                                                                             [0.0, 0.0, 0.8, 0.8]])))
+    loss.sum().backward()
+    assert loss.shape == (2,) and torch.isfinite(loss).all()
+    wrong_on_ctx = lambda x, t: torch.cat([x0[:, :1] * 0 + 9.0, (noise - x0)[:, 1:]], dim=1)
+    assert forcing_loss(PROCESS, wrong_on_ctx, x0, ForcingConfig(block_frames=2), noise=noise, s=s).abs().max() < 1e-10
 
 
 def test_forcing_loss_matches_the_clip_loss_and_masks_context():

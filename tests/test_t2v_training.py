@@ -427,3 +427,23 @@ def test_frame_local_warm_up_runs_and_leaves_no_core_behind(tmp_path: Path):
     plain.run()
     a, b = trainer.model.state_dict(), plain.model.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the warm-up changed the training
+
+
+def test_two_frames_per_token_trains_and_generates_image_to_video(tmp_path: Path):
+    """Temporal patch 2: the first frame of image-to-video shares a token with a generated frame (frame
+    replacement inside the patch), and every sampling mode runs and keeps the given frame."""
+    video = dataclasses.replace(VIDEO, temporal_patch=2, context_prob=1.0)
+    make_trainer(tmp_path / "run", video=video).run()
+    export_run(tmp_path / "run", tmp_path / "model")
+    pipe = load_video_pipeline(tmp_path / "model")
+    assert pipe.config.temporal_patch == 2
+    first = torch.rand(3, 16, 16) * 2 - 1
+    for guidance in ("joint", "text"):
+        clip = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0, i2v_guidance=guidance)
+        assert clip.shape == (1, 4, 3, 16, 16)
+        torch.testing.assert_close(clip[0, 0], first)
+    long = pipe.generate([PROMPT], image=first, frames=8, steps=2)
+    assert long.shape == (1, 8, 3, 16, 16) and torch.isfinite(long).all()
+    torch.testing.assert_close(long[0, 0], first)
+    with pytest.raises(ValueError, match="block_frames"):
+        pipe.generate([PROMPT], frames=3, steps=2)

@@ -120,9 +120,10 @@ class VideoPipeline:
         if null_context is None:
             return cfg_wrapper(fn, cfg_scale, null_cond=null_text)
         t_noise = float(self.process.network_time(torch.ones(())))
+        pt = self.config.temporal_patch
 
         def joint(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
-            x_null, t_null = _drop_context(x, t, null_context, t_noise)  # no image
+            x_null, t_null = _drop_context(x, t, null_context, t_noise, pt)  # no image
             both = {k: torch.cat([v, null_text[k].to(v).expand_as(v)]) for k, v in text.items()}  # 2N rows
             out = fn(torch.cat([x, x_null]), torch.cat([t, t_null]), **both)  # (2N, F, C, H, W)
             cond, uncond = out.chunk(2)
@@ -144,9 +145,10 @@ class VideoPipeline:
         """
         fn = self.model_fn(null_text, 1.0)
         t_noise = float(self.process.network_time(torch.ones(())))
+        pt = self.config.temporal_patch
 
         def guided(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
-            x_nh, t_nh = _drop_context(x, t, noise, t_noise)  # no history
+            x_nh, t_nh = _drop_context(x, t, noise, t_noise, pt)  # no history
             rows = {k: torch.cat([v, null_text[k].to(v).expand_as(v), v]) for k, v in text.items()}  # 3N rows
             out = fn(torch.cat([x, x, x_nh]), torch.cat([t, t, t_nh]), **rows)  # (3N, F, C, H, W)
             c, u, c_nh = out.chunk(3)
@@ -300,13 +302,15 @@ class VideoPipeline:
         return outs
 
 
-def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise: float):
+def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise: float, block_frames: int = 1):
     """(x, t) with the first Fc frames (``noise`` is (N, Fc, C, H, W)) replaced by that noise at network
-    time ``t_noise`` (the noise end of the process): the unconditional input of image or history guidance."""
+    time ``t_noise`` (the noise end of the process): the unconditional input of image or history guidance.
+    A temporal patch (``block_frames``) shared with generated frames keeps their time: its context frames
+    become noise at that time."""
     fc = noise.shape[1]
     x, t = x.clone(), t.clone()
     x[:, :fc] = noise.to(x.dtype)
-    t[:, :fc] = t_noise
+    t[:, : fc // block_frames * block_frames] = t_noise  # whole context patches only
     return x, t
 
 

@@ -14,6 +14,7 @@ data; the network is fed ``process.network_time(s)``). Clips are (N, F, C, H, W)
 called as ``model_fn(x, t, **model_kwargs)`` with t of shape (N, F) (``ditkit.models.video_dit``).
 
     forcing_loss      training with independent per-frame noise levels (clean context frames excluded)
+    block_times       per-frame times made equal within each temporal patch (context inside a patch)
     step_matrix       the schedule: per-iteration step counters of every frame block
     forcing_sample    one window with that schedule, optionally after clean/lightly noised context frames
     rollout           clips of any length: overlapping windows, each conditioned on the previous one's tail
@@ -40,7 +41,7 @@ ModelFn = Callable[..., torch.Tensor]
 class ForcingConfig:
     per_frame_prob: float = 1.0  # probability a clip gets independent frame times (FVDM's p; 1 = diffusion forcing)
     block_frames: int = 1  # frames that share one time (the model's temporal patch, or a multiple of it)
-    context_prob: float = 0.0  # probability a clip gets a clean prefix of 1..F-1 blocks (image-to-video, rollouts)
+    context_prob: float = 0.0  # probability a clip gets a clean prefix of 1..F-1 frames (image-to-video, rollouts)
     sort_frames: bool = False  # sort each clip's times to be non-decreasing along frames (the sampling pattern)
     context_noise: float = 0.0  # context frames are re-noised to a level drawn from U(0, context_noise) per clip
 
@@ -59,7 +60,10 @@ def sample_frame_times(process: FlowMatching, n: int, frames: int, cfg: ForcingC
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Process times s (N, F): per clip, or with probability ``per_frame_prob`` independent per block.
 
-    With ``context_prob`` a random prefix of blocks is set to s = 0 (clean context).
+    With ``context_prob`` a random prefix of 1..F-1 frames is set to s = 0 (clean context). The prefix
+    is counted in frames, not blocks: with ``block_frames`` > 1 it may end inside a block, whose other
+    frames keep the block's time — STIV's frame replacement (Lin et al. 2024), a clean first frame in
+    the same temporal patch as noisy ones (`block_times` gives the model that block's time).
     """
     if frames % cfg.block_frames:
         raise ValueError(f"{frames} frames do not split into blocks of {cfg.block_frames}")
@@ -70,12 +74,27 @@ def sample_frame_times(process: FlowMatching, n: int, frames: int, cfg: ForcingC
         own = own.sort(dim=1).values
     pick = torch.rand(n, 1, device=device, generator=generator) < cfg.per_frame_prob  # (N, 1)
     s = torch.where(pick, own, shared)
-    if cfg.context_prob > 0 and blocks > 1:
+    s = s.repeat_interleave(cfg.block_frames, dim=1)  # (N, F)
+    if cfg.context_prob > 0 and frames > 1:
         has = torch.rand(n, 1, device=device, generator=generator) < cfg.context_prob  # (N, 1)
-        length = torch.randint(1, blocks, (n, 1), device=device, generator=generator)  # prefix blocks, (N, 1)
-        prefix = torch.arange(blocks, device=device)[None] < length  # (N, B)
+        length = torch.randint(1, frames, (n, 1), device=device, generator=generator)  # prefix frames, (N, 1)
+        prefix = torch.arange(frames, device=device)[None] < length  # (N, F)
         s = torch.where(has & prefix, torch.zeros_like(s), s)
-    return s.repeat_interleave(cfg.block_frames, dim=1)  # (N, F)
+    return s
+
+
+def block_times(s: torch.Tensor, block_frames: int) -> torch.Tensor:
+    """Per-frame times (N, F) made equal within each block of ``block_frames`` frames (the model's temporal
+    patch) by taking the block's largest: a block holding both context frames (clean, or lightly noised)
+    and generated ones is fed at the generated frames' time, its context frames clean in the input (STIV's
+    frame replacement). Identity when ``block_frames`` is 1 or every block is uniform."""
+    if block_frames == 1:
+        return s
+    n, frames = s.shape
+    if frames % block_frames:
+        raise ValueError(f"{frames} frames do not split into blocks of {block_frames}")
+    blocks = s.reshape(n, frames // block_frames, block_frames).amax(2)  # (N, B)
+    return blocks.repeat_interleave(block_frames, dim=1)  # (N, F)
 
 
 def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg: ForcingConfig | None = None,
@@ -106,7 +125,7 @@ def forcing_loss(process: FlowMatching, model_fn: ModelFn, x0: torch.Tensor, cfg
         s = torch.where(context, context_level.to(s).view(n, 1), s)  # (N, F)
     sv = s.view(n, frames, 1, 1, 1).to(x0.dtype)  # (N, F, 1, 1, 1)
     x_s = (1 - sv) * x0 + sv * noise
-    out = model_fn(x_s, process.network_time(s), **(model_kwargs or {}))
+    out = model_fn(x_s, process.network_time(block_times(s, cfg.block_frames)), **(model_kwargs or {}))
     v = out[:, :, : x0.shape[2]]  # velocity channels (a learned-sigma half is ignored)
     err = (v.float() - (noise - x0).float()).pow(2).flatten(2).mean(2)  # (N, F)
     weight = (~context).float()  # (N, F)
@@ -169,8 +188,10 @@ def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching
     ``context`` (N, Fc, C, H, W) are known frames placed before the window (the first frame for
     image-to-video, the previous window's tail in a rollout); they are fed at process time
     ``context_noise`` after mixing in that much fresh noise (SkyReels' addnoise_condition; 0 = clean)
-    and are not returned. Each iteration calls the model once on the whole sequence with per-frame
-    network times and moves every block whose counter changed by one Euler step
+    and are not returned. Fc + F must be a multiple of ``block_frames``; a block shared by context and
+    window frames is timed by its window frames (`block_times`), its context frames held fixed.
+    Each iteration calls the model once on the whole sequence with per-frame network times and
+    moves every block whose counter changed by one Euler step
     x += (s_new - s_old) v. ``callback(iteration, t (N, F), x)`` after every iteration.
     """
     _check_clip("noise", noise)
@@ -186,8 +207,9 @@ def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching
         fc = context.shape[1]
         eps = _randn(context.shape, generator, context.device, context.dtype)
         x = torch.cat([(1 - context_noise) * context + context_noise * eps, noise], dim=1)  # (N, Fc+F, C, H, W)
-    if fc % block_frames or frames % block_frames:
-        raise ValueError(f"context ({fc}) and window ({frames}) frames must be multiples of block_frames ({block_frames})")
+    if (fc + frames) % block_frames:
+        raise ValueError(f"context ({fc}) plus window ({frames}) frames must be a multiple of block_frames "
+                         f"({block_frames})")
     matrix = step_matrix((fc + frames) // block_frames, steps, ar_step, fc // block_frames)  # (I+1, B)
     grid = flow_time_grid(steps, shift)  # (steps+1,) float64, s from 1 to 0
     kwargs = model_kwargs or {}
@@ -196,7 +218,7 @@ def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching
         s_new = grid[matrix[i + 1]].repeat_interleave(block_frames)
         s_old[:fc] = context_noise
         s_new[:fc] = context_noise
-        t = process.network_time(s_old.float().to(x.device))[None].expand(n, -1)  # (N, Fc+F)
+        t = process.network_time(block_times(s_old.float()[None], block_frames).to(x.device)).expand(n, -1)  # (N, Fc+F)
         v = model_fn(x, t, **kwargs)[:, :, : x.shape[2]]  # velocity channels, (N, Fc+F, C, H, W)
         x = x + (s_new - s_old).to(x.device, x.dtype).view(1, -1, 1, 1, 1) * v
         if callback is not None:
