@@ -45,8 +45,8 @@ frame-local and opens across frames over the first 1,000 steps (``frame_local_st
 over 3,000 steps (the best of the session-14 H100 sweep, `scripts/t2v_sweep.py`, at that step count).
 
 shapes-t2v-pt2 — shapes-t2v-one with two frames per token (temporal patch 2, the patch embedding
-inflated from the image model's, I3D-style) for 12,000 steps: half the tokens, so four times the steps
-of shapes-t2v-one in under 4 hours of a 2-core CPU. Image-to-video keeps working at one given frame by
+inflated from the image model's, I3D-style) for 10,000 steps: half the tokens, so more than three times
+the steps of shapes-t2v-one in under 4 hours of a 2-core CPU. Image-to-video keeps working at one given frame by
 frame replacement inside the first patch (`ditkit.diffusion.forcing.block_times`).
 """
 
@@ -125,10 +125,10 @@ TRAIN_PRESETS["shapes-t2v-one"] = dataclasses.replace(
 )
 
 # The one-command recipe with two frames per token (4 x 8 x 8 = 256 tokens per 8-frame clip instead of 512):
-# about 2.4x the clips per CPU-second (1.01 vs 2.45 s/step, session 19), so 12,000 steps fit the 4-hour budget
-# that held 5,900 steps at one frame per token. Image-to-video replaces the first frame inside its patch.
+# about 2.4x the clips per CPU-second (1.01 vs 2.45 s/step, session 19; 1.1-1.4 s/step in session 20's run), so
+# 10,000 steps fit the 4-hour budget with a margin. Image-to-video replaces the first frame inside its patch.
 TRAIN_PRESETS["shapes-t2v-pt2"] = dataclasses.replace(
-    TRAIN_PRESETS["shapes-t2v-one"], steps=12_000,
+    TRAIN_PRESETS["shapes-t2v-one"], steps=10_000,
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-one"].video, temporal_patch=2),
 )
 
