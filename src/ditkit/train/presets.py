@@ -48,6 +48,12 @@ shapes-t2v-pt2 — shapes-t2v-one with two frames per token (temporal patch 2, t
 inflated from the image model's, I3D-style) for 10,000 steps: half the tokens, so more than three times
 the steps of shapes-t2v-one in under 4 hours of a 2-core CPU. Image-to-video keeps working at one given frame by
 frame replacement inside the first patch (`ditkit.diffusion.forcing.block_times`).
+
+shapes-t2v-pt2-repa — shapes-t2v-pt2 with REPA per frame (each clean frame's shapes-encoder features
+aligned with block 3's tokens of that frame, averaged over the temporal patch, as the bundled image
+model was trained) for 9,000 steps. Session 21: shapes-t2v-pt2 met direction (72.7 %) and image-to-video
+(35.8 dB) but drew the shape in 61.5 % of frames, and lost it over the clip even from a given first frame
+(82.8 % at frame 0 to 67 % at frame 7): a per-frame fidelity gap, which REPA targets.
 """
 
 from __future__ import annotations
@@ -130,6 +136,12 @@ TRAIN_PRESETS["shapes-t2v-one"] = dataclasses.replace(
 TRAIN_PRESETS["shapes-t2v-pt2"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-one"], steps=10_000,
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-one"].video, temporal_patch=2),
+)
+
+# REPA costs about 8 % per step here (1.27 vs 1.17 s/step, `benchmarks/train_step_time.py --repa 3`, session 21),
+# so 9,000 steps keep the 4-hour budget's margin at session 20's 1.2 s/step average.
+TRAIN_PRESETS["shapes-t2v-pt2-repa"] = dataclasses.replace(
+    TRAIN_PRESETS["shapes-t2v-pt2"], steps=9_000, repa=RepaConfig(depth=3),
 )
 
 
