@@ -88,6 +88,22 @@ def test_repa_changes_training_and_config_round_trips(tmp_path, teacher_dir):
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_repa_until_stops_the_alignment_for_good(tmp_path, teacher_dir):
+    """HASTE's termination: steps < until add the term; later steps are plain steps (projector untouched)."""
+    trainer = worker.make_trainer(tmp_path / "h", steps=3,
+                                  repa=RepaConfig(encoder=str(teacher_dir), depth=1, proj_hidden=16, until=1))
+    trainer.train_step()
+    assert trainer.last_proj_loss != 0.0
+    proj = {k: v.clone() for k, v in trainer.repa.state_dict().items()}
+    w = trainer.model.state_dict()["blocks.0.attn.qkv.weight"].clone()
+    trainer.train_step()
+    assert trainer.last_proj_loss == 0.0
+    assert all(torch.equal(v, trainer.repa.state_dict()[k]) for k, v in proj.items())
+    assert not torch.equal(w, trainer.model.state_dict()["blocks.0.attn.qkv.weight"])
+    with pytest.raises(ValueError, match="until must be >= 0"):
+        RepaConfig(until=-1)
+
+
 def test_refusals(tmp_path, teacher_dir, monkeypatch):
     with pytest.raises(ValueError, match="depth 3 is not a block"):
         worker.make_trainer(tmp_path / "d", repa=RepaConfig(encoder=str(teacher_dir), depth=3))

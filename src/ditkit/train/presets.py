@@ -54,6 +54,10 @@ aligned with block 3's tokens of that frame, averaged over the temporal patch, a
 model was trained) for 9,000 steps. Session 21: shapes-t2v-pt2 met direction (72.7 %) and image-to-video
 (35.8 dB) but drew the shape in 61.5 % of frames, and lost it over the clip even from a given first frame
 (82.8 % at frame 0 to 67 % at frame 7): a per-frame fidelity gap, which REPA targets.
+
+shapes-t2v-pt2-haste — shapes-t2v-pt2 (10,000 steps) with the same per-frame REPA for its first 2,000 steps
+only (``RepaConfig.until``, HASTE's early termination): shapes-t2v-pt2-repa drew the shape better but had not
+begun to learn the direction word by step 6,000.
 """
 
 from __future__ import annotations
@@ -142,6 +146,14 @@ TRAIN_PRESETS["shapes-t2v-pt2"] = dataclasses.replace(
 # so 9,000 steps keep the 4-hour budget's margin at session 20's 1.2 s/step average.
 TRAIN_PRESETS["shapes-t2v-pt2-repa"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-pt2"], steps=9_000, repa=RepaConfig(depth=3),
+)
+
+# HASTE-style early-stopped REPA: the REPA run above drew the shape better (67.2 % at step 6,000 against
+# shapes-t2v-pt2's 58.6 % at 6,800) but had not started to learn the direction word by then (20.5 %, no loss
+# advantage), where shapes-t2v-pt2 learnt it between steps 4,000 and 6,800. So align for the first 2,000 steps
+# only, then train as shapes-t2v-pt2 for the rest of its 10,000 steps (REPA adds ~8 % on those 2,000 steps).
+TRAIN_PRESETS["shapes-t2v-pt2-haste"] = dataclasses.replace(
+    TRAIN_PRESETS["shapes-t2v-pt2"], repa=RepaConfig(depth=3, until=2_000),
 )
 
 

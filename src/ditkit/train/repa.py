@@ -24,6 +24,12 @@ col); with a temporal patch of pt frames a token's target is the mean of its pt 
 Per-frame alignment with an image encoder is the simplest form of REPA for video (VideoREPA, Zhang
 et al. 2025, aligns token relations with a video encoder instead; none ships here).
 
+Early termination (HASTE, Wang et al. 2025, "REPA Works Until It Doesn't: Early-Stopped, Holistic
+Alignment Supercharges Diffusion Training", https://arxiv.org/abs/2505.16792): alignment speeds up the
+early steps and can hold the student back later, so ``until`` switches the term off for good at that
+step (HASTE's fixed-iteration trigger; its attention-map distillation is not done here). From then on
+the step is the plain loss: no teacher forward and no projector update.
+
 The projector exists only in training: it is saved in checkpoints (exact resume) and never in
 an exported model. The network itself is unchanged — the hidden state is read by a forward hook.
 """
@@ -45,6 +51,14 @@ class RepaConfig:
     depth: int = 3  # align the output of this block (1-based, REPA's ``encoder_depth``)
     coeff: float = 0.5  # λ, REPA's ``proj_coeff``
     proj_hidden: int = 256  # width of the projector MLP
+    until: int = 0  # align on steps < until only (HASTE's termination); 0: the whole run
+
+    def __post_init__(self):
+        if self.until < 0:
+            raise ValueError(f"REPA until must be >= 0 (0: the whole run), got {self.until}")
+
+    def active(self, step: int) -> bool:
+        return self.until == 0 or step < self.until
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

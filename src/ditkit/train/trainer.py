@@ -426,7 +426,8 @@ class Trainer:
         x, y, noise, s, drop = self._batch(self.step)
         x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
         level = self._context_level(self.step)  # (B_local,) or None
-        targets = None if self.repa is None else self.repa.targets(x)  # (B, T, C) teacher features of clean images
+        align = self.repa is not None and cfg.repa.active(self.step)
+        targets = self.repa.targets(x) if align else None  # (B, T, C) teacher features of clean images
         if self.codec is not None:
             with torch.no_grad():
                 x = encode_clips(self.codec, x) if self.video is not None else self.codec.encode(x).float()  # latents
@@ -456,13 +457,13 @@ class Trainer:
                 else:
                     loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
                 loss = loss / cfg.grad_accum
-                if self.repa is not None:
+                if align:
                     proj = self.repa.loss(targets[sl]) / cfg.grad_accum
                     proj_total += float(proj.detach())
                     loss = loss + cfg.repa.coeff * proj
             loss.backward()
             total += float(loss.detach())
-        if self.repa is not None and self.world > 1:  # the projector is outside DDP: average its grads here
+        if align and self.world > 1:  # the projector is outside DDP: average its grads here
             for p in self.repa.parameters():
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
