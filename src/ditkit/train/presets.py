@@ -58,6 +58,13 @@ model was trained) for 9,000 steps. Session 21: shapes-t2v-pt2 met direction (72
 shapes-t2v-pt2-haste — shapes-t2v-pt2 (10,000 steps) with the same per-frame REPA for its first 2,000 steps
 only (``RepaConfig.until``, HASTE's early termination): shapes-t2v-pt2-repa drew the shape better but had not
 begun to learn the direction word by step 6,000.
+
+shapes-t2v-pt2-sized — shapes-t2v-pt2 with captions in the ``"sized"`` style ("a small red circle moving left
+on a blue background"). shapes-t2v-pt2 missed the shape bar already at frame 0 of text-to-video (62.5 %,
+where image-to-video from the true frame 0 keeps 82.8 %): the start, the bundled text-to-image model, keys
+on the size word, and draws the caption's shape 78.1 % of the time from sized captions against 18.8 % from
+the default ones. In session 17's H100 sweep (the same call, about 2,300 steps of shapes-t2v-one) sized
+captions drew the shape in 62.3 % of frames against 52.9 % (docs/results/video/gpu_sweep_caption_styles.json).
 """
 
 from __future__ import annotations
@@ -154,6 +161,13 @@ TRAIN_PRESETS["shapes-t2v-pt2-repa"] = dataclasses.replace(
 # only, then train as shapes-t2v-pt2 for the rest of its 10,000 steps (REPA adds ~8 % on those 2,000 steps).
 TRAIN_PRESETS["shapes-t2v-pt2-haste"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-pt2"], repa=RepaConfig(depth=3, until=2_000),
+)
+
+# Captions that keep the text-to-image model's size word (the model folder records the style; `ditkit eval`
+# and `ditkit generate` read it).
+TRAIN_PRESETS["shapes-t2v-pt2-sized"] = dataclasses.replace(
+    TRAIN_PRESETS["shapes-t2v-pt2"],
+    video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2"].video, caption_style="sized"),
 )
 
 
