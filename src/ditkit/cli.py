@@ -109,14 +109,15 @@ def _generate_video(args) -> None:
                           shift=args.shift, seed=args.seed, batch_size=args.batch_size, long_mode=args.long_mode,
                           ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance,
                           context_noise=args.context_noise, history_guidance=args.history_guidance,
-                          overlap=args.overlap)
+                          overlap=args.overlap, image_expert=_image_expert(args, pipe.device),
+                          image_expert_scale=args.image_expert_scale)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
 
 
 def _no_video_flags(args, hint: str) -> None:
-    for flag in ("context_noise", "history_guidance", "overlap"):
+    for flag in ("context_noise", "history_guidance", "overlap", "image_expert"):
         if getattr(args, flag, None):
             raise UserError(f"--{flag.replace('_', '-')} is a video option (rollouts): {hint}")
 
@@ -220,8 +221,11 @@ def _eval_video(args) -> None:
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
                             seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
                             i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
-                            history_guidance=args.history_guidance, overlap=args.overlap)
+                            history_guidance=args.history_guidance, overlap=args.overlap,
+                            image_expert=_image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale)
     result["seconds"] = round(time.time() - t0, 1)
+    if args.image_expert:
+        result["image_expert"] = args.image_expert
     if args.json:
         save_json(args.json, result)
     t2v = result["text_to_video"]
@@ -352,7 +356,23 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                         "guidance, this scale; 0 = text only; three model passes per step)")
     p.add_argument("--overlap", type=_positive_int, help="video rollouts: context frames per window (default half "
                                                            "the window)")
+    p.add_argument("--image-expert", help="video models: a text-to-image model folder on the same autoencoder that "
+                                          "guides every frame (VideoElevator-style; e.g. assets/shapes-t2i)")
+    p.add_argument("--image-expert-scale", type=_nonneg_float, default=1.0,
+                   help="--image-expert: the weight of its guidance term (0 = off)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _image_expert(args, device):
+    """The --image-expert pipeline (None without the flag)."""
+    if not getattr(args, "image_expert", None):
+        return None
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(args.image_expert, device=device)
+    if pipe.text_encoder is None:
+        raise UserError(f"--image-expert {args.image_expert} is not a text-to-image model folder")
+    return pipe
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,8 @@ Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-fr
   beyond the training window (Zhao et al. 2025; `ditkit.models.video_attention.UltraViCoConfig`,
   ``ultravico_alpha``; 1.0 is plain extrapolation of 3D RoPE).
 
-Initial noise comes from ``seed`` for the whole batch at once, so results do not depend on batch size.
+Initial noise: the clips lo..hi of a batch draw theirs from a generator seeded ``seed + lo``, so
+results depend on ``batch_size`` (the evaluations fix it) but not on the other prompts of a batch.
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ class VideoPipeline:
                  steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
                  seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
-                 history_guidance: float = 0.0, attention=None, latents: bool = False) -> torch.Tensor:
+                 history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
+                 image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
+                 image_prompts=None) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -196,6 +199,10 @@ class VideoPipeline:
         their context frames as well as on the text (`history_model_fn`; three model passes per step).
         ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
         or `ditkit.models.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function).
+        ``image_expert``: a text-to-image `ditkit.pipeline.Pipeline` on the same autoencoder that guides every
+        frame with weight ``image_expert_scale`` (`ditkit.diffusion.image_expert`; ``image_expert_interval``
+        (lo, hi) in process time limits it), on ``image_prompts`` (default: each prompt without its motion
+        phrase, `ditkit.data.moving_shapes.image_caption`).
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -239,6 +246,12 @@ class VideoPipeline:
             joint, history = (None if make is None else
                               (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
                               for make in (joint, history))
+        if image_expert is not None and image_expert_scale != 0:
+            guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval,
+                                       prompts if image_prompts is None else image_prompts, text)
+            fn = guide(fn)
+            joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
+                              for make in (joint, history))
         self.model.eval()
         mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
         previous_core = self.model.attention_core
@@ -260,6 +273,36 @@ class VideoPipeline:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out.cpu() if latents else self.decode(out)
+
+    def _image_expert(self, pipe, scale: float, interval, image_prompts, text: dict):
+        """Check a text-to-image pipeline against this model, put its encoded captions into ``text``
+        (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
+        from .data.moving_shapes import image_caption
+        from .diffusion.image_expert import image_expert_guidance
+
+        if getattr(pipe, "text_encoder", None) is None:
+            raise ValueError("the image expert must be a text-to-image model folder")
+        n = next(iter(text.values())).shape[0]
+        if isinstance(image_prompts, str) or len(image_prompts) != n:
+            raise ValueError(f"give one image prompt per prompt ({n})")
+        icfg = pipe.config
+        if (icfg.in_channels, tuple(icfg.hw)) != (self.config.dit.in_channels, tuple(self.config.dit.hw)):
+            raise ValueError(f"the image expert takes {icfg.in_channels}x{icfg.hw[0]}x{icfg.hw[1]} latents, this "
+                             f"video model {self.config.dit.in_channels}x{self.config.dit.hw[0]}x{self.config.dit.hw[1]}")
+        mine, theirs = (None if c is None else c.state_dict() for c in (self.codec, pipe.codec))
+        same = (mine is None and theirs is None) or (
+            mine is not None and theirs is not None and mine.keys() == theirs.keys()
+            and all(mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
+        if not same:
+            raise ValueError("the image expert was trained on another autoencoder: its latents are not this model's")
+        (tokens, mask), (null_tokens, null_mask) = pipe.encode_prompts([image_caption(p) for p in image_prompts])
+        dev = self.device
+        text["image_text"], text["image_text_mask"] = tokens.to(dev), mask.to(dev)
+        pipe.model.eval()
+        model = pipe.model.to(dev)
+        return lambda fn: image_expert_guidance(fn, model, scale, null_text=null_tokens.to(dev),
+                                                null_mask=null_mask.to(dev), video_process=self.process,
+                                                image_process=pipe.process, interval=interval)
 
     def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
                 context_noise, history=None) -> list[torch.Tensor]:

@@ -29,6 +29,7 @@ equally to real clips and to generated ones; see its docstring.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,6 +42,15 @@ DIRECTIONS = ("left", "right", "up", "down")  # motions with one direction of tr
 _UNIT = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # (dx, dy), rows grow down
 _SYMMETRIC = ("circle", "ring")  # rotation is invisible
 CAPTION_STYLES = ("motion-first", "image-first", "sized")
+
+
+_MOTION_PHRASE = re.compile(r"\s+(?:moving\s+(?:left|right|up|down)|bouncing|rotating|turning\s+[a-z]+)\b")
+
+
+def image_caption(caption: str) -> str:
+    """A clip caption without its motion phrase: "a small red circle moving left on a blue background"
+    -> "a small red circle on a blue background", the caption of one frame (image-expert guidance)."""
+    return re.sub(r"\s+", " ", _MOTION_PHRASE.sub("", caption)).strip()
 
 
 def check_caption_style(style: str) -> None:
