@@ -120,3 +120,29 @@ def test_video_pipeline_samples_with_an_image_expert():
         pipe.generate(PROMPTS, steps=1, image_expert=Pipeline(expert.model, FlowMatching()))
     with pytest.raises(ValueError, match="one image prompt"):
         pipe.generate(PROMPTS, steps=1, image_expert=expert, image_prompts=PROMPTS[:1])
+
+
+def test_cli_generate_and_eval_take_an_image_expert(tmp_path, capsys):
+    import json
+
+    from ditkit.cli import main
+    from ditkit.pipeline import save_pipeline
+    from ditkit.video_pipeline import save_video_pipeline
+
+    pipe, expert = _video(), _image()
+    save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
+    save_pipeline(tmp_path / "t2i", expert.model, expert.process, text_encoder=expert.text_encoder)
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0], "--steps", "2",
+                 "--n-per-class", "1", "--image-expert", str(tmp_path / "t2i"), "--image-expert-scale", "1.5",
+                 "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 0
+    assert (tmp_path / "v.gif").is_file()
+    assert main(["eval", "--model", str(tmp_path / "video"), "--num-samples", "7", "--steps", "1", "--no-i2v",
+                 "--image-expert", str(tmp_path / "t2i"), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["image_expert"] == str(tmp_path / "t2i") and result["image_expert_scale"] == 1.0
+    capsys.readouterr()
+    assert main(["generate", "--image-expert", str(tmp_path / "t2i")]) == 2  # a video option
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0],
+                 "--image-expert", str(tmp_path / "video")]) == 2  # not a text-to-image folder
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("ditkit generate: error:") for line in err)
