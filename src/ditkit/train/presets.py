@@ -59,7 +59,7 @@ shapes-t2v-pt2-haste — shapes-t2v-pt2 (10,000 steps) with the same per-frame R
 only (``RepaConfig.until``, HASTE's early termination): shapes-t2v-pt2-repa drew the shape better but had not
 begun to learn the direction word by step 6,000.
 
-shapes-t2v-pt2-sized — shapes-t2v-pt2 for 6,000 steps with captions in the ``"sized"`` style ("a small red circle moving left
+shapes-t2v-pt2-sized — shapes-t2v-pt2 for 5,500 steps with captions in the ``"sized"`` style ("a small red circle moving left
 on a blue background"). shapes-t2v-pt2 missed the shape bar already at frame 0 of text-to-video (62.5 %,
 where image-to-video from the true frame 0 keeps 82.8 %): the start, the bundled text-to-image model, keys
 on the size word, and draws the caption's shape 78.1 % of the time from sized captions against 18.8 % from
@@ -165,9 +165,10 @@ TRAIN_PRESETS["shapes-t2v-pt2-haste"] = dataclasses.replace(
 
 # Captions that keep the text-to-image model's size word (the model folder records the style; `ditkit eval`
 # and `ditkit generate` read it).
-# 6,000 steps (about 2 hours here) so that the whole schedule, cosine decay included, fits one sitting.
+# 5,500 steps (2.3 hours at session 24's 1.5 s/step) so that the whole schedule, cosine decay included, fits
+# one sitting with its evaluation.
 TRAIN_PRESETS["shapes-t2v-pt2-sized"] = dataclasses.replace(
-    TRAIN_PRESETS["shapes-t2v-pt2"], steps=6_000,
+    TRAIN_PRESETS["shapes-t2v-pt2"], steps=5_500,
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2"].video, caption_style="sized"),
 )
 
