@@ -119,7 +119,8 @@ def _generate_video(args) -> None:
 def _no_video_flags(args, hint: str) -> None:
     for flag in ("context_noise", "history_guidance", "overlap", "image_expert"):
         if getattr(args, flag, None):
-            raise UserError(f"--{flag.replace('_', '-')} is a video option (rollouts): {hint}")
+            kind = "a video option" if flag == "image_expert" else "a video option (rollouts)"
+            raise UserError(f"--{flag.replace('_', '-')} is {kind}: {hint}")
 
 
 def cmd_generate(args) -> None:
