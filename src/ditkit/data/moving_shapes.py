@@ -44,7 +44,7 @@ _SYMMETRIC = ("circle", "ring")  # rotation is invisible
 CAPTION_STYLES = ("motion-first", "image-first", "sized")
 
 
-_MOTION_PHRASE = re.compile(r"\s+(?:moving\s+(?:left|right|up|down)|bouncing|rotating|turning\s+[a-z]+)\b")
+_MOTION_PHRASE = re.compile(rf"\s+(?:moving\s+(?:{'|'.join(DIRECTIONS)})|bouncing|rotating|turning\s+[a-z]+)\b")
 
 
 def image_caption(caption: str) -> str:

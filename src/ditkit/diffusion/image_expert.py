@@ -51,20 +51,22 @@ def image_expert_guidance(fn: Callable, image_model: Callable, scale: float, *, 
         text, mask = kw.pop("image_text"), kw.pop("image_text_mask")  # (N, L, D), (N, L)
         v = fn(x, t, **kw)  # (N, F, C, H, W)
         n, f, c = x.shape[:3]
-        s = video_process.process_time(t.float())  # (N, F)
-        keep = torch.ones_like(s, dtype=torch.bool) if interval is None else (s >= interval[0]) & (s <= interval[1])
-        if not bool(keep.any()):
-            return v
-        rows = keep.flatten()  # (N*F,)
-        frames = x.flatten(0, 1)[rows]  # (M, C, H, W)
-        t_img = image_process.network_time(s.flatten()[rows])  # (M,)
-        clip_of = torch.arange(n, device=x.device).repeat_interleave(f)[rows]  # (M,) the clip of each frame
+        s = video_process.process_time(t.float()).flatten()  # (N*F,)
+        clip_of = torch.arange(n, device=x.device).repeat_interleave(f)  # (N*F,) the clip of each frame
+        frames = x.flatten(0, 1)  # (N*F, C, H, W)
+        if interval is not None:  # only the frames whose time lies in it
+            rows = (s >= interval[0]) & (s <= interval[1])  # (N*F,)
+            if not bool(rows.any()):
+                return v
+            s, clip_of, frames = s[rows], clip_of[rows], frames[rows]  # M of them
+        t_img = image_process.network_time(s)  # (M,)
         tok = torch.cat([text[clip_of], null_text.to(text).expand(len(clip_of), -1, -1)])  # (2M, L, D)
         msk = torch.cat([mask[clip_of], null_mask.to(mask).expand(len(clip_of), -1)])  # (2M, L)
         out = image_model(torch.cat([frames, frames]), torch.cat([t_img, t_img]), tok, msk)[:, :c]  # (2M, C, H, W)
         cond, uncond = out.float().chunk(2)
-        delta = torch.zeros_like(v).flatten(0, 1)  # (N*F, C, H, W)
-        delta[rows] = (cond - uncond).to(delta)
+        delta = (cond - uncond).to(v)  # (M, C, H, W)
+        if interval is not None:  # the unguided frames get no term
+            delta = torch.zeros_like(v).flatten(0, 1).index_put_((rows,), delta)  # (N*F, C, H, W)
         return v + scale * delta.unflatten(0, (n, f))  # (N, F, C, H, W)
 
     return fn if scale == 0 else guided

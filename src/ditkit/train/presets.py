@@ -59,8 +59,8 @@ shapes-t2v-pt2-haste — shapes-t2v-pt2 (10,000 steps) with the same per-frame R
 only (``RepaConfig.until``, HASTE's early termination): shapes-t2v-pt2-repa drew the shape better but had not
 begun to learn the direction word by step 6,000.
 
-shapes-t2v-pt2-sized — shapes-t2v-pt2 for 5,500 steps with captions in the ``"sized"`` style ("a small red circle moving left
-on a blue background"). shapes-t2v-pt2 missed the shape bar already at frame 0 of text-to-video (62.5 %,
+shapes-t2v-pt2-sized — shapes-t2v-pt2 for 5,500 steps with captions in the ``"sized"`` style ("a small red
+circle moving left on a blue background"). shapes-t2v-pt2 missed the shape bar already at frame 0 of text-to-video (62.5 %,
 where image-to-video from the true frame 0 keeps 82.8 %): the start, the bundled text-to-image model, keys
 on the size word, and draws the caption's shape 78.1 % of the time from sized captions against 18.8 % from
 the default ones. In session 17's H100 sweep (the same call, about 2,300 steps of shapes-t2v-one) sized
