@@ -14,6 +14,7 @@ import sys
 import time
 
 from .cli_types import nonneg_float as _nonneg_float
+from .cli_types import nonneg_int as _nonneg_int
 from .cli_types import positive_int as _positive_int
 from .cli_types import unit_float as _unit_float
 
@@ -110,14 +111,14 @@ def _generate_video(args) -> None:
                           ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance,
                           context_noise=args.context_noise, history_guidance=args.history_guidance,
                           overlap=args.overlap, image_expert=_image_expert(args, pipe.device),
-                          image_expert_scale=args.image_expert_scale)
+                          image_expert_scale=args.image_expert_scale, ar_step=args.ar_step)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
 
 
 def _no_video_flags(args, hint: str) -> None:
-    for flag in ("context_noise", "history_guidance", "overlap", "image_expert"):
+    for flag in ("context_noise", "history_guidance", "overlap", "image_expert", "ar_step"):
         if getattr(args, flag, None):
             raise UserError(f"--{flag.replace('_', '-')} is a video option: {hint}")
 
@@ -222,7 +223,8 @@ def _eval_video(args) -> None:
                             seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
                             i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
                             history_guidance=args.history_guidance, overlap=args.overlap,
-                            image_expert=_image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale)
+                            image_expert=_image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
+                            ar_step=args.ar_step)
     result["seconds"] = round(time.time() - t0, 1)
     if args.image_expert:
         result["image_expert"] = args.image_expert
@@ -360,6 +362,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
                                           "guides every frame (VideoElevator-style; e.g. assets/shapes-t2i)")
     p.add_argument("--image-expert-scale", type=_nonneg_float, default=1.0,
                    help="--image-expert: the weight of its guidance term (0 = off)")
+    p.add_argument("--ar-step", type=_nonneg_int, default=0,
+                   help="video models: asynchronous schedule, each frame block this many steps behind the one "
+                        "before (SkyReels-V2 diffusion forcing; 0 = all frames together)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

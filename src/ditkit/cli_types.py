@@ -15,6 +15,16 @@ def positive_int(s: str) -> int:
     return v
 
 
+def nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
 def _float(s: str, ok, expected: str) -> float:
     """``float(s)`` when ``ok`` holds for it, else an argparse error naming what was ``expected``."""
     try:

@@ -187,7 +187,7 @@ class VideoPipeline:
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
                  history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
                  image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
-                 image_prompts=None) -> torch.Tensor:
+                 image_prompts=None, ar_step: int = 0) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -203,6 +203,10 @@ class VideoPipeline:
         frame with weight ``image_expert_scale`` (`ditkit.diffusion.image_expert`; ``image_expert_interval``
         (lo, hi) in process time limits it), on ``image_prompts`` (default: each prompt without its motion
         phrase, `ditkit.data.moving_shapes.image_caption`).
+        ``ar_step`` > 0: the asynchronous schedule of SkyReels-V2 (`ditkit.diffusion.forcing.step_matrix`) in
+        every window: each frame block trails the one before by ``ar_step`` steps, so later frames are denoised
+        with the earlier ones nearly clean (how image-to-video and rollouts see their context); 0 moves all
+        frames together.
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -220,6 +224,8 @@ class VideoPipeline:
             raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
         if history_guidance < 0:
             raise ValueError(f"history_guidance must be >= 0, got {history_guidance}")
+        if ar_step < 0:
+            raise ValueError(f"ar_step must be >= 0, got {ar_step}")
         if history_guidance and (frames <= window or long_mode != "rollout"):
             raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
         text, null = self.encode_prompts(prompts)
@@ -268,7 +274,7 @@ class VideoPipeline:
                                                                                  ultravico_alpha), backend="dense")
         try:
             outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                                context_noise, history)
+                                context_noise, history, ar_step)
         finally:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
@@ -305,7 +311,7 @@ class VideoPipeline:
                                                 image_process=pipe.process, interval=interval)
 
     def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                context_noise, history=None) -> list[torch.Tensor]:
+                context_noise, history=None, ar_step: int = 0) -> list[torch.Tensor]:
         """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout".
 
         ``joint(noise) -> fn``: image-to-video's joint guidance for one window, built per batch with
@@ -322,7 +328,8 @@ class VideoPipeline:
                 gen = torch.Generator().manual_seed(seed + lo)
                 kwargs = {k: v[lo:hi] for k, v in text.items()}
                 ctx = None if first is None else first[lo:hi]
-                common = dict(steps=steps, shift=shift, block_frames=pt, model_kwargs=kwargs, generator=gen)
+                common = dict(steps=steps, shift=shift, ar_step=ar_step, block_frames=pt, model_kwargs=kwargs,
+                              generator=gen)
                 if mode == "single":
                     new = frames - (0 if ctx is None else 1)
                     noise = torch.randn((hi - lo, new, c, h, w), generator=gen).to(dev)

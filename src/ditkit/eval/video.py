@@ -80,13 +80,15 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
                    cfg_scale: float | None = None, seed: int = 0, batch_size: int = 16, long_clips: int = 0,
                    long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
                    long_motions: tuple[str, ...] | None = None, history_guidance: float = 0.0,
-                   overlap: int | None = None, image_expert=None, image_expert_scale: float = 1.0, log=print) -> dict:
+                   overlap: int | None = None, image_expert=None, image_expert_scale: float = 1.0, ar_step: int = 0,
+                   log=print) -> dict:
     """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video.
 
     ``long_motions``: the long clips are the first held-out clips with these motions (e.g. the ones
     whose shape stays in view however long the clip: bounce, rotate, color); default the first ones.
     ``history_guidance``, ``overlap``: the rollout's; ``image_expert`` (a text-to-image `Pipeline`) and
-    ``image_expert_scale``: image-expert guidance of every sample (`VideoPipeline.generate`)."""
+    ``image_expert_scale``: image-expert guidance of every sample, ``ar_step``: the asynchronous schedule of
+    every sample (`VideoPipeline.generate`)."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -95,12 +97,14 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     labels = torch.tensor([s.label for s in specs])
     motions = [s.motion for s in specs]
     opts = dict(steps=steps, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, image_expert=image_expert,
-                image_expert_scale=image_expert_scale)
+                image_expert_scale=image_expert_scale, ar_step=ar_step)
     result = {"held_out": f"{num_clips} moving-shape clips (seed {data_seed}), classes balanced",
               "window": window, "steps": steps or pipe.defaults.steps,
               "cfg_scale": pipe.defaults.cfg_scale if cfg_scale is None else cfg_scale}
     if image_expert is not None:
         result["image_expert_scale"] = image_expert_scale
+    if ar_step:
+        result["ar_step"] = ar_step
     real = torch.stack([data[i][0] for i in range(num_clips)])  # (N, F, 3, H, W): the measures' ceiling
     result["real_clips"] = adherence(classifier, real, labels, motions)
     log(f"text-to-video: {num_clips} clips of {window} frames ...")
