@@ -6,8 +6,10 @@ caption and with the same caption naming each other direction. Printed per s: ho
 word gives the lowest loss (chance 25 %), and the mean loss with the true word against the wrong
 ones. A model that uses the word has a clear advantage at high s, where the noisy clip hides the
 motion. Runs on a model folder, or on a run folder's latest raw (non-EMA) weights.
+``--context K`` gives the first K frames clean (image-to-video, a rollout's context) and scores the
+other frames only: where the shape starts is then known, and only the word says where it goes.
 
-    python benchmarks/video_direction_probe.py --model runs/shapes-t2v-motion --clips 32
+    python benchmarks/video_direction_probe.py --model runs/shapes-t2v-motion --clips 32 [--context 2]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ditkit.data.moving_shapes import DIRECTIONS, MovingShapesDataset
+from ditkit.diffusion.forcing import block_times
 from ditkit.eval.video import HELD_OUT_SEED
 from ditkit.models.text_video import null_labels
 from ditkit.train.video import encode_clips
@@ -39,8 +42,10 @@ def load(path: Path, tmp: Path):
 
 
 @torch.no_grad()
-def probe(pipe, clips: int, levels: list[float], seed: int = 0) -> list[dict]:
+def probe(pipe, clips: int, levels: list[float], seed: int = 0, context: int = 0) -> list[dict]:
     frames = pipe.config.num_frames
+    if not 0 <= context < frames:
+        raise ValueError(f"--context must lie in [0, {frames - 1}], got {context}")
     h = pipe.frame_shape[1]
     data = MovingShapesDataset(clips, seed=HELD_OUT_SEED, frames=frames, image_size=h, motions=DIRECTIONS,
                                labels=list(range(10)))
@@ -55,12 +60,14 @@ def probe(pipe, clips: int, levels: list[float], seed: int = 0) -> list[dict]:
     labels = null_labels(pipe.model, clips, z.device)
     rows = []
     for s in levels:
-        xs = (1 - s) * z + s * noise
-        t = pipe.process.network_time(torch.full((clips, frames), s))
+        sf = torch.full((clips, frames), s)
+        sf[:, :context] = 0.0  # clean context frames, (N, F)
+        xs = (1 - sf[:, :, None, None, None]) * z + sf[:, :, None, None, None] * noise
+        t = pipe.process.network_time(block_times(sf, pipe.config.temporal_patch))  # a block at its noisy frames' time
         losses = []
         for cond in conds:
-            out = pipe.model(xs, t, labels, **cond)[:, :, : z.shape[2]]
-            losses.append((out - (noise - z)).pow(2).flatten(1).mean(1))  # (N,)
+            out = pipe.model(xs, t, labels, **cond)[:, context:, : z.shape[2]]  # the generated frames
+            losses.append((out - (noise - z)[:, context:]).pow(2).flatten(1).mean(1))  # (N,)
         table = torch.stack(losses, 1)  # (N, 4)
         true = table[torch.arange(clips), truth]
         wrong = (table.sum(1) - true) / 3
@@ -74,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="video model folder or training run folder")
     ap.add_argument("--clips", type=int, default=32)
     ap.add_argument("--levels", default="0.3,0.6,0.8,0.95", help="noise levels s (1 = noise)")
+    ap.add_argument("--context", type=int, default=0, help="clean context frames at the start (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     path = Path(args.model)
@@ -89,7 +97,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp())
     try:
         pipe = load(path, tmp)
-        for r in probe(pipe, args.clips, levels):
+        for r in probe(pipe, args.clips, levels, context=args.context):
             gain = 1 - r["loss_true"] / r["loss_wrong"]
             print(f"s={r['s']:.2f}  true word lowest {r['true_word_lowest']:.0%} (chance 25 %)  loss true "
                   f"{r['loss_true']:.4f}  wrong {r['loss_wrong']:.4f}  advantage {gain:.1%}")
