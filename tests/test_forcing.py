@@ -11,6 +11,7 @@ from ditkit.diffusion.forcing import (
     chunked_sample,
     forcing_loss,
     forcing_sample,
+    motion_weights,
     rollout,
     sample_frame_times,
     step_matrix,
@@ -248,3 +249,38 @@ def test_rollout_builds_later_windows_from_context_fn():
     assert out.shape == (2, 10, 1, 2, 2)
     assert made == [(2, 2, 1, 2, 2)] * 3  # one per later window, shaped like its context
     assert used == ["base"] * 2 + ["context"] * 6  # the first window (no context) keeps the plain function
+
+
+def test_motion_weights_favour_what_moves_and_keep_the_loss_scale():
+    still = torch.randn(2, 1, 3, 6, 6).expand(2, 4, 3, 6, 6)  # no change over the clip
+    assert torch.allclose(motion_weights(still, 3.0), torch.ones(2, 4, 1, 6, 6))
+    clip = torch.zeros(1, 4, 3, 6, 6)
+    for f in range(4):  # a bright square moving right, one column per frame
+        clip[0, f, :, 1:3, f:f + 2] = 1.0
+    w = motion_weights(clip, 2.0)
+    assert w.shape == (1, 4, 1, 6, 6)
+    torch.testing.assert_close(w.mean(dim=(1, 3, 4)), torch.ones(1, 1))
+    assert w[0, 0, 0, 1, 0] > 2 * w[0, 0, 0, 4, 4]  # where the square is in frame 0, against the still background
+    assert torch.allclose(w[0, :, 0, 4:], w[0, 0, 0, 5, 5].expand(4, 2, 6))  # the background is uniform
+    assert torch.allclose(motion_weights(clip, 0.0), torch.ones_like(w))
+    with pytest.raises(ValueError, match="motion_weight"):
+        ForcingConfig(motion_weight=-1.0)
+
+
+def test_forcing_loss_with_motion_weight_is_the_weighted_mse():
+    model = tiny_video()
+    x0, noise = torch.randn(2, 4, 2, 8, 8), torch.randn(2, 4, 2, 8, 8)
+    s = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.0, 0.7, 0.2, 0.9]])
+    y = {"y": torch.tensor([0, 1])}
+    loss = forcing_loss(PROCESS, model, x0, ForcingConfig(motion_weight=2.0), y, noise=noise, s=s)
+    with torch.no_grad():
+        v = model(s.view(2, 4, 1, 1, 1) * noise + (1 - s.view(2, 4, 1, 1, 1)) * x0, PROCESS.network_time(s), **y)
+    sq = (v[:, :, :2] - (noise - x0)).pow(2) * motion_weights(x0, 2.0)  # (N, F, C, H, W)
+    per_frame = sq.flatten(2).mean(2)  # (N, F)
+    expected = torch.stack([per_frame[0].mean(), per_frame[1, 1:].mean()])  # clip 1's frame 0 is context
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=1e-5)
+    plain = forcing_loss(PROCESS, model, x0, ForcingConfig(), y, noise=noise, s=s)
+    assert not torch.allclose(loss, plain)
+    still = x0[:, :1].expand(2, 4, 2, 8, 8)
+    torch.testing.assert_close(forcing_loss(PROCESS, model, still, ForcingConfig(motion_weight=2.0), y, noise=noise, s=s),
+                               forcing_loss(PROCESS, model, still, ForcingConfig(), y, noise=noise, s=s))

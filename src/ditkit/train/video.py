@@ -55,6 +55,7 @@ class VideoTrainConfig:
     per_frame_prob: float = 0.3  # independent per-frame noise levels (diffusion forcing)
     context_prob: float = 0.3  # a clean prefix of 1..F-1 frames (image-to-video, rollouts)
     context_noise: float = 0.0  # that prefix re-noised to a level from U(0, context_noise) (rollouts' noised context)
+    motion_weight: float = 0.0  # loss weight on what changes over the clip (`diffusion.forcing.motion_weights`)
     motions: tuple[str, ...] = MOTIONS
     frame_local_steps: int = 0  # cross-frame attention penalty annealed to zero over these first steps (0: off)
     frame_local_bias: float = 8.0  # the penalty at step 0 (logit units)
@@ -75,7 +76,8 @@ class VideoTrainConfig:
 
     def forcing(self) -> ForcingConfig:
         return ForcingConfig(per_frame_prob=self.per_frame_prob, block_frames=self.temporal_patch,
-                             context_prob=self.context_prob, context_noise=self.context_noise)
+                             context_prob=self.context_prob, context_noise=self.context_noise,
+                             motion_weight=self.motion_weight)
 
     def video_model(self, trunk: DiTConfig) -> VideoDiTConfig:
         return VideoDiTConfig(dit=trunk, num_frames=self.frames, temporal_patch=self.temporal_patch,
