@@ -178,6 +178,8 @@ TRAIN_PRESETS["shapes-t2v-pt2-sized"] = dataclasses.replace(
 # shapes-t2v-pt2-sized, at context_prob 0.3, learnt no direction word for text-to-video (20.5 %) but followed it
 # in 52.3 % of image-to-video clips; the session-14 sweep's lower context/per-frame probabilities (0.15) drew
 # the shape better and the direction worse (62.5 / 27.3 % against 56.1 / 50.0 %).
+# Measured (session 25, 123.7 min): shape 54.1 %, direction 15.9 %, image-to-video direction 47.7 %: worse than
+# shapes-t2v-pt2-sized on all three (docs/results/video/pt2_ctx_run.json).
 TRAIN_PRESETS["shapes-t2v-pt2-ctx"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-pt2-sized"],
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2-sized"].video, context_prob=0.5),
@@ -188,6 +190,7 @@ TRAIN_PRESETS["shapes-t2v-pt2-ctx"] = dataclasses.replace(
 # unweighted). The direction of travel is a small shape's displacement, a sliver of the plain MSE: with the
 # first two frames given, shapes-t2v-pt2-sized's loss on the other six is only 5.3 % lower with the true
 # direction word than with a wrong one at s = 0.95 (`benchmarks/video_direction_probe.py --context 2`).
+# Not yet run (defined in session 25).
 TRAIN_PRESETS["shapes-t2v-pt2-motion"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-pt2-sized"],
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2-sized"].video, motion_weight=2.0),
