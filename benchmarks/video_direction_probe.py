@@ -62,7 +62,8 @@ def probe(pipe, clips: int, levels: list[float], seed: int = 0, context: int = 0
     for s in levels:
         sf = torch.full((clips, frames), s)
         sf[:, :context] = 0.0  # clean context frames, (N, F)
-        xs = (1 - sf[:, :, None, None, None]) * z + sf[:, :, None, None, None] * noise
+        sv = sf.view(clips, frames, 1, 1, 1)
+        xs = (1 - sv) * z + sv * noise
         t = pipe.process.network_time(block_times(sf, pipe.config.temporal_patch))  # a block at its noisy frames' time
         losses = []
         for cond in conds:

@@ -5,24 +5,23 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(s: str) -> int:
+def _int(s: str, ok, expected: str) -> int:
+    """``int(s)`` when ``ok`` holds for it, else an argparse error naming what was ``expected``."""
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {s!r}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {v}")
     return v
+
+
+def positive_int(s: str) -> int:
+    return _int(s, lambda v: v > 0, "a positive integer")
 
 
 def nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+    return _int(s, lambda v: v >= 0, "an integer >= 0")
 
 
 def _float(s: str, ok, expected: str) -> float:
