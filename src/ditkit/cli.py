@@ -88,6 +88,8 @@ def _generate_video(args) -> None:
     for flag in ("vae", "guidance_interval"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag.replace('_', '-')} is not supported with --video")
+    if args.image and args.first_frame_model:
+        raise UserError("--first-frame-model draws the first frame: give it or --image, not both")
     image = None
     if args.image:
         from PIL import Image, UnidentifiedImageError
@@ -111,14 +113,15 @@ def _generate_video(args) -> None:
                           ultravico_alpha=args.ultravico_alpha, i2v_guidance=args.i2v_guidance,
                           context_noise=args.context_noise, history_guidance=args.history_guidance,
                           overlap=args.overlap, image_expert=_image_expert(args, pipe.device),
-                          image_expert_scale=args.image_expert_scale, ar_step=args.ar_step)
+                          image_expert_scale=args.image_expert_scale, ar_step=args.ar_step,
+                          first_frame_model=_first_frame_model(args, pipe.device))
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
 
 
 def _no_video_flags(args, hint: str) -> None:
-    for flag in ("context_noise", "history_guidance", "overlap", "image_expert", "ar_step"):
+    for flag in ("context_noise", "history_guidance", "overlap", "image_expert", "ar_step", "first_frame_model"):
         if getattr(args, flag, None):
             raise UserError(f"--{flag.replace('_', '-')} is a video option: {hint}")
 
@@ -224,10 +227,12 @@ def _eval_video(args) -> None:
                             i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
                             history_guidance=args.history_guidance, overlap=args.overlap,
                             image_expert=_image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
-                            ar_step=args.ar_step)
+                            ar_step=args.ar_step, first_frame_model=_first_frame_model(args, pipe.device))
     result["seconds"] = round(time.time() - t0, 1)
     if args.image_expert:
         result["image_expert"] = args.image_expert
+    if args.first_frame_model:
+        result["first_frame_model"] = args.first_frame_model
     if args.json:
         save_json(args.json, result)
     t2v = result["text_to_video"]
@@ -365,7 +370,19 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ar-step", type=_nonneg_int, default=0,
                    help="video models: asynchronous schedule, each frame block this many steps behind the one "
                         "before (SkyReels-V2 diffusion forcing; 0 = all frames together)")
+    p.add_argument("--first-frame-model", metavar="DIR",
+                   help="video models: factorized text-to-video (Emu Video): this text-to-image model folder draws "
+                        "each clip's first frame, the video model continues it (e.g. assets/shapes-t2i)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _first_frame_model(args, device):
+    """The --first-frame-model pipeline (None without the flag); `VideoPipeline.generate` checks that it fits."""
+    if not getattr(args, "first_frame_model", None):
+        return None
+    from .pipeline import load_pipeline
+
+    return load_pipeline(args.first_frame_model, device=device)
 
 
 def _image_expert(args, device):

@@ -187,7 +187,7 @@ class VideoPipeline:
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
                  history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
                  image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
-                 image_prompts=None, ar_step: int = 0) -> torch.Tensor:
+                 image_prompts=None, ar_step: int = 0, first_frame_model=None) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -207,6 +207,11 @@ class VideoPipeline:
         every window: each frame block trails the one before by ``ar_step`` steps, so later frames are denoised
         with the earlier ones nearly clean (how image-to-video and rollouts see their context); 0 moves all
         frames together.
+        ``first_frame_model``: factorized text-to-video (Emu Video, Girdhar et al. 2023, "Factorizing
+        Text-to-Video Generation by Explicit Image Conditioning"): a text-to-image `ditkit.pipeline.Pipeline`
+        draws each clip's first frame from ``image_prompts`` (same default as the image expert) with its own
+        steps and guidance and this call's ``seed``, then this model continues it as image-to-video. The
+        image model need not share the autoencoder: its frames are decoded and re-encoded.
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -233,6 +238,13 @@ class VideoPipeline:
         text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
         first = None
+        if first_frame_model is not None:
+            if image is not None:
+                raise ValueError("give a first frame (image) or a first-frame model, not both")
+            image_prompts = prompts if image_prompts is None else image_prompts
+            if isinstance(image_prompts, str) or len(image_prompts) != n:
+                raise ValueError(f"give one image prompt per prompt ({n})")
+            image = self._first_frames(first_frame_model, image_prompts, seed, batch_size)
         if image is not None:
             image = image.unsqueeze(0) if image.ndim == 3 else image
             if image.shape[0] not in (1, n):
@@ -279,6 +291,20 @@ class VideoPipeline:
             self.model.attention_core = previous_core
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out.cpu() if latents else self.decode(out)
+
+    def _first_frames(self, pipe, image_prompts, seed: int, batch_size: int) -> torch.Tensor:
+        """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption."""
+        from .data.moving_shapes import image_caption
+
+        if getattr(pipe, "text_encoder", None) is None:
+            raise ValueError("the first-frame model must be a text-to-image model folder")
+        if isinstance(image_prompts, str) or not all(isinstance(p, str) for p in image_prompts):
+            raise ValueError("give the image prompts as a list of strings")
+        frames = pipe.generate(prompts=[image_caption(p) for p in image_prompts], seed=seed, batch_size=batch_size)
+        if tuple(frames.shape[1:]) != tuple(self.frame_shape):
+            raise ValueError(f"the first-frame model draws {'x'.join(map(str, frames.shape[1:]))} images, this "
+                             f"video model's frames are {'x'.join(map(str, self.frame_shape))}")
+        return frames.float().clamp(-1, 1)
 
     def _image_expert(self, pipe, scale: float, interval, image_prompts, text: dict):
         """Check a text-to-image pipeline against this model, put its encoded captions into ``text``

@@ -1,0 +1,74 @@
+"""Factorized text-to-video (Emu Video): a text-to-image model draws the first frame, the video model the rest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ditkit.data.moving_shapes import image_caption
+from ditkit.diffusion.flow import FlowMatching
+from ditkit.pipeline import Pipeline
+from tests.test_image_expert import PROMPTS, _image, _video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_first_frame_model_draws_frame_zero_and_the_video_model_continues_it():
+    pipe, t2i = _video(), _image()
+    images = t2i.generate(prompts=[image_caption(p) for p in PROMPTS], seed=5).clamp(-1, 1)  # (2, 3, 16, 16)
+    out = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i)
+    assert out.shape == (2, 4, 3, 16, 16) and torch.isfinite(out).all()
+    torch.testing.assert_close(out[:, 0], images)  # frame 0 is the image model's sample, unchanged
+    # ... and the rest is image-to-video from it: the same as giving those images by hand
+    torch.testing.assert_close(out, pipe.generate(PROMPTS, steps=3, seed=5, image=images))
+    assert not torch.allclose(out, pipe.generate(PROMPTS, steps=3, seed=5), atol=1e-3)  # not plain text-to-video
+    # each clip's own image caption (without the motion phrase) draws its frame
+    other = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i, image_prompts=[PROMPTS[0]] * 2)
+    torch.testing.assert_close(other[0], out[0])
+    assert (other[1, 0] - out[1, 0]).abs().max() > 1e-2
+
+
+def test_first_frame_model_refusals():
+    pipe, t2i = _video(), _image()
+    first = torch.zeros(3, 16, 16)
+    with pytest.raises(ValueError, match="not both"):
+        pipe.generate(PROMPTS, steps=1, image=first, first_frame_model=t2i)
+    with pytest.raises(ValueError, match="text-to-image"):
+        pipe.generate(PROMPTS, steps=1, first_frame_model=Pipeline(t2i.model, FlowMatching()))
+    with pytest.raises(ValueError, match="8x8"):  # wrong frame size
+        pipe.generate(PROMPTS, steps=1, first_frame_model=_image(hw=8))
+    with pytest.raises(ValueError, match="one image prompt"):
+        pipe.generate(PROMPTS, steps=1, first_frame_model=t2i, image_prompts=PROMPTS[:1])
+    with pytest.raises(ValueError, match="2 frames"):
+        pipe.generate(PROMPTS, steps=1, frames=1, first_frame_model=t2i)
+
+
+def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
+    from ditkit.cli import main
+    from ditkit.pipeline import save_pipeline
+    from ditkit.video_pipeline import save_video_pipeline
+
+    pipe, t2i = _video(), _image()
+    save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
+    save_pipeline(tmp_path / "t2i", t2i.model, t2i.process, text_encoder=t2i.text_encoder)
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0], "--steps", "2",
+                 "--n-per-class", "1", "--first-frame-model", str(tmp_path / "t2i"), "--out", str(tmp_path / "v.gif"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "v.gif").is_file()
+    assert main(["eval", "--model", str(tmp_path / "video"), "--num-samples", "3", "--steps", "1",
+                 "--first-frame-model", str(tmp_path / "t2i"), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["first_frame_model"] == str(tmp_path / "t2i") and "factorized" in result
+    assert "image_to_video" in result  # image-to-video still measured from the held-out frames
+    capsys.readouterr()
+    assert main(["generate", "--first-frame-model", str(tmp_path / "t2i")]) == 2  # a video option
+    (tmp_path / "f.png").write_bytes(b"")
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0],
+                 "--first-frame-model", str(tmp_path / "t2i"), "--image", str(tmp_path / "f.png")]) == 2
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0],
+                 "--first-frame-model", str(tmp_path / "video")]) == 2  # not a text-to-image folder
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("ditkit generate: error:") for line in err)
+    assert "not both" in err[1]
