@@ -45,6 +45,27 @@ def test_first_frame_model_refusals():
         pipe.generate(PROMPTS, steps=1, frames=1, first_frame_model=t2i)
 
 
+def test_eval_gives_the_image_model_each_first_frames_own_caption(monkeypatch):
+    import ditkit.eval.video as video_eval
+
+    pipe, t2i = _video(), _image()
+    calls, generate = [], pipe.generate
+
+    def spy(prompts, **kw):
+        calls.append((list(prompts), kw.get("image_prompts"), kw.get("first_frame_model")))
+        return generate(prompts, **kw)
+
+    pipe.generate = spy  # only the prompts matter here: any classifier will do
+    monkeypatch.setattr(video_eval, "_frame_predictions", lambda clf, clips: torch.zeros(clips.shape[:2]))
+    result = video_eval.evaluate_video(pipe, None, num_clips=3, steps=1, first_frame_model=t2i, log=lambda *a: None)
+    specs = [video_eval.held_out_clips(3, 4, 16).clip(i) for i in range(3)]
+    (t2v_prompts, image_prompts, ff), (_, i2v_image_prompts, i2v_ff) = calls
+    assert t2v_prompts == [s.caption("motion-first") for s in specs] and ff is t2i and i2v_ff is None
+    assert image_prompts == i2v_image_prompts == [s.first.caption() for s in specs]  # with the size word
+    assert all(p != image_caption(q) for p, q in zip(image_prompts, t2v_prompts))
+    assert "factorized" in result
+
+
 def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
     from ditkit.cli import main
     from ditkit.pipeline import save_pipeline

@@ -90,7 +90,9 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     ``image_expert_scale``: image-expert guidance of every sample, ``ar_step``: the asynchronous schedule of
     every sample (`VideoPipeline.generate`). ``first_frame_model`` (a text-to-image `Pipeline`): factorized
     text-to-video, each clip's first frame drawn by it and continued as image-to-video; text-to-video only
-    (image-to-video has its given frames, and the long-video baseline, chunk by chunk, takes no first image)."""
+    (image-to-video has its given frames, and the long-video baseline, chunk by chunk, takes no first image).
+    The image expert and the first-frame model read each clip's first frame described as the text-to-image
+    model was trained (`ShapeSpec.caption`, with the size word), whatever the video model's caption style."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -112,12 +114,13 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     real = torch.stack([data[i][0] for i in range(num_clips)])  # (N, F, 3, H, W): the measures' ceiling
     result["real_clips"] = adherence(classifier, real, labels, motions)
     log(f"text-to-video: {num_clips} clips of {window} frames ...")
-    clips = pipe.generate(prompts, first_frame_model=first_frame_model, **opts)
+    image_prompts = [s.first.caption() for s in specs]
+    clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts, **opts)
     result["text_to_video"] = adherence(classifier, clips, labels, motions)
     if i2v:
         log("image-to-video from the held-out clips' first frames ...")
         firsts = real[:, 0]  # (N, 3, H, W)
-        out = pipe.generate(prompts, image=firsts, **opts)
+        out = pipe.generate(prompts, image=firsts, image_prompts=image_prompts, **opts)
         result["image_to_video"] = {
             "first_frame_psnr": psnr(out[:, 0], firsts).mean().item(),
             "autoencoder_round_trip_psnr": psnr(pipe.decode(pipe.encode_frames(firsts))[:, 0], firsts).mean().item(),
@@ -134,7 +137,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         for name in ("rollout", "chunked"):
             extra = {"context_noise": context_noise, "history_guidance": history_guidance,
                      "overlap": overlap} if name == "rollout" else {}
-            out = pipe.generate([prompts[i] for i in pick], frames=total, long_mode=name, **opts, **extra)
+            out = pipe.generate([prompts[i] for i in pick], frames=total, long_mode=name,
+                                image_prompts=[image_prompts[i] for i in pick], **opts, **extra)
             long[name] = consistency(classifier, out, labels[pick], window)
         result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise,
                                 "history_guidance": history_guidance, "overlap": overlap,
