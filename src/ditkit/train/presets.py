@@ -144,6 +144,8 @@ TRAIN_PRESETS["shapes-t2v-one"] = dataclasses.replace(
 # The one-command recipe with two frames per token (4 x 8 x 8 = 256 tokens per 8-frame clip instead of 512):
 # about 2.4x the clips per CPU-second (1.01 vs 2.45 s/step, session 19; 1.1-1.4 s/step in session 20's run), so
 # 10,000 steps fit the 4-hour budget with a margin. Image-to-video replaces the first frame inside its patch.
+# Run again from step 0 in session 26 (run folder /work/runs/t2v-pt2) for factorized sampling
+# (`--first-frame-model`); session 20's run had started with steps=12,000, changed to 10,000 at step 1,600.
 TRAIN_PRESETS["shapes-t2v-pt2"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-one"], steps=10_000,
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-one"].video, temporal_patch=2),
