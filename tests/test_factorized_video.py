@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
 
 from ditkit.data.moving_shapes import image_caption
 from ditkit.diffusion.flow import FlowMatching
 from ditkit.pipeline import Pipeline
-from tests.test_image_expert import PROMPTS, _image, _video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
