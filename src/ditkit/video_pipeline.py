@@ -238,13 +238,14 @@ class VideoPipeline:
         text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
         first = None
+        expert = image_expert is not None and image_expert_scale != 0
+        captions = None  # the image model's captions (first-frame model, image expert), one per clip
+        if first_frame_model is not None or expert:
+            captions = _image_captions(prompts if image_prompts is None else image_prompts, n)
         if first_frame_model is not None:
             if image is not None:
                 raise ValueError("give a first frame (image) or a first-frame model, not both")
-            image_prompts = prompts if image_prompts is None else image_prompts
-            if isinstance(image_prompts, str) or len(image_prompts) != n:
-                raise ValueError(f"give one image prompt per prompt ({n})")
-            image = self._first_frames(first_frame_model, image_prompts, seed, batch_size)
+            image = self._first_frames(first_frame_model, captions, seed, batch_size)
         if image is not None:
             image = image.unsqueeze(0) if image.ndim == 3 else image
             if image.shape[0] not in (1, n):
@@ -264,9 +265,8 @@ class VideoPipeline:
             joint, history = (None if make is None else
                               (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
                               for make in (joint, history))
-        if image_expert is not None and image_expert_scale != 0:
-            guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval,
-                                       prompts if image_prompts is None else image_prompts, text)
+        if expert:
+            guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval, captions, text)
             fn = guide(fn)
             joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
                               for make in (joint, history))
@@ -292,31 +292,23 @@ class VideoPipeline:
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out.cpu() if latents else self.decode(out)
 
-    def _first_frames(self, pipe, image_prompts, seed: int, batch_size: int) -> torch.Tensor:
+    def _first_frames(self, pipe, captions: list[str], seed: int, batch_size: int) -> torch.Tensor:
         """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption."""
-        from .data.moving_shapes import image_caption
-
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError("the first-frame model must be a text-to-image model folder")
-        if isinstance(image_prompts, str) or not all(isinstance(p, str) for p in image_prompts):
-            raise ValueError("give the image prompts as a list of strings")
-        frames = pipe.generate(prompts=[image_caption(p) for p in image_prompts], seed=seed, batch_size=batch_size)
+        frames = pipe.generate(prompts=captions, seed=seed, batch_size=batch_size)
         if tuple(frames.shape[1:]) != tuple(self.frame_shape):
             raise ValueError(f"the first-frame model draws {'x'.join(map(str, frames.shape[1:]))} images, this "
                              f"video model's frames are {'x'.join(map(str, self.frame_shape))}")
         return frames.float().clamp(-1, 1)
 
-    def _image_expert(self, pipe, scale: float, interval, image_prompts, text: dict):
-        """Check a text-to-image pipeline against this model, put its encoded captions into ``text``
-        (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
-        from .data.moving_shapes import image_caption
+    def _image_expert(self, pipe, scale: float, interval, captions: list[str], text: dict):
+        """Check a text-to-image pipeline against this model, put its encoded ``captions`` (one per clip) into
+        ``text`` (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
         from .diffusion.image_expert import image_expert_guidance
 
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError("the image expert must be a text-to-image model folder")
-        n = next(iter(text.values())).shape[0]
-        if isinstance(image_prompts, str) or len(image_prompts) != n:
-            raise ValueError(f"give one image prompt per prompt ({n})")
         icfg = pipe.config
         if (icfg.in_channels, tuple(icfg.hw)) != (self.config.dit.in_channels, tuple(self.config.dit.hw)):
             raise ValueError(f"the image expert takes {icfg.in_channels}x{icfg.hw[0]}x{icfg.hw[1]} latents, this "
@@ -327,7 +319,7 @@ class VideoPipeline:
             and all(mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
         if not same:
             raise ValueError("the image expert was trained on another autoencoder: its latents are not this model's")
-        (tokens, mask), (null_tokens, null_mask) = pipe.encode_prompts([image_caption(p) for p in image_prompts])
+        (tokens, mask), (null_tokens, null_mask) = pipe.encode_prompts(captions)
         dev = self.device
         text["image_text"], text["image_text_mask"] = tokens.to(dev), mask.to(dev)
         pipe.model.eval()
@@ -376,6 +368,18 @@ class VideoPipeline:
                                    context_fn=history, **common)
                 outs.append(clip.float())
         return outs
+
+
+def _image_captions(image_prompts, n: int) -> list[str]:
+    """One image caption per clip for a text-to-image model: each prompt without its motion phrase
+    (`ditkit.data.moving_shapes.image_caption`); ValueError unless there are ``n`` prompts, all strings."""
+    from .data.moving_shapes import image_caption
+
+    if isinstance(image_prompts, str) or len(image_prompts) != n:
+        raise ValueError(f"give one image prompt per prompt ({n})")
+    if not all(isinstance(p, str) for p in image_prompts):
+        raise ValueError("give the image prompts as a list of strings")
+    return [image_caption(p) for p in image_prompts]
 
 
 def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise: float, block_frames: int = 1):
