@@ -192,8 +192,9 @@ TRAIN_PRESETS["shapes-t2v-pt2-ctx"] = dataclasses.replace(
 # unweighted). The direction of travel is a small shape's displacement, a sliver of the plain MSE: with the
 # first two frames given, shapes-t2v-pt2-sized's loss on the other six is only 5.3 % lower with the true
 # direction word than with a wrong one at s = 0.95 (`benchmarks/video_direction_probe.py --context 2`).
-# Started at the end of session 25 (run folder /work/runs/t2v-pt2-motion, outside the repository), resumed in
-# session 26 and stopped there at step 525 (checkpoint 500) for a shapes-t2v-pt2 run: not measured.
+# Started at the end of session 25 (run folder /work/runs/t2v-pt2-motion, outside the repository), stopped in
+# session 26 at step 525 for a second shapes-t2v-pt2 run (which did not learn the direction word: 36.4 % at step
+# 10,000, docs/results/video/pt2_rerun_s27_step10000.json), resumed in session 27 with the same command.
 TRAIN_PRESETS["shapes-t2v-pt2-motion"] = dataclasses.replace(
     TRAIN_PRESETS["shapes-t2v-pt2-sized"],
     video=dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2-sized"].video, motion_weight=2.0),
