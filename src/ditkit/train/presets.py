@@ -194,7 +194,7 @@ TRAIN_PRESETS["shapes-t2v-pt2-ctx"] = dataclasses.replace(
 # direction word than with a wrong one at s = 0.95 (`benchmarks/video_direction_probe.py --context 2`).
 # Started at the end of session 25 (run folder /work/runs/t2v-pt2-motion, outside the repository), stopped in
 # session 26 at step 525 for a second shapes-t2v-pt2 run (which did not learn the direction word: 36.4 % at step
-# 10,000, docs/results/video/pt2_rerun_s27_step10000.json), resumed in session 27 with the same command. Direction-
+# 10,000, docs/results/video/pt2_rerun_s27_step10000.json), resumed in sessions 27-28 with the same command. Direction-
 # word probe at s = 0.8 (plain loss, true word against wrong): 27.1 % advantage at step 2,000, against 10.7 %
 # for that shapes-t2v-pt2 run at step 10,000.
 TRAIN_PRESETS["shapes-t2v-pt2-motion"] = dataclasses.replace(
