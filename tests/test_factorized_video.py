@@ -30,6 +30,35 @@ def test_first_frame_model_draws_frame_zero_and_the_video_model_continues_it():
     assert (other[1, 0] - out[1, 0]).abs().max() > 1e-2
 
 
+def test_first_frame_redraws_replace_only_the_frames_that_fail_the_check():
+    pipe, t2i = _video(), _image()
+    captions = [image_caption(p) for p in PROMPTS]
+    first = t2i.generate(prompts=captions, seed=5).clamp(-1, 1)  # (2, 3, 16, 16)
+    seen = []
+
+    def check(frame, prompt):  # clip 1's first two draws fail
+        seen.append(prompt)
+        return prompt == PROMPTS[0] or seen.count(prompt) > 2
+
+    out = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=3,
+                        first_frame_check=check)
+    torch.testing.assert_close(out[0, 0], first[0])  # passed: kept
+    third = t2i.generate(prompts=captions[1:], seed=7).clamp(-1, 1)[0]  # round 2 draws with seed + 2
+    torch.testing.assert_close(out[1, 0], third)
+    assert (third - first[1]).abs().max() > 1e-2
+    assert seen == [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]]  # stops once all pass
+    never = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=2,
+                          first_frame_check=lambda f, p: False)  # never passes: the last draw is kept
+    torch.testing.assert_close(never[:, 0], t2i.generate(prompts=captions, seed=7).clamp(-1, 1))
+    # the default check is the moving-shapes start rule; it only ever replaces frames
+    default = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=1)
+    assert default.shape == out.shape and torch.isfinite(default).all()
+    with pytest.raises(ValueError, match="give first_frame_model"):
+        pipe.generate(PROMPTS, steps=1, first_frame_redraws=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        pipe.generate(PROMPTS, steps=1, first_frame_model=t2i, first_frame_redraws=-1)
+
+
 def test_first_frame_model_refusals():
     pipe, t2i = _video(), _image()
     first = torch.zeros(3, 16, 16)
@@ -93,3 +122,13 @@ def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("ditkit generate: error:") for line in err)
     assert "not both" in err[1]
+    assert main(["eval", "--model", str(tmp_path / "video"), "--num-samples", "2", "--steps", "1", "--no-i2v",
+                 "--first-frame-model", str(tmp_path / "t2i"), "--first-frame-redraws", "2",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["first_frame_redraws"] == 2
+    capsys.readouterr()
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0],
+                 "--first-frame-redraws", "2"]) == 2
+    assert main(["generate", "--first-frame-redraws", "2"]) == 2  # a video option
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "give that too" in err[0] and "video option" in err[1]

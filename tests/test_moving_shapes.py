@@ -1,5 +1,7 @@
 """Moving-shape clips and the pixel-level motion check."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,8 @@ from ditkit.data.moving_shapes import (
     DIRECTIONS,
     MOTIONS,
     MovingShapesDataset,
+    caption_direction,
+    first_frame_fits,
     sample_clip,
     track_motion,
 )
@@ -136,3 +140,21 @@ def test_motion_check_on_tensors_and_still_clips():
     assert est.direction == "none" and est.tracked == 0.0
     with pytest.raises(ValueError, match="frames must be"):
         track_motion(np.zeros((4, 8, 8)))
+
+
+def test_first_frame_check_follows_the_start_rule():
+    ds = MovingShapesDataset(300, seed=77, frames=8, motions=DIRECTIONS)
+    clips = [ds.clip(i) for i in range(len(ds))]
+    assert all(first_frame_fits(c.render(32, frames=1)[0], c.caption()) for c in clips)  # every real start fits
+    assert first_frame_fits(ds[0][0][0], clips[0].caption("sized"))  # float (3, H, W) frames, any caption style
+    opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    for c in clips[:40]:  # the same shape pushed against the wall it heads to: no room for the path
+        s, edge = c.first, c.first.radius * 1.02
+        at_wall = {"left": {"cx": edge}, "right": {"cx": 1 - edge}, "up": {"cy": edge}, "down": {"cy": 1 - edge}}
+        frame = replace(c, first=replace(s, **at_wall[c.motion])).render(32, frames=1)[0]
+        assert not first_frame_fits(frame, c.caption())
+        assert first_frame_fits(frame, c.caption().replace(c.motion, opposite[c.motion]))
+    assert caption_direction("a small red star moving up on a blue background") == "up"
+    assert caption_direction("a red star bouncing on a blue background") is None
+    assert first_frame_fits(np.zeros((8, 8, 3), np.uint8), "a red star rotating on a blue background")
+    assert not first_frame_fits(np.zeros((8, 8, 3), np.uint8), "a red star moving up on a blue background")

@@ -90,6 +90,7 @@ def _generate_video(args) -> None:
             raise UserError(f"--{flag.replace('_', '-')} is not supported with --video")
     if args.image and args.first_frame_model:
         raise UserError("--first-frame-model draws the first frame: give it or --image, not both")
+    _check_redraws(args)
     image = None
     if args.image:
         from PIL import Image, UnidentifiedImageError
@@ -114,14 +115,16 @@ def _generate_video(args) -> None:
                           context_noise=args.context_noise, history_guidance=args.history_guidance,
                           overlap=args.overlap, image_expert=_image_expert(args, pipe.device),
                           image_expert_scale=args.image_expert_scale, ar_step=args.ar_step,
-                          first_frame_model=_first_frame_model(args, pipe.device))
+                          first_frame_model=_first_frame_model(args, pipe.device),
+                          first_frame_redraws=args.first_frame_redraws)
     out = args.out if args.out != "samples.png" else "samples.gif"
     path = save_video(clips, out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
 
 
 def _no_video_flags(args, hint: str) -> None:
-    for flag in ("context_noise", "history_guidance", "overlap", "image_expert", "ar_step", "first_frame_model"):
+    for flag in ("context_noise", "history_guidance", "overlap", "image_expert", "ar_step", "first_frame_model",
+                 "first_frame_redraws"):
         if getattr(args, flag, None):
             raise UserError(f"--{flag.replace('_', '-')} is a video option: {hint}")
 
@@ -219,6 +222,7 @@ def _eval_video(args) -> None:
         unknown = [m for m in long_motions if m not in MOTIONS]
         if unknown or not long_motions:
             raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
+    _check_redraws(args)
     pipe = load_video_pipeline(args.model).to(_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
@@ -227,7 +231,8 @@ def _eval_video(args) -> None:
                             i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
                             history_guidance=args.history_guidance, overlap=args.overlap,
                             image_expert=_image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
-                            ar_step=args.ar_step, first_frame_model=_first_frame_model(args, pipe.device))
+                            ar_step=args.ar_step, first_frame_model=_first_frame_model(args, pipe.device),
+                            first_frame_redraws=args.first_frame_redraws)
     result["seconds"] = round(time.time() - t0, 1)
     if args.image_expert:
         result["image_expert"] = args.image_expert
@@ -373,7 +378,15 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-frame-model", metavar="DIR",
                    help="video models: factorized text-to-video (Emu Video): this text-to-image model folder draws "
                         "each clip's first frame, the video model continues it (e.g. assets/shapes-t2i)")
+    p.add_argument("--first-frame-redraws", type=_nonneg_int, default=0, metavar="N",
+                   help="--first-frame-model: draw again, up to N times, each first frame whose shape lacks room "
+                        "for the caption's motion (\"moving left\": the moving-shapes clips' start rule)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_redraws(args) -> None:
+    if getattr(args, "first_frame_redraws", 0) and not getattr(args, "first_frame_model", None):
+        raise UserError("--first-frame-redraws redraws the frames of --first-frame-model: give that too")
 
 
 def _first_frame_model(args, device):

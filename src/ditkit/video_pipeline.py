@@ -187,7 +187,8 @@ class VideoPipeline:
                  long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
                  history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
                  image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
-                 image_prompts=None, ar_step: int = 0, first_frame_model=None) -> torch.Tensor:
+                 image_prompts=None, ar_step: int = 0, first_frame_model=None, first_frame_redraws: int = 0,
+                 first_frame_check=None) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -212,6 +213,9 @@ class VideoPipeline:
         draws each clip's first frame from ``image_prompts`` (same default as the image expert) with its own
         steps and guidance and this call's ``seed``, then this model continues it as image-to-video. The
         image model need not share the autoencoder: its frames are decoded and re-encoded.
+        ``first_frame_redraws`` > 0: each first frame that fails ``first_frame_check(frame, prompt)`` (default
+        `ditkit.data.moving_shapes.first_frame_fits`: room for the caption's straight motion) is drawn again,
+        with seed + r in round r, up to this many times; a frame that never passes keeps its last draw.
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -231,6 +235,10 @@ class VideoPipeline:
             raise ValueError(f"history_guidance must be >= 0, got {history_guidance}")
         if ar_step < 0:
             raise ValueError(f"ar_step must be >= 0, got {ar_step}")
+        if first_frame_redraws < 0:
+            raise ValueError(f"first_frame_redraws must be >= 0, got {first_frame_redraws}")
+        if first_frame_redraws and first_frame_model is None:
+            raise ValueError("first_frame_redraws redraws a first-frame model's frames: give first_frame_model")
         if history_guidance and (frames <= window or long_mode != "rollout"):
             raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
         text, null = self.encode_prompts(prompts)
@@ -246,6 +254,9 @@ class VideoPipeline:
             if image is not None:
                 raise ValueError("give a first frame (image) or a first-frame model, not both")
             image = self._first_frames(first_frame_model, captions, seed, batch_size)
+            if first_frame_redraws:
+                image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), seed,
+                                                  batch_size, first_frame_redraws, first_frame_check)
         if image is not None:
             image = image.unsqueeze(0) if image.ndim == 3 else image
             if image.shape[0] not in (1, n):
@@ -301,6 +312,20 @@ class VideoPipeline:
             raise ValueError(f"the first-frame model draws {'x'.join(map(str, frames.shape[1:]))} images, this "
                              f"video model's frames are {'x'.join(map(str, self.frame_shape))}")
         return frames.float().clamp(-1, 1)
+
+    def _redraw_first_frames(self, pipe, image: torch.Tensor, captions: list[str], prompts: list[str], seed: int,
+                             batch_size: int, rounds: int, check=None) -> torch.Tensor:
+        """``image`` (N, 3, H, W) with each frame that fails ``check(frame, prompt)`` drawn again (seed + r in
+        round r, only the failing clips' captions), up to ``rounds`` times."""
+        if check is None:
+            from .data.moving_shapes import first_frame_fits as check
+        image = image.clone()
+        for r in range(1, rounds + 1):
+            bad = [i for i in range(len(image)) if not check(image[i], prompts[i])]
+            if not bad:
+                break
+            image[bad] = self._first_frames(pipe, [captions[i] for i in bad], seed + r, batch_size)
+        return image
 
     def _image_expert(self, pipe, scale: float, interval, captions: list[str], text: dict):
         """Check a text-to-image pipeline against this model, put its encoded ``captions`` (one per clip) into

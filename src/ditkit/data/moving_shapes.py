@@ -42,8 +42,11 @@ DIRECTIONS = ("left", "right", "up", "down")  # motions with one direction of tr
 _UNIT = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}  # (dx, dy), rows grow down
 _SYMMETRIC = ("circle", "ring")  # rotation is invisible
 CAPTION_STYLES = ("motion-first", "image-first", "sized")
+RADIUS_RANGE = (0.16, 0.26)  # a clip's shape radius, fraction of the side
+TRAVEL_RANGE = (0.25, 0.45)  # a straight motion's whole-clip path, fraction of the side
 
 
+_DIRECTION_PHRASE = re.compile(rf"\bmoving\s+({'|'.join(DIRECTIONS)})\b")
 _MOTION_PHRASE = re.compile(rf"\s+(?:moving\s+(?:{'|'.join(DIRECTIONS)})|bouncing|rotating|turning\s+[a-z]+)\b")
 
 
@@ -134,12 +137,12 @@ def sample_clip(rng: np.random.Generator, frames: int = 16, motion: str | None =
         choices = [i for i, n in enumerate(CLASSES) if not (motion == "rotate" and n in _SYMMETRIC)]
         label = choices[int(rng.integers(len(choices)))]
     spec = sample_spec(rng, label)
-    radius = float(rng.uniform(0.16, 0.26))
+    radius = float(rng.uniform(*RADIUS_RANGE))
     margin = radius * 1.02
     spec = replace(spec, radius=radius, cx=float(rng.uniform(margin, 1 - margin)), cy=float(rng.uniform(margin, 1 - margin)))
     steps = frames - 1
     if motion in _UNIT:
-        travel = float(rng.uniform(0.25, min(0.45, 1 - 2 * margin)))  # whole-clip path, fits inside the walls
+        travel = float(rng.uniform(TRAVEL_RANGE[0], min(TRAVEL_RANGE[1], 1 - 2 * margin)))  # whole-clip path, inside the walls
         ux, uy = _UNIT[motion]
         start = float(rng.uniform(margin + travel, 1 - margin))  # far enough from the wall it heads to
         spec = replace(spec, **({"cx": start if ux < 0 else 1 - start} if ux else {"cy": start if uy < 0 else 1 - start}))
@@ -240,13 +243,8 @@ def track_motion(frames: np.ndarray | torch.Tensor, min_travel: float = 0.08) ->
        clip (dx, dy). If it is shorter than ``min_travel`` x the image side the answer is "none";
        otherwise the larger axis and its sign name the direction (image rows grow downwards).
     """
-    px = _frames_uint8(frames)
-    n, h, w, _ = px.shape
-    border = np.concatenate([px[:, 0], px[:, -1], px[:, :, 0], px[:, :, -1]], axis=1).reshape(-1, 3)  # (F*(2W+2H), 3)
-    background = np.median(border, axis=0)
-    dist = np.abs(px - background).sum(-1)  # (F, H, W)
-    threshold = max(30.0, 0.5 * float(np.percentile(dist, 99)))
-    mask = dist > threshold
+    mask = _foreground(_frames_uint8(frames))
+    n, h, w = mask.shape
     ys, xs = np.mgrid[0:h, 0:w]
     idx, cx, cy = [], [], []
     for i in range(n):
@@ -268,3 +266,45 @@ def track_motion(frames: np.ndarray | torch.Tensor, min_travel: float = 0.08) ->
     else:
         direction = "down" if dy > 0 else "up"
     return MotionEstimate(direction, dx, dy, len(idx) / n)
+
+
+def _foreground(px: np.ndarray) -> np.ndarray:
+    """Boolean (F, H, W) shape mask of int (F, H, W, 3) frames: steps 1-2 of `track_motion`."""
+    border = np.concatenate([px[:, 0], px[:, -1], px[:, :, 0], px[:, :, -1]], axis=1).reshape(-1, 3)  # (F*(2W+2H), 3)
+    background = np.median(border, axis=0)
+    dist = np.abs(px - background).sum(-1)  # (F, H, W)
+    threshold = max(30.0, 0.5 * float(np.percentile(dist, 99)))
+    return dist > threshold
+
+
+def caption_direction(caption: str) -> str | None:
+    """The direction a caption's "moving <direction>" phrase names, or None (other motions, other captions)."""
+    m = _DIRECTION_PHRASE.search(caption)
+    return m.group(1) if m else None
+
+
+def first_frame_fits(frame: np.ndarray | torch.Tensor, caption: str, tolerance_px: float = 1.0) -> bool:
+    """Whether a first frame leaves its shape the room its caption's straight motion needs in this data.
+
+    `sample_clip` starts a "moving <direction>" clip far enough from the wall it heads to for its whole
+    path, at least ``TRAVEL_RANGE[0]`` of the side between the shape and that wall. A text-to-image model
+    that draws a factorized clip's first frame (`VideoPipeline.generate`'s ``first_frame_model``) never
+    saw the motion words, so it places the shape anywhere; redrawing the frames that fail this check
+    samples the first frame given the image caption *and* the motion, as the clips' own distribution
+    does. The gap is measured from the shape's leading edge (the `track_motion` mask of this one frame)
+    to the wall, less ``tolerance_px`` pixels for rendering; the edge lies inside the shape's radius, so
+    every real clip's first frame passes. ``frame``: uint8 (H, W, 3) or float (3, H, W) in [-1, 1].
+    Captions without a straight motion always fit.
+    """
+    direction = caption_direction(caption)
+    if direction is None:
+        return True
+    arr = frame.unsqueeze(0) if isinstance(frame, torch.Tensor) else np.asarray(frame)[None]
+    mask = _foreground(_frames_uint8(arr))[0]  # (H, W)
+    if not mask.any():
+        return False
+    h, w = mask.shape
+    rows, cols = np.nonzero(mask)
+    gap = {"left": cols.min() / w, "right": (w - 1 - cols.max()) / w,
+           "up": rows.min() / h, "down": (h - 1 - rows.max()) / h}[direction]
+    return gap >= TRAVEL_RANGE[0] - 0.02 * RADIUS_RANGE[1] - tolerance_px / max(h, w)

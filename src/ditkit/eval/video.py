@@ -81,7 +81,7 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
                    long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
                    long_motions: tuple[str, ...] | None = None, history_guidance: float = 0.0,
                    overlap: int | None = None, image_expert=None, image_expert_scale: float = 1.0, ar_step: int = 0,
-                   first_frame_model=None, log=print) -> dict:
+                   first_frame_model=None, first_frame_redraws: int = 0, log=print) -> dict:
     """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video.
 
     ``long_motions``: the long clips are the first held-out clips with these motions (e.g. the ones
@@ -89,7 +89,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     ``history_guidance``, ``overlap``: the rollout's; ``image_expert`` (a text-to-image `Pipeline`) and
     ``image_expert_scale``: image-expert guidance of every sample, ``ar_step``: the asynchronous schedule of
     every sample (`VideoPipeline.generate`). ``first_frame_model`` (a text-to-image `Pipeline`): factorized
-    text-to-video, each clip's first frame drawn by it and continued as image-to-video; text-to-video only
+    text-to-video, each clip's first frame drawn by it and continued as image-to-video (``first_frame_redraws``:
+    frames without room for the caption's motion drawn again, `VideoPipeline.generate`); text-to-video only
     (image-to-video has its given frames, and the long-video baseline, chunk by chunk, takes no first image).
     The image expert and the first-frame model read each clip's first frame described as the text-to-image
     model was trained (`ShapeSpec.caption`, with the size word), whatever the video model's caption style."""
@@ -111,11 +112,14 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         result["ar_step"] = ar_step
     if first_frame_model is not None:
         result["factorized"] = "text-to-video's first frames drawn by a text-to-image model, then image-to-video"
+        if first_frame_redraws:
+            result["first_frame_redraws"] = first_frame_redraws
     real = torch.stack([data[i][0] for i in range(num_clips)])  # (N, F, 3, H, W): the measures' ceiling
     result["real_clips"] = adherence(classifier, real, labels, motions)
     log(f"text-to-video: {num_clips} clips of {window} frames ...")
     image_prompts = [s.first.caption() for s in specs]
-    clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts, **opts)
+    clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts,
+                          first_frame_redraws=first_frame_redraws if first_frame_model is not None else 0, **opts)
     result["text_to_video"] = adherence(classifier, clips, labels, motions)
     if i2v:
         log("image-to-video from the held-out clips' first frames ...")
