@@ -7,7 +7,8 @@ same prompts and seeds for every setting; per-window shape accuracy and frame-to
         --settings "hg0,hg1,hg2,hg4,hg2-ov6" --json out.json
 
 A setting is dash-joined parts: ``hgW`` history guidance W, ``ovK`` overlap K, ``cnX`` context noise X,
-``cfgW`` text guidance W, ``chunked`` the chunk-by-chunk baseline.
+``cfgW`` text guidance W, ``ieW`` image-expert guidance W from ``--image-expert`` (default
+assets/shapes-t2i, each clip's first frame caption as its prompt), ``chunked`` the chunk-by-chunk baseline.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def parse(setting: str) -> dict:
             opts["context_noise"] = float(part[2:])
         elif part.startswith("cfg"):
             opts["cfg_scale"] = float(part[3:])
+        elif part.startswith("ie"):
+            opts["image_expert_scale"] = float(part[2:])
         else:
             raise SystemExit(f"unknown setting part {part!r}")
     return opts
@@ -52,6 +55,7 @@ def main() -> None:
     p.add_argument("--settings", default="hg0")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
+    p.add_argument("--image-expert", default="assets/shapes-t2i", help="the text-to-image model of ieW settings")
     p.add_argument("--json")
     a = p.parse_args()
     if a.threads:
@@ -63,10 +67,19 @@ def main() -> None:
     motions = set(a.motions.split(","))
     specs = [s for s in (data.clip(i) for i in range(len(data))) if s.motion in motions][: a.clips]
     prompts, labels = [s.caption(pipe.caption_style) for s in specs], torch.tensor([s.label for s in specs])
+    image_prompts = [s.first.caption() for s in specs]  # the image model's own caption style, as ditkit eval
+    expert = None
     results = {}
     for setting in a.settings.split(","):
+        opts = parse(setting)
+        if "image_expert_scale" in opts:
+            if expert is None:
+                from ditkit.pipeline import load_pipeline
+
+                expert = load_pipeline(a.image_expert, device=a.device)
+            opts.update(image_expert=expert, image_prompts=image_prompts)
         t0 = time.time()
-        clips = pipe.generate(prompts, frames=a.factor * window, steps=a.steps, **parse(setting))
+        clips = pipe.generate(prompts, frames=a.factor * window, steps=a.steps, **opts)
         r = consistency(clf, clips, labels, window)
         r["seconds"] = round(time.time() - t0, 1)
         results[setting] = r
@@ -76,6 +89,7 @@ def main() -> None:
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"model": a.model, "clips": len(specs), "motions": sorted(motions), "steps": a.steps,
+                           "image_expert": a.image_expert if expert is not None else None,
                            "results": results}, f, indent=1)
 
 

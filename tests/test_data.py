@@ -91,3 +91,18 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read"):
         ImageFolderDataset(tmp_path)[0]
+
+
+def test_prompt_notes_flag_unknown_words_and_a_missing_size_word():
+    from ditkit.data.shapes import prompt_notes
+    from ditkit.models.text_encoder import shapes_vocabulary
+
+    vocab = shapes_vocabulary()
+    assert prompt_notes("a small red circle on a blue background", vocab) == []
+    assert prompt_notes(ShapesDataset(4, seed=3).caption(1), vocab) == []  # every training caption reads clean
+    missing = prompt_notes("a red circle on a blue background", vocab)
+    assert len(missing) == 1 and "no size word" in missing[0]
+    assert prompt_notes("a red circle on a blue background", vocab, size_word=False) == []
+    unknown = prompt_notes("a small red zebra on a blue background", vocab)
+    assert len(unknown) == 1 and "zebra" in unknown[0]
+    assert prompt_notes("a red circle", ("a", "red", "circle")) == []  # a vocabulary without size words

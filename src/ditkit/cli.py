@@ -68,6 +68,19 @@ def _prompts(args) -> list[str]:
     return [p.strip() for arg in args.prompt or [] for p in arg.split("|") if p.strip()]  # --prompt "a|b" --prompt c
 
 
+def _note_prompts(prompts: list[str], text_encoder, size_word: bool = True) -> None:
+    """A note on stderr for each prompt unlike the captions a word-encoder model was trained on
+    (``size_word``: its captions, or the image model's that draws from them, always name the size)."""
+    vocab = getattr(text_encoder, "vocab", None)
+    if vocab is None:  # a pretrained tokenizer (interop encoders): any wording goes
+        return
+    from .data.shapes import prompt_notes
+
+    for p in dict.fromkeys(prompts):
+        for line in prompt_notes(p, tuple(vocab), size_word):
+            print(f'note: "{p}": {line}', file=sys.stderr)
+
+
 def _generate_video(args) -> None:
     import numpy as np
     import torch
@@ -82,7 +95,9 @@ def _generate_video(args) -> None:
     pipe = load_video_pipeline(folder).to(_device(args))
     prompts = _prompts(args)
     if not prompts:
-        raise UserError('--video needs --prompt "a red circle moving left on a blue background"')
+        raise UserError('--video needs --prompt "a small red circle moving left on a blue background"')
+    _note_prompts(prompts, pipe.text_encoder, size_word=pipe.caption_style != "motion-first" or bool(
+        args.first_frame_model or args.image_expert))
     if args.sampler not in (None, "euler"):
         raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
     for flag in ("vae", "guidance_interval"):
@@ -152,6 +167,7 @@ def cmd_generate(args) -> None:
         groups = _prompts(args)
         if not groups:
             raise UserError('this model is text-conditioned: give --prompt "a small red triangle on a green background"')
+        _note_prompts(groups, pipe.text_encoder)
         cond = {"prompts": [p for p in groups for _ in range(args.n_per_class)]}
     else:
         if args.classes == "all":
