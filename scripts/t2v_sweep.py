@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -51,8 +52,10 @@ VARIANTS = {
 }
 
 
-# continuing the staged model (assets/shapes-t2v, stage 4 at step 3,600) with the direction recipe
-STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-stage5"), init_from="assets/shapes-t2v")
+# continuing the staged model (stage 4 at step 3,600, then assets/shapes-t2v: `git worktree add S aef3ebb` and
+# set STAGE4_DIR=S/assets/shapes-t2v; today's assets/shapes-t2v is the one-command model, which does not fit)
+STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-stage5"),
+                             init_from=os.environ.get("STAGE4_DIR", "<stage-4 model folder: set STAGE4_DIR>"))
 FULL = {"s5": STAGE5, "s5lr": dataclasses.replace(STAGE5, lr=1.5e-4)}
 
 

@@ -316,20 +316,26 @@ def test_history_guidance_adds_a_term_that_drops_the_context():
             pipe.generate([PROMPT], steps=1, **{"history_guidance": 1.0, **bad})
 
 
-def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path):
-    """assets/shapes-t2v: the bundled text-to-video model, fp16 on disk, within the 30 MB budget."""
-    from ditkit.assets import default_video_model_dir
+def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path, capsys):
+    """assets/shapes-t2v: the bundled text-to-video model, fp16 on disk, within the 30 MB budget, sampled as
+    the README does (factorized: assets/shapes-t2i draws the first frame)."""
+    from ditkit.assets import default_text_model_dir, default_video_model_dir
 
     folder = default_video_model_dir()
     pipe = load_video_pipeline(folder)
     assert pipe.info["weights_dtype"] == "float16" and pipe.config.num_frames == 8 and pipe.config.text_dim > 0
+    assert pipe.caption_style == "sized"  # "a small red circle moving left on ...": the size word stays
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 30 * 2**20
-    clips = pipe.generate(["a red circle moving left on a blue background"], steps=2)
+    clips = pipe.generate(["a small red circle moving left on a blue background"], steps=2)
     assert clips.shape == (1, 8, 3, 32, 32) and torch.isfinite(clips).all()
     out = tmp_path / "clip.gif"
-    main(["generate", "--video", "--prompt", "a green star moving up on a white background", "--steps", "2",
-          "--out", str(out)])
+    main(["generate", "--video", "--prompt", "a small green star moving up on a white background", "--steps", "2",
+          "--first-frame-model", str(default_text_model_dir()), "--first-frame-redraws", "1", "--out", str(out)])
     assert out.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    assert "note:" not in capsys.readouterr().err
+    main(["generate", "--video", "--prompt", "a green star moving up on a white background", "--steps", "1",
+          "--first-frame-model", str(default_text_model_dir()), "--out", str(out)])
+    assert "no size word" in capsys.readouterr().err  # the image model would draw off-caption frames
 
 
 def test_init_from_a_text_to_image_model_folder_reproduces_it_on_one_frame(tmp_path: Path):

@@ -34,7 +34,7 @@ direction word; logit-normal with shift 1 puts ~4 % of its samples above s = 0.8
 and the four directional motions drawn twice as often as the others.
 
 shapes-t2v-stage5 — shapes-t2v-motion for 3,000 more steps from the stage-4 model, with the clean
-context prefix fed re-noised (below): the bundled assets/shapes-t2v.
+context prefix fed re-noised (below): the bundled assets/shapes-t2v until session 30 (commit ae8ff1a).
 
 shapes-t2v-one — the whole text-to-video recipe in one command (``--init-from`` defaults to the
 bundled text-to-image model assets/shapes-t2i, whose caption words, cross-attention and adaLN-single
@@ -65,6 +65,9 @@ where image-to-video from the true frame 0 keeps 82.8 %): the start, the bundled
 on the size word, and draws the caption's shape 78.1 % of the time from sized captions against 18.8 % from
 the default ones. In session 17's H100 sweep (the same call, about 2,300 steps of shapes-t2v-one) sized
 captions drew the shape in 62.3 % of frames against 52.9 % (docs/results/video/gpu_sweep_caption_styles.json).
+
+shapes-t2v-pt2-motion-9k — shapes-t2v-pt2-sized with the motion-weighted loss, 9,000 steps: the bundled
+assets/shapes-t2v (one command, 203.7 min of training on a 2-core CPU; README, Status).
 """
 
 from __future__ import annotations
@@ -208,7 +211,9 @@ TRAIN_PRESETS["shapes-t2v-pt2-motion"] = dataclasses.replace(
 # direction in 79.5 % of clips) but the shape is not (plain text-to-video 52.5 % / 52.3 %; factorized with
 # assets/shapes-t2i as first-frame model 69.3 % / 54.5 %). So the same recipe for longer: 9,000 steps at the
 # 1.26 s/step measured with the CPU free (session 28) are 189 min, inside the 4-hour budget with a margin for
-# resumed sittings. Finished in session 29: 12,219 s (203.7 min) of training in two sittings.
+# resumed sittings. Finished in session 29: 12,219 s (203.7 min) of training in two sittings. Its export is the
+# bundled assets/shapes-t2v since session 30 (factorized with first-frame redraws: shape 79.9 %, direction 100 %;
+# docs/results/video/pt2_motion_9k_run.json).
 TRAIN_PRESETS["shapes-t2v-pt2-motion-9k"] = dataclasses.replace(TRAIN_PRESETS["shapes-t2v-pt2-motion"], steps=9_000)
 
 
