@@ -96,8 +96,6 @@ def _generate_video(args) -> None:
     prompts = _prompts(args)
     if not prompts:
         raise UserError('--video needs --prompt "a small red circle moving left on a blue background"')
-    _note_prompts(prompts, pipe.text_encoder, size_word=pipe.caption_style != "motion-first" or bool(
-        args.first_frame_model or args.image_expert))
     if args.sampler not in (None, "euler"):
         raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
     for flag in ("vae", "guidance_interval"):
@@ -106,6 +104,8 @@ def _generate_video(args) -> None:
     if args.image and args.first_frame_model:
         raise UserError("--first-frame-model draws the first frame: give it or --image, not both")
     _check_redraws(args)
+    _note_prompts(prompts, pipe.text_encoder, size_word=pipe.caption_style != "motion-first" or bool(
+        args.first_frame_model or args.image_expert))
     image = None
     if args.image:
         from PIL import Image, UnidentifiedImageError
