@@ -36,7 +36,7 @@ class DiTConfig:
     norm_type: str = "layernorm"  # "layernorm" (no affine, eps 1e-6) or "rmsnorm" (learnable weight)
     mlp_type: str = "gelu"  # "gelu" (fc1 -> GELU-tanh -> fc2), "swiglu" (w12 -> silu * gate -> w3) or
     #                         "mixffn" (fc1 -> depthwise 3x3 conv on the token grid -> GELU -> fc2, SANA)
-    # --- numerics options (the reference values; other ports differ, see REFERENCE.md §4) ---
+    # --- numerics options (the reference values; other ports differ, see docs/reference.md §4) ---
     frequency_embedding_size: int = 256  # sinusoidal timestep features before the t-MLP
     norm_eps: float = 1e-6
     timestep_freq_shift: int = 0  # t frequencies exp(-ln(1e4) i / (half - shift)): 0 reference, 1 diffusers

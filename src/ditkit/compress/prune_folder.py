@@ -177,7 +177,7 @@ def _kd_process(process, kd_time: str):
     "uniform": noise levels uniform in process time s, the spread of a uniform sampler grid. A
     logit-normal draw puts few steps near either end: 1.4 % below s = 0.1, where the pruned student's
     error against the teacher is largest and where swapping the teacher in recovers most of the lost
-    accuracy (`ditkit.eval.time_swap`). Measured on the session-15 recipe (20 CPU minutes), uniform
+    accuracy (`ditkit.eval.time_swap`). Measured on the 20-CPU-minute hidden-KD prune (`--keep 4 --hidden-kd 1`), uniform
     times cut that low-noise error by a quarter but scored 91.0 % against 92.8 % (1,000 samples).
     "low": half the draws the process's own, half uniform in s < 0.35 (`LowNoiseMix`): the low-noise
     range gets more steps while mid noise keeps its share of the training distribution's."""

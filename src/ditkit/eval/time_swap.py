@@ -9,7 +9,7 @@ Sampling the same seeds with the reference on each of a few ranges and scoring t
 which noise levels the compressed model's error costs accuracy at, the question a recovery
 fine-tune's choice of training times rests on (``benchmarks/swap_by_noise.py`` runs the scan).
 
-On the bundled model pruned 8 -> 4 blocks (session 16, 400 samples, 50 Euler steps, cfg 4) the
+On the bundled model pruned 8 -> 4 blocks (20-minute hidden-KD fine-tune, 400 samples, 50 Euler steps, cfg 4) the
 full model on s < 0.35 raised accuracy from 92.75 % to 98.5 %, on s >= 0.7 to 94.5 %, and on the
 middle range not at all: the pruned model's accuracy is lost where the corners are drawn.
 """

@@ -3,7 +3,7 @@
     from ditkit.interop import export_diffusers, import_diffusers, convert, write_model_card
 
 * ``diffusers_dit``: ``DiTTransformer2DModel`` <-> ``DiT`` through one explicit key table, with the two
-  numerics differences of diffusers' port exposed as ``DiTConfig`` options (REFERENCE.md §4);
+  numerics differences of diffusers' port exposed as ``DiTConfig`` options (docs/reference.md §4);
   ``diffusers_folder``: its ``save_pretrained`` folders, read and written without diffusers.
 * ``convert``: reference checkpoint / diffusers folder / ditkit model folder, detected and converted.
 * ``model_card``: the README.md written into every converted model folder.

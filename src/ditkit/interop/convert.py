@@ -6,7 +6,7 @@
     convert("models/from-diffusers", "DiT-back.safetensors", to="reference", allow_numerics_change=True)
 
 Source formats (``detect_format``):
-  * ``"reference"``: a ``.pt``/``.pth``/``.safetensors`` file with the reference keys (REFERENCE.md §2), a plain
+  * ``"reference"``: a ``.pt``/``.pth``/``.safetensors`` file with the reference keys (docs/reference.md §2), a plain
     state dict or a ``train.py`` checkpoint (EMA weights). ``.pt`` files are read with ``weights_only=True``
     (``io.checkpoint.load_torch_file``): no code from the file is run.
   * ``"diffusers"``: a ``DiTTransformer2DModel`` folder, or a pipeline root with ``transformer/``.
@@ -104,7 +104,7 @@ def detect_format(path: str | os.PathLike) -> str:
 def _scheduler_process(root: Path, learn_sigma: bool) -> GaussianDiffusion | None:
     """The Gaussian process a diffusers pipeline's scheduler config states, None without one.
 
-    ditkit's process is DiT's (REFERENCE.md §3); a schedule it cannot represent is refused.
+    ditkit's process is DiT's (docs/reference.md §3); a schedule it cannot represent is refused.
     """
     path = root / "scheduler" / "scheduler_config.json"
     if not path.is_file():
@@ -224,7 +224,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str = "ditkit", 
         diffusers_config(cfg, allow_numerics_change=allow_numerics_change)  # raises before anything is written
         if changes:
             notes.append(f"diffusers computes this model with its own numerics: {'; '.join(changes)}; the source "
-                         "computed it as stated in the config below (REFERENCE.md §4)")
+                         "computed it as stated in the config below (docs/reference.md §4)")
         notes += _process_note(loaded, "diffusers")
         extra = {"process": process_info(loaded.process), "class_names": loaded.class_names,
                  "sampling": dataclasses.asdict(loaded.sampling), "ditkit_version": _ditkit_version()}

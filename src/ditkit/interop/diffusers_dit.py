@@ -6,7 +6,7 @@
 
 Folders (``save_pretrained`` layout, read and written without diffusers) are in ``diffusers_folder.py``.
 
-Key table (REFERENCE.md §4; diffusers' ``scripts/convert_dit_to_diffusers.py``):
+Key table (docs/reference.md §4; diffusers' ``scripts/convert_dit_to_diffusers.py``):
 
     ditkit                                   diffusers
     x_embedder.proj.*                        pos_embed.proj.*
@@ -26,7 +26,7 @@ in diffusers (not in the file); a stored ``pos_embed.pos_embed`` is checked agai
 Parity holds at the configured ``sample_size`` (square): at other sizes diffusers' ``PatchEmbed`` rescales
 the positions by ``base_size / grid`` while ditkit keeps integer positions.
 
-Numerics (REFERENCE.md §4, read from diffusers 0.42.1). diffusers' port differs from the reference DiT in
+Numerics (docs/reference.md §4, read from diffusers 0.42.1). diffusers' port differs from the reference DiT in
   1. the timestep frequencies, ``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)``:
      exp(-ln(1e4) i / 127) instead of / 128  -> ditkit ``DiTConfig.timestep_freq_shift`` (0 ref., 1 diffusers);
   2. the pre-MLP LayerNorm ``norm3``, whose eps is the config's ``norm_eps`` (default 1e-5; the reference
@@ -207,7 +207,7 @@ def diffusers_config(cfg: DiTConfig, *, allow_numerics_change: bool = False) -> 
     if changes and not allow_numerics_change:
         raise ValueError(
             f"diffusers would compute this model with different numerics: {'; '.join(changes)}. "
-            "Pass allow_numerics_change=True (CLI: --allow-numerics-change) to export anyway (REFERENCE.md §4)"
+            "Pass allow_numerics_change=True (CLI: --allow-numerics-change) to export anyway (docs/reference.md §4)"
         )
     return {
         "num_attention_heads": cfg.num_heads,

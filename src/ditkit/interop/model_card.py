@@ -7,7 +7,7 @@
 ``"provenance"`` (where the weights came from) and ``"notes"`` (lines the reader must know, e.g. a numerics
 change made by an export). The card has a Hugging Face front matter and five sections — model (parameters,
 shapes, compute), process (noise process and sampling defaults), numerics (the two options on which the
-reference DiT and diffusers' port differ, REFERENCE.md §4), provenance and the full config — and is
+reference DiT and diffusers' port differ, docs/reference.md §4), provenance and the full config — and is
 deterministic: the same ``info`` gives the same bytes (no dates), so converted folders diff cleanly.
 """
 
@@ -67,7 +67,7 @@ def _numerics_lines(cfg: DiTConfig) -> list[str]:
         f"- LayerNorm eps: {cfg.norm_eps:g} before attention and in the final layer, {mlp_eps:g} before the MLP "
         f"(`norm_eps={cfg.norm_eps:g}`, `mlp_norm_eps={cfg.mlp_norm_eps!r}`)",
         "",
-        summary + " The reference DiT and diffusers differ only in these two options (REFERENCE.md §4).",
+        summary + " The reference DiT and diffusers differ only in these two options (ditkit docs/reference.md §4).",
     ]
 
 

@@ -133,7 +133,7 @@ class TimestepEmbedder(nn.Module):
     """Sinusoidal features of t (cos first, max period 10000) -> Linear -> SiLU -> Linear.
 
     ``freq_shift`` = 1 divides by half - 1 instead of half, as diffusers' DiT port does
-    (``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)``, REFERENCE.md §4).
+    (``Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=1)``, docs/reference.md §4).
     """
 
     def __init__(self, dim: int, frequency_embedding_size: int = 256, freq_shift: int = 0):

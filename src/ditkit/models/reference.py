@@ -4,7 +4,7 @@
     model = DiT.from_reference("results/000-DiT-S-2/checkpoints/0400000.pt")  # train.py checkpoint -> "ema"
     sd = to_reference_state_dict(model)                            # back to the reference layout
 
-What is read (REFERENCE.md §2):
+What is read (docs/reference.md §2):
 
 * a ``.pt``/``.pth`` file, read with ``weights_only=True`` only (``load_torch_file``): either a plain
   state_dict, or a training checkpoint ``{"model", "ema", "opt", "args"}`` from which the EMA weights

@@ -481,7 +481,7 @@ class Trainer:
         return total
 
     def run(self, max_seconds: float | None = None) -> dict:
-        """Train until cfg.steps (or `max_seconds` of this sitting). Resumes from the latest checkpoint."""
+        """Train until cfg.steps (or for `max_seconds` of this call). Resumes from the latest checkpoint."""
         cfg = self.cfg
         self.model.train()
         resume = self.latest_checkpoint()
