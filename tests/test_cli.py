@@ -94,7 +94,7 @@ def test_export_run(tmp_path, capsys):
 
 
 def test_eval_grid_takes_k_samples_of_every_class():
-    from ditkit.cli import per_class_order
+    from ditkit.cli.evaluate import per_class_order
 
     labels = torch.arange(50) % 10
     order = per_class_order(labels, 10, 3)

@@ -1,10 +1,10 @@
-"""ditkit quantize (registered by ditkit.compress.cli.register)."""
+"""ditkit quantize (registered by ditkit.cli.compress.register)."""
 
 import json
 
 import pytest
 
-from ditkit.compress.cli import main
+from ditkit.cli import main
 from ditkit.compress.files import load_quantized
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import torch
 
 from ditkit import DiT, DiTConfig, FlowMatching, GaussianConfig, GaussianDiffusion, load_pipeline, save_pipeline
 from ditkit.interop import convert, detect_format, export_diffusers, write_model_card
-from ditkit.interop.cli import register
+from ditkit.cli.interop import register
 from ditkit.interop.model_card import model_card
 from ditkit.io.checkpoint import CheckpointError, load_tensors, load_torch_file
 from ditkit.models.reference import to_reference_state_dict

@@ -1,4 +1,4 @@
-"""argparse value types shared by every `ditkit` subcommand."""
+"""What every `ditkit` subcommand shares: argparse value types, `UserError`, `--device` and `--threads`."""
 
 from __future__ import annotations
 
@@ -43,3 +43,48 @@ def unit_float(s: str) -> float:
 def nonneg_float(s: str) -> float:
     """A finite number >= 0."""
     return _float(s, lambda v: 0.0 <= v < float("inf"), "a finite number >= 0")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def interval(s: str) -> tuple[float, float]:
+    """``LO,HI`` in network time (0-1000)."""
+    try:
+        lo, hi = (float(v) for v in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in network time (0-1000), got {s!r}") from None
+    return lo, hi
+
+
+def device(args) -> str:
+    """--device, checked: "cpu", "cuda" or "cuda:N" where a GPU is there."""
+    import torch
+
+    name = getattr(args, "device", None) or "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be cpu or cuda[:N], got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda[:N], got {name!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch build sees no CUDA GPU")
+    return name
+
+
+def threads(args) -> None:
+    """--threads: torch's CPU thread count, when given."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def load_image_model(model: str | None, device: str = "cpu"):
+    """The image pipeline of the model folder ``model`` (default: the bundled shapes model)."""
+    from .assets import default_model_dir
+    from .pipeline import load_pipeline
+
+    return load_pipeline(model or default_model_dir(), device=device)

@@ -21,7 +21,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 def cmd_convert(args: argparse.Namespace) -> None:
     import torch
 
-    from .convert import convert
+    from ..interop.convert import convert
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_command else None

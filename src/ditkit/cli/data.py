@@ -19,7 +19,7 @@ from ..cli_types import positive_int
 def cmd_encode(args: argparse.Namespace) -> None:
     import torch
 
-    from .latent_cache import EncodeConfig, describe, encode_dataset
+    from ..data.latent_cache import EncodeConfig, describe, encode_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

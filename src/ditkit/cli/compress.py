@@ -31,10 +31,10 @@ def cmd_quantize(args) -> None:
     import torch
 
     from ..assets import default_model_dir
+    from ..compress.calibrate import collect_calibration
+    from ..compress.files import save_quantized
+    from ..compress.quantize import quantize_model
     from ..pipeline import load_pipeline, source_autoencoder
-    from .calibrate import collect_calibration
-    from .files import save_quantized
-    from .quantize import quantize_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,7 +53,7 @@ def cmd_quantize(args) -> None:
         keep_sensitive=args.keep_sensitive, sensitivity=calib is not None, timestep_groups=args.timestep_groups,
         group_size=args.group_size, rotate=args.rotate, sensitivity_inputs=args.sensitivity_inputs, **kwargs)
     if args.vq_steps and any(v.startswith("vq") for v in report["schemes"].values()):
-        from .vq_calibrate import calibrate_vq
+        from ..compress.vq_calibrate import calibrate_vq
 
         vq = calibrate_vq(pipe.model, qmodel, samples=args.vq_samples, steps=args.vq_steps, seed=args.seed)
         report["vq_calibration"] = vq
@@ -84,8 +84,8 @@ def cmd_prune(args) -> None:
     import torch
 
     from ..assets import default_model_dir
-    from ..cli import _device
-    from .prune_folder import PruneJob, prune_folder
+    from ..cli_types import device as _device
+    from ..compress.prune_folder import PruneJob, prune_folder
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,9 +107,9 @@ def cmd_bench_compress(args) -> None:
     import sys
 
     from ..accel.bench import default_methods, write_report
-    from ..accel.cli import bench_setup, judge
+    from ..compress.bench_models import Variant, compress_table, plot_compress, run_compress_bench
     from ..pipeline import load_pipeline
-    from .bench_models import Variant, compress_table, plot_compress, run_compress_bench
+    from .accel import bench_setup, judge
 
     pipe, setting, folder = bench_setup(args)
     if pipe.info.get("kind") != "ditkit-dit":
@@ -141,7 +141,7 @@ def cmd_bench_compress(args) -> None:
 
 def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
     """``ditkit bench compress``: compressed folders against their float model (`bench_models`)."""
-    from ..accel.cli import common_args, judge_args
+    from .accel import common_args, judge_args
 
     p = bench_subparsers.add_parser("compress", help="quantized/pruned model folders vs the float model, "
                                                      "identical seeds: bytes, speed, PSNR, accuracy, FD")
@@ -202,7 +202,7 @@ def _add_prune(subparsers) -> None:
 
 def register(subparsers) -> None:
     """Add ``quantize`` and ``prune`` to ditkit's subcommands."""
-    from .quantize import SCHEMES
+    from ..compress.quantize import SCHEMES
 
     q = subparsers.add_parser("quantize", help="quantize a model folder (W8A8 int8 matmul, packed W4, ...)")
     q.add_argument("--model", help="model folder (default: the bundled shapes model)")
@@ -233,22 +233,3 @@ def register(subparsers) -> None:
     q.add_argument("--threads", type=_positive_int, help="torch CPU threads")
     q.set_defaults(func=cmd_quantize)
     _add_prune(subparsers)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m ditkit.compress.cli quantize ...``) until ditkit.cli wires it."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="ditkit")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except ValueError as e:
-        print(f"ditkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

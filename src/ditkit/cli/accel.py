@@ -57,9 +57,9 @@ def bench_setup(args):
     """(pipeline, BenchSetting, model folder) from the common arguments."""
     import torch
 
+    from ..accel.bench import BenchSetting
     from ..assets import default_model_dir
     from ..pipeline import load_pipeline
-    from .bench import BenchSetting
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +93,7 @@ def judge(args, pipe):
 def _teacache(args, pipe, setting, folder, say):
     import torch
 
-    from .teacache import TeaCacheFit, fit_teacache
+    from ..accel.teacache import TeaCacheFit, fit_teacache
 
     path = Path(args.teacache) if args.teacache else folder / "teacache.json"
     want = {"sampler": setting.sampler, "steps": setting.steps, "cfg_scale": setting.cfg_scale}
@@ -112,7 +112,7 @@ def _teacache(args, pipe, setting, folder, say):
 
 
 def _methods(args, pipe, setting, folder, say):
-    from .bench import default_methods, select_methods
+    from ..accel.bench import default_methods, select_methods
 
     fit = _teacache(args, pipe, setting, folder, say)
     methods = default_methods(pipe.config.depth, setting.calls, fit.coefficients, guided=setting.cfg_scale != 1.0)
@@ -124,7 +124,7 @@ def _say(line: str) -> None:
 
 
 def cmd_bench_accel(args) -> None:
-    from .bench import markdown_table, run_bench, write_report
+    from ..accel.bench import markdown_table, run_bench, write_report
 
     pipe, setting, folder = bench_setup(args)
     methods = _methods(args, pipe, setting, folder, _say)
@@ -147,7 +147,7 @@ def _configs_text(configs: list[dict]) -> str:
 
 
 def cmd_tune(args) -> None:
-    from .tune import parse_budget, tune
+    from ..accel.tune import parse_budget, tune
 
     budgets = parse_budget(args.budget)  # fail before any sampling
     pipe, setting, folder = bench_setup(args)
@@ -170,7 +170,7 @@ def cmd_tune(args) -> None:
 def cmd_calibrate_teacache(args) -> None:
     import torch
 
-    from .teacache import fit_teacache
+    from ..accel.teacache import fit_teacache
 
     pipe, setting, folder = bench_setup(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -1,0 +1,148 @@
+"""``ditkit eval``: class accuracy and Fréchet distance of an image model's samples, or the video metrics of a
+video model folder."""
+
+from __future__ import annotations
+
+import time
+
+from ..cli_types import UserError
+from ..cli_types import device as _device
+from ..cli_types import load_image_model as _load
+from ..cli_types import positive_int as _positive_int
+from ..cli_types import threads as _threads
+from .generate import _no_video_flags, check_redraws, first_frame_model, image_expert, sampling_args
+
+
+def _eval_video(args) -> None:
+    from ..assets import default_classifier_dir
+    from ..eval.classifier import load_classifier
+    from ..eval.video import evaluate_video
+    from ..io.checkpoint import save_json
+    from ..video_pipeline import load_video_pipeline
+
+    if args.sampler not in (None, "euler"):
+        raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
+    if args.long_clips < 0:
+        raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
+    long_motions = None
+    if args.long_motions:
+        from ..data.moving_shapes import MOTIONS
+
+        long_motions = tuple(m.strip() for m in args.long_motions.split(",") if m.strip())
+        unknown = [m for m in long_motions if m not in MOTIONS]
+        if unknown or not long_motions:
+            raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
+    check_redraws(args)
+    pipe = load_video_pipeline(args.model).to(_device(args))
+    clf = load_classifier(args.classifier or default_classifier_dir())
+    t0 = time.time()
+    result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
+                            seed=args.seed, batch_size=args.batch_size, long_clips=args.long_clips,
+                            i2v=not args.no_i2v, context_noise=args.context_noise, long_motions=long_motions,
+                            history_guidance=args.history_guidance, overlap=args.overlap,
+                            image_expert=image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
+                            ar_step=args.ar_step, first_frame_model=first_frame_model(args, pipe.device),
+                            first_frame_redraws=args.first_frame_redraws)
+    result["seconds"] = round(time.time() - t0, 1)
+    if args.image_expert:
+        result["image_expert"] = args.image_expert
+    if args.first_frame_model:
+        result["first_frame_model"] = args.first_frame_model
+    if args.json:
+        save_json(args.json, result)
+    t2v = result["text_to_video"]
+    direction = "n/a" if t2v["direction_accuracy"] is None else f"{t2v['direction_accuracy']:.1%}"
+    line = (f"text-to-video: shape accuracy per frame {t2v['shape_accuracy_per_frame']:.1%}, motion direction "
+            f"{direction} ({t2v['direction_clips']} clips)")
+    if "image_to_video" in result:
+        line += f"; image-to-video first frame {result['image_to_video']['first_frame_psnr']:.1f} dB"
+    print(line)
+    if "long_video" in result:
+        lv = result["long_video"]
+        for name in ("rollout", "chunked"):
+            r = lv[name]
+            print(f"{lv['frames']} frames, {name}: shape accuracy first window {r['shape_accuracy_first_window']:.1%}, "
+                  f"whole clip {r['shape_accuracy_whole_clip']:.1%}; consecutive-frame PSNR mean "
+                  f"{r['consecutive_psnr_mean']:.1f} dB, worst {r['consecutive_psnr_worst']:.1f} dB")
+
+
+def cmd_eval(args) -> None:
+    import torch
+
+    from ..assets import default_classifier_dir
+    from ..data.shapes import ShapesDataset, to_tensor
+    from ..eval.classifier import load_classifier
+    from ..eval.metrics import evaluate_samples
+    from ..io.checkpoint import save_json
+
+    _threads(args)
+    from ..video_pipeline import is_video_folder
+
+    if args.model and is_video_folder(args.model):
+        return _eval_video(args)
+    _no_video_flags(args, "they apply to video models")
+    pipe = _load(args.model, _device(args))
+    clf = load_classifier(args.classifier or default_classifier_dir())
+    n_cls = pipe.config.num_classes
+    labels = torch.arange(args.num_samples) % max(1, n_cls)
+    cond = {"labels": labels.tolist()}
+    if pipe.text_encoder is not None:  # captions of held-out shapes (another seed than training's), classes balanced
+        from ..data.shapes import CLASSES
+
+        n_cls, held_out = len(CLASSES), ShapesDataset(args.num_samples, seed=args.reference_seed + 1,
+                                                      labels=list(range(len(CLASSES))))
+        labels = torch.arange(args.num_samples) % n_cls
+        cond = {"prompts": [held_out.caption(i) for i in range(args.num_samples)]}
+    t0 = time.time()
+    images = pipe.generate(**cond, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
+                           seed=args.seed, batch_size=args.batch_size, shift=args.shift,
+                           guidance_interval=args.guidance_interval, progress=not args.no_progress)
+    seconds = time.time() - t0
+    ref_images, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
+    result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images))
+    result.update({"sampler": args.sampler or pipe.defaults.sampler, "steps": args.steps or pipe.defaults.steps,
+                   "cfg_scale": pipe.defaults.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+                   "seed": args.seed, "sampling_seconds": round(seconds, 1),
+                   "reference": f"{args.reference_samples} held-out shapes (seed {args.reference_seed})"})
+    if "prompts" in cond:  # do the drawn colours match the caption's? (ditkit.eval.colors)
+        from ..eval.colors import color_accuracy
+
+        result["colors"] = color_accuracy(images, cond["prompts"])
+        result["prompts"] = f"captions of {args.num_samples} held-out shapes (seed {args.reference_seed + 1})"
+        print(f"named colours drawn: {result['colors']['both'] * 100:.1f}% (shape {result['colors']['foreground'] * 100:.1f}%, "
+              f"background {result['colors']['background'] * 100:.1f}%)")
+    print(f"class accuracy {result['accuracy'] * 100:.1f}% over {args.num_samples} samples; "
+          f"FD {result['fd']:.2f} vs held-out data; sampling took {seconds:.0f}s")
+    if args.json:
+        save_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.grid:
+        from ..io.media import save_grid
+
+        save_grid(images[per_class_order(labels, n_cls, 8)], args.grid, nrow=8, upscale=2)
+
+
+def per_class_order(labels, num_classes: int, k: int):
+    """Indices of the first ``k`` samples of each class, class by class (one grid row per class)."""
+    import torch
+
+    return torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in range(num_classes)])
+
+
+def register(sub) -> None:
+    """Add ``eval`` to ditkit's subcommands."""
+    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples (text models: "
+                                          "from held-out captions, plus the caption colour check)")
+    sampling_args(e)
+    e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
+    e.add_argument("--classifier", help="classifier folder (default: the bundled one)")
+    e.add_argument("--reference-samples", type=_positive_int, default=2000, help="held-out images for FD")
+    e.add_argument("--reference-seed", type=int, default=3000)
+    e.add_argument("--json", help="write the metrics to this JSON file")
+    e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
+    e.add_argument("--long-clips", type=int, default=0, help="video models: also this many 4x-length clips "
+                                                               "(rollout vs chunk by chunk)")
+    e.add_argument("--no-i2v", action="store_true", help="video models: skip the image-to-video measurement")
+    e.add_argument("--long-motions", help="video models: the long clips only of these motions, e.g. bounce,rotate,color "
+                                          "(shapes that stay in view however long the clip)")
+    e.set_defaults(func=cmd_eval)
