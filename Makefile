@@ -26,7 +26,7 @@ setup: $(DEV)
 
 demo: $(CORE)
 	$(VENV)/bin/ditkit generate --classes all --n-per-class 6 --out demo.png
-	@echo "demo.png: one row per class ($$($(PY) -c 'from ditkit.data.shapes import CLASSES; print(", ".join(CLASSES))'))"
+	@echo "demo.png: one row per class ($$($(PY) -c 'from ditkit.shapes.data import CLASSES; print(", ".join(CLASSES))'))"
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks

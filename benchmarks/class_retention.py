@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from ditkit.assets import default_classifier_dir
-from ditkit.data.shapes import ShapesDataset, to_tensor
 from ditkit.diffusion.flow import FlowMatching
-from ditkit.eval.classifier import load_classifier
 from ditkit.io.checkpoint import load_tensors
 from ditkit.models.dit import DiT
+from ditkit.shapes.classifier import load_classifier
+from ditkit.shapes.data import ShapesDataset, to_tensor
 from ditkit.train.trainer import TrainConfig
 
 

@@ -2,7 +2,7 @@
 
 Factorized text-to-video (`VideoPipeline.generate(first_frame_model=...)`) lets a text-to-image model draw each
 clip's first frame from the caption without its motion phrase. The moving-shapes clips start a straight motion
-far enough from the wall it heads to (`data.moving_shapes.first_frame_fits`); the image model never saw the
+far enough from the wall it heads to (`shapes.moving.first_frame_fits`); the image model never saw the
 motion words. This prints, for the held-out clips that `ditkit eval` uses, the share of first frames that fail
 the rule: the real clips' and the image model's, and how many remain after 1..R redraws
 (`first_frame_redraws`, seed + r in round r), all in one run.
@@ -33,9 +33,10 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ditkit.data.moving_shapes import DIRECTIONS, first_frame_fits, image_caption
-    from ditkit.eval.video import held_out_clips
     from ditkit.pipeline import load_pipeline
+
+    from ditkit.eval.video import held_out_clips
+    from ditkit.shapes.moving import DIRECTIONS, first_frame_fits, image_caption
 
     try:
         pipe = load_pipeline(args.first_frame_model)

@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 
 import torch
+from ditkit.pipeline import sample
 from safetensors import safe_open
 
 from ditkit.assets import default_classifier_dir
-from ditkit.data.shapes import ShapesDataset, to_tensor
 from ditkit.diffusion.flow import FlowMatching
-from ditkit.eval.classifier import load_classifier
 from ditkit.eval.metrics import classifier_features, evaluate_samples, frechet_distance
 from ditkit.io.checkpoint import load_tensors, save_json
 from ditkit.models.dit import DiT
-from ditkit.pipeline import sample
+from ditkit.shapes.classifier import load_classifier
+from ditkit.shapes.data import ShapesDataset, to_tensor
 from ditkit.train.trainer import TrainConfig
 
 

@@ -33,15 +33,15 @@ import time
 from pathlib import Path
 
 import torch
+from ditkit.video_pipeline import load_video_pipeline
 
-from ditkit.data.moving_shapes import MovingShapesDataset
 from ditkit.eval.metrics import psnr
 from ditkit.io.checkpoint import CheckpointError, save_json
 from ditkit.models.far_cache import FarCachedAttention, RefreshSchedule
 from ditkit.models.sparse_search import SearchConfig, search_plan
 from ditkit.models.text_video import null_labels
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
-from ditkit.video_pipeline import load_video_pipeline
+from ditkit.shapes.moving import MovingShapesDataset
 
 
 def plan_flops(plan: SparsePlan, grid, heads: int, head_dim: int, layers: list[int], block: int,

@@ -20,13 +20,13 @@ import sys
 import time
 
 import torch
+from ditkit.pipeline import load_pipeline
 
 from ditkit.assets import default_classifier_dir
-from ditkit.eval.classifier import load_classifier
 from ditkit.eval.metrics import class_accuracy
 from ditkit.eval.time_swap import TimeRangeSwap
 from ditkit.io.checkpoint import save_json
-from ditkit.pipeline import load_pipeline
+from ditkit.shapes.classifier import load_classifier
 
 
 def parse_ranges(text: str) -> list[tuple[float, float]]:

@@ -22,17 +22,18 @@ from pathlib import Path
 
 import torch
 
-from ditkit.data.moving_shapes import DIRECTIONS, MovingShapesDataset
 from ditkit.diffusion.forcing import block_times
 from ditkit.eval.video import HELD_OUT_SEED
 from ditkit.models.text_video import null_labels
+from ditkit.shapes.moving import DIRECTIONS, MovingShapesDataset
 from ditkit.train.video import encode_clips
 
 
 def load(path: Path, tmp: Path):
     """A video pipeline from a model folder, or from a run folder's latest raw weights."""
-    from ditkit.train.export import export_run
     from ditkit.video_pipeline import load_video_pipeline
+
+    from ditkit.train.export import export_run
 
     if (path / "checkpoints").is_dir():
         summary = export_run(path, tmp / "model", weights="raw")

@@ -18,11 +18,11 @@ import json
 import time
 
 import torch
+from ditkit.video_pipeline import load_video_pipeline
 
 from ditkit.assets import default_classifier_dir
-from ditkit.eval.classifier import load_classifier
 from ditkit.eval.video import consistency, held_out_clips
-from ditkit.video_pipeline import load_video_pipeline
+from ditkit.shapes.classifier import load_classifier
 
 
 def parse(setting: str) -> dict:

@@ -87,12 +87,13 @@ def main() -> None:
             max_seconds=None if a.max_minutes is None else a.max_minutes * 60)
         print(name, res)
         return
-    from ditkit.assets import default_classifier_dir
-    from ditkit.eval.classifier import load_classifier
-    from ditkit.eval.video import evaluate_video
     from ditkit.pipeline import SamplingDefaults
-    from ditkit.train.export import export_run
     from ditkit.video_pipeline import load_video_pipeline
+
+    from ditkit.assets import default_classifier_dir
+    from ditkit.eval.video import evaluate_video
+    from ditkit.shapes.classifier import load_classifier
+    from ditkit.train.export import export_run
 
     out, result_json, *names = a.args
     clf = load_classifier(default_classifier_dir()).to(a.device)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from ditkit.config import DiTConfig
-from ditkit.data.shapes import ShapesDataset
+from ditkit.shapes.data import ShapesDataset
 from ditkit.train.trainer import TrainConfig, Trainer
 
 MODEL = DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,

@@ -6,14 +6,14 @@ import json
 
 import pytest
 import torch
+from ditkit.video_pipeline import VideoPipeline, save_video_pipeline
 
 from ditkit.config import DiTConfig
 from ditkit.diffusion.flow import FlowMatching
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
-from ditkit.models.text_video import video_vocabulary
 from ditkit.models.video_dit import VideoDiT
+from ditkit.shapes.prompts import video_vocabulary
 from ditkit.train.video import VideoTrainConfig
-from ditkit.video_pipeline import VideoPipeline, save_video_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["a red circle moving left on a blue background", "a green star bouncing on a white background"]

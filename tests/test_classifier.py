@@ -5,18 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ditkit.data.shapes import ShapesDataset, to_tensor
-from ditkit.eval.classifier import (
-    EVAL_SEED,
-    AugmentConfig,
-    ClassifierConfig,
-    ShapesClassifier,
-    augment,
-    load_classifier,
-    train_classifier,
-)
 from ditkit.eval.metrics import class_accuracy
 from ditkit.io.checkpoint import CheckpointError, save_model
+from ditkit.shapes.classifier import EVAL_SEED, ClassifierConfig, ShapesClassifier, load_classifier
+from ditkit.shapes.data import ShapesDataset, to_tensor
+from ditkit.train.classifier import AugmentConfig, augment, train_classifier
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "classifier"
 

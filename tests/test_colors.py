@@ -1,10 +1,10 @@
-"""The colour check of text-to-image samples (ditkit.eval.colors) on real dataset images."""
+"""The colour check of text-to-image samples (ditkit.shapes.colors) on real dataset images."""
 
 import pytest
 import torch
 
-from ditkit.data.shapes import COLORS, ShapesDataset, to_tensor
-from ditkit.eval.colors import color_accuracy, dominant_colors, nearest_color, parse_caption
+from ditkit.shapes.colors import color_accuracy, dominant_colors, nearest_color, parse_caption
+from ditkit.shapes.data import COLORS, ShapesDataset, to_tensor
 
 
 def test_real_images_pass_the_colour_check():

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from ditkit.data.folder import ImageFolderDataset
-from ditkit.data.shapes import CLASSES, COLORS, ShapesDataset, class_index, render, sample_spec
+from ditkit.shapes.data import CLASSES, COLORS, ShapesDataset, class_index, render, sample_spec
 
 
 def test_shapes_deterministic_and_disjoint_seeds():
@@ -94,8 +94,7 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_prompt_notes_flag_unknown_words_and_a_missing_size_word():
-    from ditkit.data.shapes import prompt_notes
-    from ditkit.models.text_encoder import shapes_vocabulary
+    from ditkit.shapes.prompts import prompt_notes, shapes_vocabulary
 
     vocab = shapes_vocabulary()
     assert prompt_notes("a small red circle on a blue background", vocab) == []

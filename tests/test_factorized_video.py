@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from ditkit.pipeline import Pipeline
 from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
 
-from ditkit.data.moving_shapes import image_caption
 from ditkit.diffusion.flow import FlowMatching
-from ditkit.pipeline import Pipeline
+from ditkit.shapes.moving import image_caption
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,9 +96,10 @@ def test_eval_gives_the_image_model_each_first_frames_own_caption(monkeypatch):
 
 
 def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
-    from ditkit.cli import main
     from ditkit.pipeline import save_pipeline
     from ditkit.video_pipeline import save_video_pipeline
+
+    from ditkit.cli import main
 
     pipe, t2i = _video(), _image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)

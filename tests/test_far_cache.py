@@ -81,11 +81,12 @@ def test_the_schedule_refreshes_early_every_n_and_on_a_new_trajectory():
 
 @pytest.fixture
 def tiny_video_pipeline():
-    from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
-    from ditkit.models.text_video import video_vocabulary
-    from ditkit.models.video_dit import VideoDiT
-    from ditkit.train.video import VideoTrainConfig
     from ditkit.video_pipeline import VideoPipeline
+
+    from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
+    from ditkit.models.video_dit import VideoDiT
+    from ditkit.shapes.prompts import video_vocabulary
+    from ditkit.train.video import VideoTrainConfig
 
     trunk = DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=10,
                       learn_sigma=False, use_rope=True)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ditkit.pipeline import Pipeline
+from ditkit.video_pipeline import VideoPipeline
 
 from ditkit.config import DiTConfig, TextDiTConfig
-from ditkit.data.moving_shapes import MovingShapesDataset, image_caption
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
 from ditkit.diffusion.image_expert import image_expert_guidance
 from ditkit.models.cross_dit import CrossDiT
-from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder, shapes_vocabulary
-from ditkit.models.text_video import video_vocabulary
+from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ditkit.models.video_dit import VideoDiT
-from ditkit.pipeline import Pipeline
+from ditkit.shapes.moving import MovingShapesDataset, image_caption
+from ditkit.shapes.prompts import shapes_vocabulary, video_vocabulary
 from ditkit.train.video import VideoTrainConfig
-from ditkit.video_pipeline import VideoPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["a small red circle moving left on a blue background", "a small green star bouncing on a white background"]
@@ -128,9 +128,10 @@ def test_video_pipeline_samples_with_an_image_expert():
 def test_cli_generate_and_eval_take_an_image_expert(tmp_path, capsys):
     import json
 
-    from ditkit.cli import main
     from ditkit.pipeline import save_pipeline
     from ditkit.video_pipeline import save_video_pipeline
+
+    from ditkit.cli import main
 
     pipe, expert = _video(), _image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)

@@ -9,15 +9,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from ditkit.pipeline import load_pipeline
 from PIL import Image
 
 from ditkit import get_preset
 from ditkit.cli import main
 from ditkit.data.latent_cache import EncodeConfig, LatentCacheDataset, encode_dataset
-from ditkit.data.shapes import CLASSES, ShapesDataset
 from ditkit.io.checkpoint import CheckpointError
 from ditkit.models.autoencoder import DiffusersVAE
-from ditkit.pipeline import load_pipeline
+from ditkit.shapes.data import CLASSES, ShapesDataset
 from ditkit.train.export import export_run
 from ditkit.train.trainer import TrainConfig, Trainer
 

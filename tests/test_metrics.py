@@ -8,6 +8,7 @@ import scipy.signal
 import torch
 
 from ditkit.eval.metrics import class_accuracy, classifier_features, evaluate_samples, frechet_distance, psnr, ssim
+from ditkit.shapes.data import CLASSES
 
 # ----------------------------------------------------------------------------- PSNR
 
@@ -153,7 +154,7 @@ def test_classifier_metrics_with_oracle():
     clf = _Oracle()
     assert class_accuracy(clf, images, labels, batch_size=3) == pytest.approx(6 / 7)
     assert classifier_features(clf, images, batch_size=2).shape == (7, 3)
-    result = evaluate_samples(clf, images, labels, reference_images=images, batch_size=4)
+    result = evaluate_samples(clf, images, labels, reference_images=images, batch_size=4, class_names=CLASSES)
     assert result["accuracy"] == pytest.approx(6 / 7)
     assert result["per_class_accuracy"] == {"circle": pytest.approx(2 / 3), "square": 1.0, "triangle": 1.0}
     assert abs(result["fd"]) < 1e-6 and result["num_samples"] == 7

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from ditkit.data.moving_shapes import (
+from ditkit.shapes.data import CLASSES, COLOR_NAMES
+from ditkit.shapes.moving import (
     DIRECTIONS,
     MOTIONS,
     MovingShapesDataset,
@@ -15,7 +16,6 @@ from ditkit.data.moving_shapes import (
     sample_clip,
     track_motion,
 )
-from ditkit.data.shapes import CLASSES, COLOR_NAMES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,8 +66,9 @@ def test_caption_styles_reuse_the_image_caption():
 
 
 def test_video_pipeline_reads_the_caption_style_of_its_training():
-    from ditkit.train.video import VideoTrainConfig
     from ditkit.video_pipeline import VideoPipeline
+
+    from ditkit.train.video import VideoTrainConfig
 
     def pipe(info):
         return VideoPipeline(None, None, None, info=info)

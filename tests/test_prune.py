@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from ditkit.pipeline import SamplingDefaults
 
 from ditkit import DiT, FlowMatching, get_preset, load_pipeline, save_pipeline
 from ditkit.cli import main
@@ -18,9 +19,8 @@ from ditkit.compress.prune import (
     learn_prune,
     make_data_fn,
 )
-from ditkit.data.shapes import CLASSES
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
-from ditkit.pipeline import SamplingDefaults
+from ditkit.shapes.data import CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ditkit.eval.classifier import KIND, ClassifierConfig, ShapesClassifier
 from ditkit.io.checkpoint import load_tensors, save_model
+from ditkit.shapes.classifier import KIND, ClassifierConfig, ShapesClassifier
 from ditkit.train.repa import RepaAlignment, RepaConfig
 from ditkit.train.trainer import TrainConfig
 
@@ -140,8 +140,8 @@ def test_video_targets_are_per_frame_and_frame_major(teacher_dir):
 
 
 def test_text_to_video_training_with_repa(tmp_path, teacher_dir):
-    from ditkit.data.moving_shapes import MovingShapesDataset
     from ditkit.models.text_encoder import WordEncoderConfig
+    from ditkit.shapes.moving import MovingShapesDataset
     from ditkit.train.trainer import Trainer
     from ditkit.train.video import VideoTrainConfig
 

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from ditkit.pipeline import SamplingDefaults, load_pipeline
 from resume_check import straight_and_resumed
 
 from ditkit import FlowMatching, save_pipeline
 from ditkit.cli import main
 from ditkit.config import DiTConfig, TextDiTConfig
-from ditkit.data.shapes import ShapesDataset
 from ditkit.io.checkpoint import load_tensors
 from ditkit.models.dit import DiT
 from ditkit.models.text_dit import build_model
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
-from ditkit.pipeline import SamplingDefaults, load_pipeline
+from ditkit.shapes.data import ShapesDataset
+from ditkit.shapes.prompts import shapes_vocabulary
 from ditkit.train.export import export_run
 from ditkit.train.presets import get_train_preset
 from ditkit.train.trainer import TrainConfig, Trainer
@@ -139,7 +140,7 @@ def test_shapes_t2i_preset_takes_a_step(tmp_path: Path):
 def test_eval_of_a_text_model_uses_held_out_captions_and_checks_colours(tmp_path: Path):
     torch.manual_seed(0)
     cfg = dataclasses.replace(MODEL, input_size=32, patch_size=8)
-    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2))
+    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2), shapes_vocabulary())
     save_pipeline(tmp_path / "m", build_model(cfg), FlowMatching(), text_encoder=enc,
                   defaults=SamplingDefaults(steps=1, cfg_scale=2.0))
     out = tmp_path / "eval.json"

@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 import torch
+from ditkit.pipeline import SamplingDefaults, load_pipeline, save_pipeline
 
 import ditkit
 from ditkit.config import TextDiTConfig, config_from_dict, get_preset
@@ -17,7 +18,7 @@ from ditkit.models.dit import DiT
 from ditkit.models.mmdit import MMDiT
 from ditkit.models.text_dit import TextToImage, build_model, init_from_class_dit
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
-from ditkit.pipeline import SamplingDefaults, load_pipeline, save_pipeline
+from ditkit.shapes.prompts import shapes_vocabulary
 
 ARCHS = ["pixart-tiny", "mmdit-tiny"]
 
@@ -119,7 +120,7 @@ def test_cross_dit_adaln_single_shares_one_timestep_mlp():
 @pytest.mark.parametrize("preset", ARCHS)
 def test_guidance_with_the_empty_prompt(preset):
     model = _model(preset)
-    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1)).eval()
+    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1), shapes_vocabulary()).eval()
     x, t, _, _ = _inputs()
     with torch.no_grad():
         tokens, mask = enc.encode(["a small red triangle on a green background", "a blue star", ""])
@@ -152,7 +153,7 @@ def test_configs_roundtrip_and_validate():
 def test_model_folder_with_text_encoder(preset, tmp_path):
     model = _model(preset)
     torch.manual_seed(4)
-    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1)).eval()
+    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1), shapes_vocabulary()).eval()
     save_pipeline(tmp_path / "m", model, ditkit.FlowMatching(), text_encoder=enc,
                   defaults=SamplingDefaults(steps=3, cfg_scale=2.0))
     assert (tmp_path / "m" / "text_encoder" / "vocab.json").is_file()
@@ -199,4 +200,5 @@ def test_cross_dit_from_a_class_model_reproduces_its_null_class_at_t_ref():
 
 def test_text_to_image_module_checks_widths():
     with pytest.raises(ValueError, match="text_dim"):
-        TextToImage(WordTextEncoder(WordEncoderConfig(dim=8, depth=1)), build_model(get_preset("pixart-tiny")))
+        TextToImage(WordTextEncoder(WordEncoderConfig(dim=8, depth=1), shapes_vocabulary()),
+                    build_model(get_preset("pixart-tiny")))

@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from ditkit.data.shapes import ShapesDataset
 from ditkit.io.checkpoint import CheckpointError
 from ditkit.models.text_encoder import (
     HFTextEncoder,
@@ -15,14 +14,15 @@ from ditkit.models.text_encoder import (
     WordTextEncoder,
     load_text_encoder,
     save_text_encoder,
-    shapes_vocabulary,
 )
+from ditkit.shapes.data import ShapesDataset
+from ditkit.shapes.prompts import shapes_vocabulary
 
 TINY = WordEncoderConfig(dim=16, depth=1, num_heads=2, max_length=12)
 
 
 def test_vocabulary_covers_every_caption_word_and_unknown_words_map_to_unk():
-    enc = WordTextEncoder(TINY)
+    enc = WordTextEncoder(TINY, shapes_vocabulary())
     unk = enc.tokenizer.index["<unk>"]
     ds = ShapesDataset(300, seed=5)
     for i in range(300):
@@ -39,7 +39,7 @@ def test_vocabulary_covers_every_caption_word_and_unknown_words_map_to_unk():
 
 def test_word_encoder_ignores_padding_and_truncates():
     torch.manual_seed(0)
-    enc = WordTextEncoder(TINY).eval()
+    enc = WordTextEncoder(TINY, shapes_vocabulary()).eval()
     short, m_short = enc.encode(["a red circle"])
     ids, mask = enc.tokenize(["a red circle"], pad_to=10)
     ids[0, 4:] = 7  # garbage under the padding mask

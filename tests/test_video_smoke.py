@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from ditkit.config import DiTConfig
-from ditkit.data.moving_shapes import MovingShapesDataset, track_motion
 from ditkit.diffusion.flow import FlowMatching
 from ditkit.diffusion.forcing import ForcingConfig, forcing_loss, rollout
 from ditkit.diffusion.guidance import cfg
@@ -13,6 +12,7 @@ from ditkit.models.dit import DiT
 from ditkit.models.video_attention import UltraViCoConfig, VideoAttention, with_attention
 from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
 from ditkit.models.video_init import init_from_image
+from ditkit.shapes.moving import MovingShapesDataset, track_motion
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

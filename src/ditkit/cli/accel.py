@@ -79,8 +79,8 @@ def judge(args, pipe):
     if args.no_classifier:
         return None, None
     from ..assets import default_classifier_dir
-    from ..data.shapes import ShapesDataset, to_tensor
-    from ..eval.classifier import load_classifier
+    from ..shapes.classifier import load_classifier
+    from ..shapes.data import ShapesDataset, to_tensor
 
     if pipe.image_shape != (3, 32, 32):
         print("note: not a 32x32 RGB shapes model; reporting PSNR/SSIM only", file=sys.stderr)

@@ -15,9 +15,9 @@ from .generate import _no_video_flags, check_redraws, first_frame_model, image_e
 
 def _eval_video(args) -> None:
     from ..assets import default_classifier_dir
-    from ..eval.classifier import load_classifier
     from ..eval.video import evaluate_video
     from ..io.checkpoint import save_json
+    from ..shapes.classifier import load_classifier
     from ..video_pipeline import load_video_pipeline
 
     if args.sampler not in (None, "euler"):
@@ -26,7 +26,7 @@ def _eval_video(args) -> None:
         raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
     long_motions = None
     if args.long_motions:
-        from ..data.moving_shapes import MOTIONS
+        from ..shapes.moving import MOTIONS
 
         long_motions = tuple(m.strip() for m in args.long_motions.split(",") if m.strip())
         unknown = [m for m in long_motions if m not in MOTIONS]
@@ -70,10 +70,10 @@ def cmd_eval(args) -> None:
     import torch
 
     from ..assets import default_classifier_dir
-    from ..data.shapes import ShapesDataset, to_tensor
-    from ..eval.classifier import load_classifier
     from ..eval.metrics import evaluate_samples
     from ..io.checkpoint import save_json
+    from ..shapes.classifier import load_classifier
+    from ..shapes.data import CLASSES, ShapesDataset, to_tensor
 
     _threads(args)
     from ..video_pipeline import is_video_folder
@@ -87,8 +87,6 @@ def cmd_eval(args) -> None:
     labels = torch.arange(args.num_samples) % max(1, n_cls)
     cond = {"labels": labels.tolist()}
     if pipe.text_encoder is not None:  # captions of held-out shapes (another seed than training's), classes balanced
-        from ..data.shapes import CLASSES
-
         n_cls, held_out = len(CLASSES), ShapesDataset(args.num_samples, seed=args.reference_seed + 1,
                                                       labels=list(range(len(CLASSES))))
         labels = torch.arange(args.num_samples) % n_cls
@@ -99,13 +97,13 @@ def cmd_eval(args) -> None:
                            guidance_interval=args.guidance_interval, progress=not args.no_progress)
     seconds = time.time() - t0
     ref_images, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
-    result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images))
+    result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images), class_names=CLASSES)
     result.update({"sampler": args.sampler or pipe.defaults.sampler, "steps": args.steps or pipe.defaults.steps,
                    "cfg_scale": pipe.defaults.cfg_scale if args.cfg_scale is None else args.cfg_scale,
                    "seed": args.seed, "sampling_seconds": round(seconds, 1),
                    "reference": f"{args.reference_samples} held-out shapes (seed {args.reference_seed})"})
-    if "prompts" in cond:  # do the drawn colours match the caption's? (ditkit.eval.colors)
-        from ..eval.colors import color_accuracy
+    if "prompts" in cond:  # do the drawn colours match the caption's? (ditkit.shapes.colors)
+        from ..shapes.colors import color_accuracy
 
         result["colors"] = color_accuracy(images, cond["prompts"])
         result["prompts"] = f"captions of {args.num_samples} held-out shapes (seed {args.reference_seed + 1})"

@@ -30,7 +30,7 @@ def _note_prompts(prompts: list[str], text_encoder, size_word: bool = True) -> N
     vocab = getattr(text_encoder, "vocab", None)
     if vocab is None:  # a pretrained tokenizer (interop encoders): any wording goes
         return
-    from ..data.shapes import prompt_notes
+    from ..shapes.prompts import prompt_notes
 
     for p in dict.fromkeys(prompts):
         for line in prompt_notes(p, tuple(vocab), size_word):
@@ -66,7 +66,7 @@ def _generate_video(args) -> None:
     if args.image:
         from PIL import Image, UnidentifiedImageError
 
-        from ..data.shapes import to_tensor
+        from ..shapes.data import to_tensor
 
         _, h, w = pipe.frame_shape
         try:

@@ -82,8 +82,8 @@ def _vae_scale(codec) -> dict:
 
 def _source(cfg: EncodeConfig):
     """(dataset, number of items to encode, JSON description of the source) for `cfg.data`."""
+    from ..shapes.data import CLASSES, ShapesDataset
     from .folder import ImageFolderDataset
-    from .shapes import CLASSES, ShapesDataset
 
     if cfg.data == "shapes":
         num = cfg.num or 50_000

@@ -1,11 +1,11 @@
 """Sample-quality metrics: classifier accuracy, Fréchet distance, PSNR and SSIM.
 
 Conventions: images are float tensors (N, C, H, W) in [-1, 1] (the range of
-`ditkit.data.shapes.to_tensor` and of the models' outputs), so ``data_range = 2``.
+`ditkit.shapes.data.to_tensor` and of the models' outputs), so ``data_range = 2``.
 Per-sample metrics return a tensor of shape (N,); set-level metrics return a float.
 
 * `class_accuracy` / `classifier_features` — run a classifier with ``features(x)`` and
-  ``head(features)`` (e.g. `ditkit.eval.classifier.ShapesClassifier`) in batches.
+  ``head(features)`` (e.g. `ditkit.shapes.classifier.ShapesClassifier`) in batches.
 * `frechet_distance` — the FID formula (Heusel et al. 2017, https://arxiv.org/abs/1706.08500)
   on any features: ||μa − μb||² + Tr(Σa + Σb − 2 (Σa Σb)^½), computed in float64 as in
   pytorch-fid (https://github.com/mseitzer/pytorch-fid). With our shapes classifier as the
@@ -19,13 +19,12 @@ Per-sample metrics return a tensor of shape (N,); set-level metrics return a flo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-
-from ditkit.data.shapes import CLASSES
 
 # ----------------------------------------------------------------------------- classifier-based
 
@@ -167,18 +166,20 @@ def evaluate_samples(
     labels: torch.Tensor,
     reference_images: torch.Tensor | None = None,
     batch_size: int = 256,
+    class_names: Sequence[str] = (),
 ) -> dict:
     """Accuracy, per-class accuracy and (with `reference_images`) FD of generated `images` (N, C, H, W).
 
     Returns ``{"num_samples", "accuracy", "per_class_accuracy": {class name: acc}, "fd"?}``;
-    per-class entries exist only for classes present in `labels`. FD needs ≥ 2 images per
-    set; with few samples it is biased upwards (compare FDs only at equal N).
+    per-class entries exist only for classes present in `labels`, keyed by ``class_names[k]``
+    (the class index as a string past its end). FD needs ≥ 2 images per set; with few samples
+    it is biased upwards (compare FDs only at equal N).
     """
     labels = torch.as_tensor(labels).cpu()
     feats, logits = _run(classifier, images, batch_size)
     correct = logits.argmax(dim=1) == labels
     per_class = {
-        CLASSES[k] if k < len(CLASSES) else str(k): correct[labels == k].float().mean().item()
+        class_names[k] if k < len(class_names) else str(k): correct[labels == k].float().mean().item()
         for k in labels.unique().tolist()
     }
     result = {"num_samples": len(images), "accuracy": correct.float().mean().item(), "per_class_accuracy": per_class}

@@ -4,9 +4,9 @@ All on captions of held-out moving-shape clips (`MovingShapesDataset` with ``see
 
 * **adherence** — text-to-video clips of the window length (and, as the ceiling of the measures, the
   real held-out clips themselves: the classifier reads about 85 % of real moving-shape frames right).
-  *Per-frame shape accuracy*: the bundled classifier (`ditkit.eval.classifier`) on every frame,
+  *Per-frame shape accuracy*: the bundled classifier (`ditkit.shapes.classifier`) on every frame,
   against the caption's shape. *Motion-direction accuracy*: on the clips whose caption moves left /
-  right / up / down, the direction read from pixels by `ditkit.data.moving_shapes.track_motion`
+  right / up / down, the direction read from pixels by `ditkit.shapes.moving.track_motion`
   (tracked centroid) equals the caption's.
 * **image-to-video** — the first frames of the held-out clips given as images; PSNR of the decoded
   first frame against the given image (frame replacement keeps it up to the autoencoder's round trip),
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.moving_shapes import DIRECTIONS, MovingShapesDataset, track_motion
+from ..shapes.moving import DIRECTIONS, MovingShapesDataset, track_motion
 from .metrics import _run, psnr
 
 HELD_OUT_SEED = 4000  # dataset seed of the evaluation captions (training uses seed 0)

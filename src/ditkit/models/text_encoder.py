@@ -9,8 +9,9 @@ pipeline never ask which one they hold:
     enc.text_dim, enc.trainable
 
 * `WordTextEncoder` — ships with ditkit and trains with the DiT. A word-level tokenizer over a
-  fixed vocabulary (by default every word of the shapes dataset's captions, `shapes_vocabulary`,
-  plus <pad>, <unk>, <bos>; unknown words map to <unk>), learned token and position embeddings and
+  fixed vocabulary given by the caller (e.g. every word of the shapes captions,
+  `ditkit.shapes.prompts.shapes_vocabulary`) plus <pad>, <unk>, <bos> (unknown words map to
+  <unk>; the vocabulary is saved with the weights), learned token and position embeddings and
   a few pre-norm transformer layers (attention over the real tokens only). Every prompt starts with
   <bos>, so the empty prompt of classifier-free guidance is one real token, never an empty set.
 * `HFTextEncoder` — any Hugging Face ``transformers`` text encoder (T5EncoderModel, CLIPTextModel,
@@ -42,13 +43,6 @@ from .text_common import key_padding_mask
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
 SPECIAL_TOKENS = (PAD, UNK, BOS)
 _WORD = re.compile(r"[a-z0-9]+")
-
-
-def shapes_vocabulary() -> tuple[str, ...]:
-    """Every word the shapes dataset's captions use ("a small red triangle on a green background")."""
-    from ..data.shapes import CLASSES, COLOR_NAMES, SIZE_WORDS
-
-    return ("a", "on", "background", *(w for _, w in SIZE_WORDS), *COLOR_NAMES, *CLASSES)
 
 
 def ensure_one_token(mask: torch.Tensor) -> torch.Tensor:
@@ -134,10 +128,10 @@ class WordTextEncoder(nn.Module):
 
     trainable = True
 
-    def __init__(self, config: WordEncoderConfig | None = None, words: Sequence[str] | None = None):
+    def __init__(self, config: WordEncoderConfig, words: Sequence[str]):
         super().__init__()
-        self.config = cfg = config or WordEncoderConfig()
-        words = shapes_vocabulary() if words is None else tuple(words)
+        self.config = cfg = config
+        words = tuple(words)
         vocab = words if tuple(words[: len(SPECIAL_TOKENS)]) == SPECIAL_TOKENS else (*SPECIAL_TOKENS, *words)
         self.tokenizer = WordTokenizer(vocab, cfg.max_length)
         self.token_embedding = nn.Embedding(len(vocab), cfg.dim)

@@ -24,15 +24,8 @@ import torch
 from torch import nn
 
 from .text_common import masked_mean
-from .text_encoder import WordTextEncoder, shapes_vocabulary
+from .text_encoder import WordTextEncoder
 from .video_dit import VideoDiT
-
-MOTION_WORDS = ("an", "moving", "left", "right", "up", "down", "bouncing", "rotating", "turning")
-
-
-def video_vocabulary() -> tuple[str, ...]:
-    """Every word of the moving-shapes captions (`ditkit.data.moving_shapes`): the image words plus motions."""
-    return (*shapes_vocabulary(), *MOTION_WORDS)
 
 
 def null_labels(dit: VideoDiT, n: int, device) -> torch.Tensor | None:

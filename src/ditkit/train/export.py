@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from ..data.latent_cache import cache_class_names
-from ..data.shapes import CLASSES
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
 from ..pipeline import SamplingDefaults, save_pipeline
+from ..shapes.data import CLASSES
 from .trainer import TrainConfig, build_run_model
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -12,7 +12,7 @@ averaged over batch and tokens:
 Reference defaults (REPA @67f7145): align the output of block 8 of 28 (SiT-XL/2), projector
 Linear(D, 2048) → SiLU → Linear(2048, 2048) → SiLU → Linear(2048, C), coeff 0.5, DINOv2-B/14
 patch tokens as y*. Nothing is downloaded here, so on the shapes data the teacher is a shapes
-CNN (`ditkit.eval.classifier.ShapesClassifier`) trained apart from the judge: its own widths,
+CNN (`ditkit.shapes.classifier.ShapesClassifier`) trained apart from the judge: its own widths,
 initialisation seed and training renders (``assets/repa-encoder``). The trainer refuses the
 judging classifier itself as a teacher, so the class accuracy the judge reports is never the
 quantity the student was aligned to. The teacher's patch features are its last two stages'
@@ -88,7 +88,7 @@ class RepaAlignment(nn.Module):
             raise ValueError(f"temporal_patch must be positive, got {temporal_patch}")
         self.temporal_patch = temporal_patch
         from ..assets import default_classifier_dir
-        from ..eval.classifier import load_classifier
+        from ..shapes.classifier import load_classifier
 
         dit = getattr(model, "dit", model)  # TextToImage wraps its DiT
         blocks = getattr(dit, "blocks", None)

@@ -529,21 +529,23 @@ class Trainer:
 
 def build_run_model(cfg: TrainConfig) -> nn.Module:
     """The module a run trains (and `export` rebuilds): a `DiT`, a `TextToImage` or a `TextToVideo`."""
+    from ..shapes.prompts import shapes_vocabulary, video_vocabulary
+
     if cfg.video is not None:
-        from ..models.text_video import TextToVideo, video_vocabulary
+        from ..models.text_video import TextToVideo
         from ..models.video_dit import VideoDiT
 
         encoder = WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.video.text_dim), video_vocabulary())
         return TextToVideo(encoder, VideoDiT(cfg.video.video_model(cfg.model)))
     if not is_text_config(cfg.model):
         return DiT(cfg.model)
-    return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim)),
+    return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim), shapes_vocabulary()),
                        build_model(cfg.model))
 
 
 def build_dataset(cfg: TrainConfig, codec=None):
     from ..data.folder import ImageFolderDataset
-    from ..data.shapes import ShapesDataset
+    from ..shapes.data import ShapesDataset
 
     h, w = cfg.model.hw
     if codec is not None:  # images at the size whose latent the model sees
@@ -552,7 +554,7 @@ def build_dataset(cfg: TrainConfig, codec=None):
         if h != w:
             raise ValueError("the shapes dataset is square; use a square input_size")
         if cfg.video is not None:
-            from ..data.moving_shapes import MovingShapesDataset
+            from ..shapes.moving import MovingShapesDataset
 
             return MovingShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, frames=cfg.video.frames,
                                        image_size=h, motions=cfg.video.motions, caption_style=cfg.video.caption_style)

@@ -2,7 +2,7 @@
 levels are drawn per frame.
 
 A run with ``TrainConfig.video`` trains `TextToVideo` (ditkit's word encoder + `VideoDiT`) on
-moving-shape clips (`ditkit.data.moving_shapes`), encoded frame by frame by the run's autoencoder.
+moving-shape clips (`ditkit.shapes.moving`), encoded frame by frame by the run's autoencoder.
 ``TrainConfig.model`` stays the per-frame image trunk (a `DiTConfig`), so ``init_from`` an image model
 folder loads that model's weights unchanged (`ditkit.models.video_init.init_from_image`: images are
 one-frame videos).
@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import DiTConfig
-from ..data.moving_shapes import MOTIONS, check_caption_style
 from ..diffusion.forcing import ForcingConfig
 from ..models.video_dit import VideoDiTConfig
+from ..shapes.moving import MOTIONS, check_caption_style
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class VideoTrainConfig:
     motions: tuple[str, ...] = MOTIONS
     frame_local_steps: int = 0  # cross-frame attention penalty annealed to zero over these first steps (0: off)
     frame_local_bias: float = 8.0  # the penalty at step 0 (logit units)
-    caption_style: str = "motion-first"  # the clips' captions (`data.moving_shapes.CAPTION_STYLES`)
+    caption_style: str = "motion-first"  # the clips' captions (`shapes.moving.CAPTION_STYLES`)
 
     def __post_init__(self):
         if self.frame_local_steps < 0 or self.frame_local_bias < 0:

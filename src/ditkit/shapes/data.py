@@ -16,7 +16,6 @@ anti-aliased edges without any dependency beyond Pillow.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -73,25 +72,6 @@ class ShapeSpec:
     def moved(self, dx: float = 0.0, dy: float = 0.0, dangle: float = 0.0) -> ShapeSpec:
         """The same shape shifted and rotated (the building block of moving-shape clips)."""
         return replace(self, cx=self.cx + dx, cy=self.cy + dy, angle=self.angle + dangle)
-
-
-def prompt_notes(prompt: str, vocab: tuple[str, ...] | None = None, size_word: bool = True) -> list[str]:
-    """What a prompt asks of a model trained on these captions that its captions never had: words outside
-    ``vocab`` (the word encoder reads them as <unk>) and, with ``size_word`` and a vocabulary that has the
-    size words, a missing size word (every image caption names one; without it the bundled text-to-image
-    model draws off-caption shapes and backgrounds). One line per finding, empty when the prompt reads
-    like a training caption."""
-    words = re.findall(r"[a-z0-9]+", prompt.lower())
-    sizes = tuple(w for _, w in SIZE_WORDS)
-    notes = []
-    if vocab is not None:
-        unknown = sorted({w for w in words if w not in vocab})
-        if unknown:
-            notes.append(f"words the model's text encoder does not know (read as <unk>): {', '.join(unknown)}")
-    if size_word and (vocab is None or set(sizes) <= set(vocab)) and not set(sizes) & set(words):
-        notes.append(f"no size word ({', '.join(sizes)}): the model's captions always carry one, "
-                     f"e.g. \"a small red circle on a blue background\"")
-    return notes
 
 
 def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int) -> tuple[int, int, int]:

@@ -1,6 +1,6 @@
 """Moving-shape clips: the procedural shapes dataset in motion, with captions that name the motion.
 
-A clip is one `ShapeSpec` (``data/shapes.py``) and a motion; frame i is the spec moved i steps
+A clip is one `ShapeSpec` (`ditkit.shapes.data`) and a motion; frame i is the spec moved i steps
 (`ShapeSpec.moved`), rendered by the same renderer as the images. Motions:
 
     left, right, up, down   straight-line translation that stays inside the frame for the clip
@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .shapes import CLASSES, COLOR_NAMES, COLORS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
+from .data import CLASSES, COLOR_NAMES, COLORS, ShapeSpec, _jitter, _too_close, render, sample_spec, to_tensor
 
 MOTIONS = ("left", "right", "up", "down", "bounce", "rotate", "color")
 DIRECTIONS = ("left", "right", "up", "down")  # motions with one direction of travel (what track_motion reads)

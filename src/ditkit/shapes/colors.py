@@ -1,7 +1,7 @@
 """Colour check for text-to-image samples: are the caption's named colours the ones drawn?
 
 A shapes caption reads "a {size} {colour} {shape} on a {background} background" (see
-`ditkit.data.shapes`): one filled shape in a named colour, jittered by at most ±20 per channel,
+`ditkit.shapes.data`): one filled shape in a named colour, jittered by at most ±20 per channel,
 on a plain background in another named colour (the pair differs by ≥ 150 in L1). The check
 recovers both colours from pixels alone and names each by its nearest entry of `COLORS`:
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.shapes import CLASSES, COLOR_NAMES, COLORS, SIZE_WORDS
+from .data import CLASSES, COLOR_NAMES, COLORS, SIZE_WORDS
 
 _PALETTE = torch.tensor([COLORS[n] for n in COLOR_NAMES], dtype=torch.float32)  # (K, 3)
 _CAPTION = re.compile(r"^a (\w+) (\w+) (\w+) on a (\w+) background$")
