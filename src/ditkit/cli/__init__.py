@@ -12,12 +12,16 @@ import argparse
 import os
 import sys
 
+from .. import __version__
 from ..cli_types import UserError
 from . import accel, compress, data, evaluate, generate, info, interop, train
+from .parser import ModeError, Parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ditkit", description="Train, sample, accelerate, compress and serve DiTs.")
+    """The ``ditkit`` parser. ``generate`` and ``eval`` hold their video mode's parser as ``.video``."""
+    p = Parser(prog="ditkit", description="Train, sample, accelerate, compress and serve DiTs.")
+    p.add_argument("--version", action="version", version=f"ditkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     generate.register(sub)
     train.register(sub)
@@ -36,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ModeError as e:  # an option of the other mode (image vs video)
+        print(f"ditkit {e.command}: error: {e}", file=sys.stderr)
+        return 2
     try:
         args.func(args)
     except (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as e:

@@ -10,18 +10,19 @@ from ..cli_types import device as _device
 from ..cli_types import load_image_model as _load
 from ..cli_types import positive_int as _positive_int
 from ..cli_types import threads as _threads
-from .generate import _no_video_flags, check_redraws, first_frame_model, image_expert, sampling_args
+from .parser import mode_flags
+from .sampling import check_redraws, common_args, first_frame_model, image_args, image_expert, is_video_model, video_args
+from .sampling import video_folder as _video_folder
 
 
-def _eval_video(args) -> None:
+def cmd_eval_video(args) -> None:
     from ..assets import default_classifier_dir
     from ..eval.video import evaluate_video
     from ..io.checkpoint import save_json
     from ..shapes.classifier import load_classifier
     from ..video_pipeline import load_video_pipeline
 
-    if args.sampler not in (None, "euler"):
-        raise UserError("video models sample with Euler steps over per-frame times (--sampler euler)")
+    _threads(args)
     if args.long_clips < 0:
         raise UserError(f"--long-clips must be >= 0, got {args.long_clips}")
     long_motions = None
@@ -33,7 +34,7 @@ def _eval_video(args) -> None:
         if unknown or not long_motions:
             raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
     check_redraws(args)
-    pipe = load_video_pipeline(args.model).to(_device(args))
+    pipe = load_video_pipeline(_video_folder(args.model)).to(_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
@@ -76,11 +77,6 @@ def cmd_eval(args) -> None:
     from ..shapes.data import CLASSES, ShapesDataset, to_tensor
 
     _threads(args)
-    from ..video_pipeline import is_video_folder
-
-    if args.model and is_video_folder(args.model):
-        return _eval_video(args)
-    _no_video_flags(args, "they apply to video models")
     pipe = _load(args.model, _device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
@@ -127,20 +123,45 @@ def per_class_order(labels, num_classes: int, k: int):
     return torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in range(num_classes)])
 
 
-def register(sub) -> None:
-    """Add ``eval`` to ditkit's subcommands."""
-    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples (text models: "
-                                          "from held-out captions, plus the caption colour check)")
-    sampling_args(e)
-    e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
+def _shared_args(e) -> None:
     e.add_argument("--classifier", help="classifier folder (default: the bundled one)")
-    e.add_argument("--reference-samples", type=_positive_int, default=2000, help="held-out images for FD")
-    e.add_argument("--reference-seed", type=int, default=3000)
     e.add_argument("--json", help="write the metrics to this JSON file")
+
+
+def register(sub) -> None:
+    """Add ``eval`` (image mode, and the video mode a video model folder or --video selects) to ditkit's subcommands."""
+    e = sub.add_parser("eval", help="class accuracy and Fréchet distance of a model's samples (text models: from "
+                                    "held-out captions, plus the caption colour check); video models: video metrics",
+                       description="Measure a model folder's samples against held-out shapes. A video model folder "
+                                   "(or --video) selects the video metrics ('ditkit eval --video --help').")
+    common_args(e, "model folder (default: the bundled shapes model); a video model folder selects the video mode")
+    image_args(e)
+    e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
+    _shared_args(e)
+    e.add_argument("--reference-samples", type=_positive_int, default=2000, help="held-out images for FD")
+    e.add_argument("--reference-seed", type=int, default=3000, help="seed of the held-out images (their captions: "
+                                                                     "this seed + 1)")
     e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
-    e.add_argument("--long-clips", type=int, default=0, help="video models: also this many 4x-length clips "
-                                                               "(rollout vs chunk by chunk)")
-    e.add_argument("--no-i2v", action="store_true", help="video models: skip the image-to-video measurement")
-    e.add_argument("--long-motions", help="video models: the long clips only of these motions, e.g. bounce,rotate,color "
-                                          "(shapes that stay in view however long the clip)")
+    e.add_argument("--video", action="store_true", help="evaluate a video model (default: the bundled "
+                                                        "assets/shapes-t2v); 'ditkit eval --video --help' lists "
+                                                        "the video options")
     e.set_defaults(func=cmd_eval)
+
+    def wants_video(argv: list[str]) -> bool:
+        flags = mode_flags(argv, "--model")
+        return flags.video or is_video_model(flags.model)
+
+    v = e.add_video_mode(wants_video, video_hint="is a video option: they apply to video models",
+                         image_hint="is an image-model option: not used on video models",
+                         description="Video metrics of a video model folder: per-frame shape accuracy and motion "
+                                     "direction of text-to-video clips, image-to-video first-frame PSNR, and "
+                                     "optionally long clips.")
+    common_args(v, "video model folder (default: the bundled assets/shapes-t2v)")
+    video_args(v)
+    v.add_argument("--num-samples", type=_positive_int, default=500, help="clips")
+    _shared_args(v)
+    v.add_argument("--long-clips", type=int, default=0, help="also this many 4x-length clips (rollout vs chunk by chunk)")
+    v.add_argument("--no-i2v", action="store_true", help="skip the image-to-video measurement")
+    v.add_argument("--long-motions", help="the long clips only of these motions, e.g. bounce,rotate,color "
+                                          "(shapes that stay in view however long the clip)")
+    v.set_defaults(func=cmd_eval_video)

@@ -35,7 +35,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_train_classifier(args) -> None:
-    from ..eval.classifier import train_classifier
+    from ..train.classifier import train_classifier
 
     _threads(args)
     info = train_classifier(args.out, steps=args.steps, seed=args.seed)
@@ -45,7 +45,7 @@ def cmd_train_classifier(args) -> None:
 def register(sub) -> None:
     """Add ``train``, ``export`` and ``train-classifier`` to ditkit's subcommands."""
     t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)")
-    t.add_argument("--preset", required=True, help="training recipe, e.g. shapes-small")
+    t.add_argument("--preset", required=True, help="training recipe, e.g. shapes-repa")
     t.add_argument("--out", help="run directory (default runs/<preset>)")
     t.add_argument("--steps", type=_positive_int, help="override the total number of steps")
     t.add_argument("--batch-size", type=_positive_int, help="override the global batch size")
