@@ -3,6 +3,8 @@
 * ``atomic_write(path)`` — a context manager yielding a temporary path in the same
   directory; on success it is fsynced and ``os.replace``d onto ``path``; on failure it is
   removed, so a reader never sees a half-written file and an old file is never lost.
+  ``atomic_dir(path)`` does the same for a folder. Both leave the usual permissions of a new
+  file or folder (0666 / 0777 less the umask).
 * ``save_model`` / ``load_model_files`` — a model folder: ``model.safetensors`` (weights) and
   ``config.json`` (``{"kind": ..., "config": {...}, ...}``).
 * ``load_torch_file`` — reads reference ``.pt`` files with ``weights_only=True`` only.
@@ -29,6 +31,32 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, unsafe or does not fit the model."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(directory: bool = False) -> int:
+    """The permissions ``open()`` / ``mkdir()`` would give a new file (folder): 0666 (0777) less the umask
+    (``mkstemp``/``mkdtemp`` make theirs 0600/0700, private to the user, whatever the umask)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Give ``folder`` and everything in it the usual permissions (writers such as safetensors' make
+    their files 0600); executable files stay executable."""
+    file_mode, dir_mode = usual_mode(), usual_mode(directory=True)
+    os.chmod(folder, dir_mode)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), dir_mode)
+        for f in files:
+            p = os.path.join(root, f)
+            executable = os.stat(p).st_mode & 0o100
+            os.chmod(p, dir_mode if executable else file_mode)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike):
     """Yield a temp file path next to ``path``; move it into place only if the block succeeds."""
@@ -40,6 +68,7 @@ def atomic_write(path: str | os.PathLike):
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, usual_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -54,6 +83,7 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _usual_permissions(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
