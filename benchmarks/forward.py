@@ -1,7 +1,7 @@
 """Forward-pass benchmark: ditkit `DiT` against diffusers' `DiTTransformer2DModel`.
 
 Both models get the same configuration, the same weights (ditkit's, copied into diffusers through
-the library's explicit key table, `ditkit.interop.diffusers_dit`, REFERENCE.md §4) and the same input;
+the library's explicit key table, `ditkit.interop.diffusers_dit`, docs/reference.md §4) and the same input;
 the timings of the two are
 interleaved repetition by repetition so that both see the same machine load, and the ratio
 (diffusers time / ditkit time, > 1 means ditkit is faster) is taken from medians of one run.
@@ -13,7 +13,7 @@ On a machine shared with other work, `--threads 1` gives far steadier figures: w
 requested, OpenMP threads wait on the busy ones and single forwards vary several-fold.
 
 The two outputs are not bit-identical; diffusers differs from the reference DiT in two documented
-numerics details (REFERENCE.md §4):
+numerics details (docs/reference.md §4):
   1. timestep frequencies exp(-ln(1e4) i / 127) instead of / 128 (vanishes at t = 0, grows with t);
   2. the pre-MLP LayerNorm (`norm3`) eps: the export carries ditkit's 1e-6 over through diffusers'
      `norm_eps` (the conversion script leaves diffusers' default 1e-5), so this one is exact here.
@@ -36,12 +36,12 @@ import torch
 
 from ditkit.config import DiTConfig, get_preset
 from ditkit.interop.diffusers_dit import diffusers_config as interop_config
-from ditkit.interop.diffusers_dit import to_diffusers_model, to_diffusers_state_dict  # noqa: F401 (re-exported)
+from ditkit.interop.parity import build_diffusers, embedder_parameters, randomize_zero_init
 from ditkit.models.dit import DiT, macs_per_forward
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-# Benchmark-only configs, looked up before ditkit's presets. ditkit's `shapes-small` training preset
+# Benchmark-only configs, looked up before ditkit's presets. ditkit's `shapes-small` model preset
 # uses RoPE + QK-norm (no diffusers equivalent), so the small case pins the reference-architecture
 # shape: 32x32x3, patch 4, D=256, depth 8, 4 heads, 10 classes, no learned sigma.
 BENCH_PRESETS = {
@@ -57,7 +57,7 @@ def bench_config(name: str) -> DiTConfig:
     return BENCH_PRESETS[name] if name in BENCH_PRESETS else get_preset(name)
 
 
-# ----------------------------------------------------------------------------- key map (ditkit.interop)
+# ----------------------------------------------------------------------------- configs
 
 
 def diffusers_config(cfg: DiTConfig, **overrides) -> dict:
@@ -65,27 +65,6 @@ def diffusers_config(cfg: DiTConfig, **overrides) -> dict:
 
     diffusers' numerics are accepted on purpose: the benchmark measures diffusers as it computes."""
     return {**interop_config(cfg, allow_numerics_change=True), **overrides}
-
-
-def build_diffusers(model: DiT, **config_overrides) -> torch.nn.Module:
-    """A DiTTransformer2DModel computing `model`'s function up to the numerics differences above
-    (strict load, every shape checked; `config_overrides` e.g. norm_eps=1e-5 for diffusers' default)."""
-    return to_diffusers_model(model, allow_numerics_change=True, **config_overrides)
-
-
-def randomize_zero_init(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
-    """Fill the adaLN-Zero / final-layer zeros with N(0, std): at init the output is exactly 0,
-    which would make the parity check vacuous."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def embedder_parameters(model: DiT) -> int:
-    return sum(p.numel() for m in (model.t_embedder, model.y_embedder) for p in m.parameters())
 
 
 # ----------------------------------------------------------------------------- timing
@@ -222,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'':<16} sanity: max|ditkit - diffusers| = {r['max_abs_diff']:.3e} at the benchmark's t, "
             f"{r['max_abs_diff_t0']:.3e} at t=0 (max|output| {r['max_abs_output']:.3f}; "
-            "diffusers' t-frequency divisor differs, REFERENCE.md §4)"
+            "diffusers' t-frequency divisor differs, docs/reference.md §4)"
         )
         sys.stdout.flush()
     print()

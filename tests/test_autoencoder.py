@@ -21,7 +21,7 @@ from ditkit.models.autoencoder import (
     save_autoencoder,
 )
 from ditkit.models.dit import DiT
-from ditkit.pipeline import load_pipeline, save_pipeline
+from ditkit.pipelines import load_pipeline, save_pipeline
 from ditkit.train.export import export_run
 from ditkit.train.trainer import TrainConfig, Trainer
 
@@ -69,7 +69,7 @@ def test_shapes_and_round_trip(tmp_path):
 
 
 def test_latent_stats_applied_and_undone():
-    from ditkit.data.shapes import ShapesDataset, to_tensor
+    from ditkit.shapes.data import ShapesDataset, to_tensor
 
     ae = tiny_ae()
     images = to_tensor(ShapesDataset(64, seed=5).materialize()[0])
@@ -114,7 +114,7 @@ def test_shape_mismatch_errors(tmp_path, ae_dir):
     pixel = TrainConfig(model=get_preset("shapes-tiny"), steps=1, batch_size=2, autoencoder=str(ae_dir))
     with pytest.raises(ValueError, match=r"4 latent channels, but the model config expects in_channels=3"):
         Trainer(pixel, tmp_path / "run", progress=False)
-    from ditkit.data.shapes import ShapesDataset
+    from ditkit.shapes.data import ShapesDataset
 
     latent = TrainConfig(model=LATENT_DIT, steps=1, batch_size=2, autoencoder=str(ae_dir))
     with pytest.raises(ValueError, match=r"maps 16x16 images to 4x4x4 latents.*input_size=8x8"):
@@ -136,8 +136,8 @@ def test_latent_presets():
     from ditkit.models.autoencoder import resolve_codec_path
     from ditkit.train.presets import get_train_preset
 
-    cfg = get_train_preset("shapes-latent")
-    assert cfg.model == get_preset("shapes-latent") and cfg.model.num_tokens == 64
+    cfg = get_train_preset("shapes-repa")
+    assert cfg.model == get_preset("shapes-latent-mix") and cfg.model.num_tokens == 64
     assert cfg.autoencoder == "assets/shapes-ae"
     try:
         path = resolve_codec_path(cfg.autoencoder)
@@ -145,16 +145,6 @@ def test_latent_presets():
         pytest.skip("assets/shapes-ae not present")
     ae = load_codec(path)
     assert ae.latent_shape((32, 32)) == (cfg.model.in_channels, *cfg.model.hw)
-
-
-def test_half_depth_control_preset_is_the_bundled_recipe_at_four_blocks():
-    import dataclasses
-
-    from ditkit.train.presets import get_train_preset
-
-    full, half = get_train_preset("shapes-repa"), get_train_preset("shapes-repa-d4")
-    assert half.model == full.model.replace(depth=4) and half.repa.depth == 2 and full.repa.depth == 3
-    assert dataclasses.replace(half, model=full.model, repa=full.repa) == full  # nothing else differs
 
 
 def test_diffusers_vae(tmp_path):

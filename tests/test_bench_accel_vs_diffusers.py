@@ -1,26 +1,22 @@
-"""benchmarks/accel_vs_diffusers.py on a tiny latent model (RoPE + QK-norm, reference numerics): the diffusers
-twin computes the same function, diffusers' hooks run and reset between generations, the report and errors."""
+"""ditkit.accel against diffusers' cache hooks (`ditkit.interop.accel_vs_diffusers`, benchmarks/accel_vs_diffusers.py)
+on a tiny latent model (RoPE + QK-norm, reference numerics): the diffusers twin (`ditkit.interop.parity`) computes
+the same function, diffusers' hooks run and reset between generations, the report and errors."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from bench_script import run_benchmark
 
 from ditkit import DiT, FlowMatching, get_preset, save_pipeline
+from ditkit.diffusion.sample import sample
+from ditkit.interop.accel_vs_diffusers import DiffusersDenoiser, Setting, compare, diffusers_configs, markdown
+from ditkit.interop.parity import diffusers_twin
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
-from ditkit.pipeline import SamplingDefaults, sample
+from ditkit.pipelines import SamplingDefaults
 
 diffusers = pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "accel_vs_diffusers.py"
-_spec = importlib.util.spec_from_file_location("accel_vs_diffusers", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up while the file executes
-_spec.loader.exec_module(bench)
 
 TINY = get_preset("shapes-latent").replace(hidden_size=32, depth=2, num_heads=2, patch_size=2)  # RoPE, QK-norm
 
@@ -47,7 +43,7 @@ def model_dir(tmp_path_factory):
 def test_twin_computes_the_same_function():
     model = tiny_dit()
     assert model.config.timestep_freq_shift == 0  # reference numerics, which diffusers' DiT defaults differ from
-    twin, notes = bench.diffusers_twin(model)
+    twin, notes = diffusers_twin(model)
     assert any("RoPE" in n for n in notes) and any("downscale_freq_shift" in n for n in notes)
     x, t, y = torch.randn(3, 4, 8, 8), torch.tensor([3.0, 500.0, 999.0]), torch.tensor([1, 4, 10])
     with torch.no_grad():
@@ -56,7 +52,7 @@ def test_twin_computes_the_same_function():
 
 def test_twin_carries_mixffn():
     model = tiny_dit(TINY.replace(mlp_type="mixffn"))  # the bundled model's MLP
-    twin, notes = bench.diffusers_twin(model)
+    twin, notes = diffusers_twin(model)
     assert any("Mix-FFN" in n for n in notes)
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([20.0, 700.0]), torch.tensor([3, 10])
     with torch.no_grad():
@@ -65,10 +61,10 @@ def test_twin_carries_mixffn():
 
 def test_hook_state_does_not_leak_between_generations():
     model = tiny_dit()
-    denoiser = bench.DiffusersDenoiser(bench.diffusers_twin(model)[0], model.config)
+    denoiser = DiffusersDenoiser(diffusers_twin(model)[0], model.config)
     labels, kw = torch.tensor([2, 7]), dict(process=FlowMatching(), steps=6, cfg_scale=2.0, seed=3)
     full = sample(denoiser, labels, batch_size=2, **kw)
-    denoiser.transformer.enable_cache(dict(bench.diffusers_configs())["TaylorSeer N=3 m=1"])
+    denoiser.transformer.enable_cache(dict(diffusers_configs())["TaylorSeer N=3 m=1"])
     denoiser.reset()
     cached = sample(denoiser, labels, batch_size=2, **kw)  # one generation
     assert not torch.allclose(cached, full, atol=1e-3)  # the hooks forecast some steps
@@ -79,14 +75,11 @@ def test_hook_state_does_not_leak_between_generations():
     torch.testing.assert_close(sample(denoiser, labels, batch_size=2, **kw), full, atol=0, rtol=0)
 
 
-def test_smoke_report(model_dir, tmp_path, capsys):
-    out = tmp_path / "r.json"
-    code = bench.main(["--model", str(model_dir), "--num-samples", "2", "--steps", "4", "--threads", "1",
-                       "--json", str(out)])
-    stdout = capsys.readouterr().out
-    assert code == 0
+def test_smoke_report(model_dir):
+    result = compare(model_dir, Setting(num_samples=2, steps=4))
+    stdout = markdown(result)
     assert "| side | method | s / sample | ms / step | speedup | PSNR dB |" in stdout and "ratio ditkit/diffusers" in stdout
-    result = json.loads(out.read_text())
+    result = json.loads(json.dumps(result))  # JSON-ready
     rows = result["rows"]
     for side in ("ditkit", "diffusers"):
         mine = [r for r in rows if r["side"] == side]
@@ -107,26 +100,22 @@ def test_smoke_report(model_dir, tmp_path, capsys):
     assert result["setting"]["cfg_scale"] == 2.0 and result["model"]["latent"]
 
 
-def test_mixffn_model_with_methods_filter(tmp_path, capsys):
+def test_mixffn_model_with_methods_filter(tmp_path):
     """The bundled model's Mix-FFN: RAS is skipped with a note (token subsets), --methods picks ditkit's rows."""
     save_pipeline(tmp_path / "mix", tiny_dit(TINY.replace(mlp_type="mixffn")), FlowMatching(),
                   class_names=[f"c{i}" for i in range(10)], defaults=SamplingDefaults(steps=4, cfg_scale=2.0))
-    out = tmp_path / "r.json"
-    code = bench.main(["--model", str(tmp_path / "mix"), "--num-samples", "2", "--steps", "4", "--threads", "1",
-                       "--methods", "FORA N=2,RAS 0.5", "--json", str(out)])
-    assert code == 0, capsys.readouterr().err
-    result = json.loads(out.read_text())
+    result = compare(tmp_path / "mix", Setting(num_samples=2, steps=4, methods="FORA N=2,RAS 0.5"))
     assert [r["method"] for r in result["rows"] if r["side"] == "ditkit"] == ["full compute", "FORA N=2"]
     assert any("RAS 0.5 skipped" in n and "Mix-FFN" in n for n in result["notes"])
-    assert bench.main(["--model", str(tmp_path / "mix"), "--steps", "2", "--methods", "nothing"]) == 2
-    assert "matches no ditkit method" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="matches no ditkit method"):
+        compare(tmp_path / "mix", Setting(steps=2, methods="nothing"))
 
 
-def test_bad_inputs_exit_2(tmp_path, capsys):
-    assert bench.main(["--model", str(tmp_path / "nope")]) == 2
-    err = capsys.readouterr().err
-    assert "no such checkpoint" in err and len(err.strip().splitlines()) == 1
+def test_bad_inputs_exit_2(tmp_path):
+    done = run_benchmark("accel_vs_diffusers", "--model", tmp_path / "nope")
+    assert done.returncode == 2
+    assert "no such checkpoint" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     save_pipeline(tmp_path / "swiglu", tiny_dit(TINY.replace(mlp_type="swiglu")), FlowMatching())
-    assert bench.main(["--model", str(tmp_path / "swiglu"), "--steps", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "no equivalent for: mlp_type != gelu" in err and len(err.strip().splitlines()) == 1
+    done = run_benchmark("accel_vs_diffusers", "--model", tmp_path / "swiglu", "--steps", "2")
+    assert done.returncode == 2
+    assert "no equivalent for: mlp_type != gelu" in done.stderr and len(done.stderr.strip().splitlines()) == 1

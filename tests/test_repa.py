@@ -6,9 +6,9 @@ teacher CNN built here.
 """
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
+import ddp_worker as worker
 import pytest
 import torch
 
@@ -18,11 +18,6 @@ from ditkit.train.repa import RepaAlignment, RepaConfig
 from ditkit.train.trainer import TrainConfig
 
 torch.set_num_threads(1)
-
-_spec = importlib.util.spec_from_file_location("ddp_worker", Path(__file__).with_name("ddp_worker.py"))
-worker = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(worker)
-
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory) -> Path:

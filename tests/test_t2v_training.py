@@ -10,20 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bench_script import run_benchmark
 from PIL import Image
 from resume_check import straight_and_resumed
 
 from ditkit import FlowMatching, save_pipeline
 from ditkit.cli import main
 from ditkit.config import DiTConfig, TextDiTConfig
-from ditkit.data.moving_shapes import MovingShapesDataset
+from ditkit.diffusion.flow import FlowConfig
+from ditkit.eval.direction_probe import probe as direction_probe
 from ditkit.models.dit import DiT
 from ditkit.models.text_encoder import WordEncoderConfig
+from ditkit.pipelines import is_video_folder, load_video_pipeline
+from ditkit.shapes.moving import MovingShapesDataset
 from ditkit.train.export import export_run
 from ditkit.train.presets import get_train_preset
 from ditkit.train.trainer import TrainConfig, Trainer
 from ditkit.train.video import VideoTrainConfig
-from ditkit.video_pipeline import is_video_folder, load_video_pipeline
 
 TRUNK = DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=10,
                   learn_sigma=False, use_rope=True, qk_norm=True, mlp_type="mixffn")
@@ -32,6 +35,7 @@ VIDEO = VideoTrainConfig(frames=4, text_dim=16, per_frame_prob=0.5, context_prob
 TRAIN = TrainConfig(model=TRUNK, steps=4, batch_size=4, lr=1e-3, warmup_steps=2, log_every=1, ckpt_every=2,
                     ema_decay=0.9, seed=5, text_encoder=WordEncoderConfig(dim=16, depth=1, num_heads=2), video=VIDEO)
 PROMPT = "a red circle moving left on a blue background"
+T2V_PRESET = "shapes-t2v-pt2-motion-9k"  # the recipe of the bundled assets/shapes-t2v
 
 
 @pytest.fixture(autouse=True)
@@ -178,50 +182,44 @@ def test_export_and_generate(tmp_path: Path, capsys):
     assert len(err) == 5 and all(line.startswith(("ditkit generate: error:", "ditkit eval: error:")) for line in err)
 
     # the sparse-attention benchmark runs on a video model folder and reports every plan
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sparse_video_attention.py"
-    spec = importlib.util.spec_from_file_location("sparse_video_attention", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     out = tmp_path / "sparse.json"
-    assert bench.main(["--model", str(tmp_path / "model"), "--clips", "1", "--steps", "1", "--tolerances", "0.5",
-                       "--backend", "dense", "--block-size", "16", "--json", str(out)]) == 0
+    done = run_benchmark("sparse_video_attention", "--model", tmp_path / "model", "--clips", "1", "--steps", "1",
+                         "--tolerances", "0.5", "--backend", "dense", "--block-size", "16", "--json", out)
+    assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 7 and all(0 <= r["attention_flops_saved"] < 1 and r["wall_clock_ratio"] > 0 for r in rows)
     far = [r for r in rows if "far cache" in r["plan"]]  # one step, in the dense warm-up: a refresh, nothing saved
     assert len(far) == 2 and all(r["refresh_calls"] == 1 and r["local_calls"] == 0 for r in far)
     assert all(r["attention_flops_saved"] == 0 and r["psnr_db"] > 60 for r in far)
-    assert bench.main(["--model", str(tmp_path / "run")]) == 2
+    assert run_benchmark("sparse_video_attention", "--model", tmp_path / "run").returncode == 2
 
     # the direction probe: on the run's raw weights and on the model folder
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "video_direction_probe.py"
-    spec = importlib.util.spec_from_file_location("video_direction_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    assert probe.main(["--model", str(tmp_path / "run"), "--clips", "4", "--levels", "0.9", "--threads", "1"]) == 0
-    assert probe.main(["--model", str(tmp_path / "nope")]) == 2
-    assert probe.main(["--model", str(tmp_path / "model"), "--levels", "high"]) == 2
-    rows = probe.probe(pipe, 4, [0.5, 0.9])
+    done = run_benchmark("video_direction_probe", "--model", tmp_path / "run", "--clips", "4", "--levels", "0.9",
+                         "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert run_benchmark("video_direction_probe", "--model", tmp_path / "nope").returncode == 2
+    assert run_benchmark("video_direction_probe", "--model", tmp_path / "model", "--levels", "high").returncode == 2
+    rows = direction_probe(pipe, 4, [0.5, 0.9])
     assert [r["s"] for r in rows] == [0.5, 0.9] and all(r["loss_true"] > 0 and r["loss_wrong"] > 0 for r in rows)
     assert any(abs(r["loss_true"] - r["loss_wrong"]) > 1e-7 for r in rows)  # the captions differ in the direction
     deaf = load_video_pipeline(tmp_path / "model")
     with torch.no_grad():  # words all alike: no direction word can be better than another
         deaf.text_encoder.token_embedding.weight.zero_()
-    assert all(r["loss_true"] == pytest.approx(r["loss_wrong"], rel=1e-6) for r in probe.probe(deaf, 4, [0.5, 0.9]))
+    assert all(r["loss_true"] == pytest.approx(r["loss_wrong"], rel=1e-6) for r in direction_probe(deaf, 4, [0.5, 0.9]))
     capsys.readouterr()
 
 
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():
-    cfg = get_train_preset("shapes-t2v")
+    cfg = get_train_preset(T2V_PRESET)
     assert cfg.video is not None and cfg.model == get_train_preset("shapes-repa").model and cfg.video.frame_embed
     assert cfg.video.video_model(cfg.model).text_dim == cfg.text_encoder.dim  # tokens through cross-attention
     assert cfg.video.video_model(cfg.model).pooled_text_dim == cfg.text_encoder.dim
 
 
-def test_motion_stage_resumes_the_same_model_with_high_noise_and_more_directional_clips():
-    base, motion = get_train_preset("shapes-t2v"), get_train_preset("shapes-t2v-motion")
-    assert motion.model == base.model and motion.text_encoder == base.text_encoder
+def test_t2v_recipe_trains_at_high_noise_on_more_directional_clips():
+    motion = get_train_preset(T2V_PRESET)
+    base = dataclasses.replace(motion, flow=FlowConfig(), video=VideoTrainConfig(
+        temporal_patch=2, frame_embed=True, cross_attention=True))  # the same model at the default draws
     assert motion.video.video_model(motion.model) == base.video.video_model(base.model)  # a warm start fits
     assert motion.flow.train_shift > 1 and base.flow.train_shift == 1
     directional = sum(m in ("left", "right", "up", "down") for m in motion.video.motions) / len(motion.video.motions)
@@ -232,8 +230,8 @@ def test_video_measurements_score_real_clips_high_and_noise_low():
     """The adherence and consistency measures, checked on real held-out clips (they must pass) and on
     shuffled frames / wrong captions (they must not): the measurement pipeline behind the video figures."""
     from ditkit.assets import default_classifier_dir
-    from ditkit.eval.classifier import load_classifier
     from ditkit.eval.video import adherence, consistency, held_out_clips
+    from ditkit.shapes.classifier import load_classifier
 
     clf = load_classifier(default_classifier_dir())
     data = held_out_clips(40, 8, 32)
@@ -255,9 +253,9 @@ def test_video_measurements_score_real_clips_high_and_noise_low():
 
 def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
     from ditkit.models.text_encoder import WordTextEncoder
-    from ditkit.models.text_video import video_vocabulary
     from ditkit.models.video_dit import VideoDiT
-    from ditkit.video_pipeline import VideoPipeline
+    from ditkit.pipelines import VideoPipeline
+    from ditkit.shapes.prompts import video_vocabulary
 
     model = VideoDiT(VIDEO.video_model(TRUNK)).eval()
     pipe = VideoPipeline(model, FlowMatching(), WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2),
@@ -280,9 +278,9 @@ def test_joint_image_text_guidance_drops_the_image_in_the_unconditional_pass():
 
 def test_history_guidance_adds_a_term_that_drops_the_context():
     from ditkit.models.text_encoder import WordTextEncoder
-    from ditkit.models.text_video import video_vocabulary
     from ditkit.models.video_dit import VideoDiT
-    from ditkit.video_pipeline import VideoPipeline
+    from ditkit.pipelines import VideoPipeline
+    from ditkit.shapes.prompts import video_vocabulary
 
     torch.manual_seed(0)
     model = VideoDiT(VIDEO.video_model(TRUNK)).eval()
@@ -341,7 +339,7 @@ def test_bundled_video_model_loads_and_makes_a_gif(tmp_path: Path, capsys):
 def test_init_from_a_text_to_image_model_folder_reproduces_it_on_one_frame(tmp_path: Path):
     from ditkit.models.text_dit import build_model
     from ditkit.models.text_encoder import WordTextEncoder
-    from ditkit.pipeline import load_pipeline
+    from ditkit.pipelines import load_pipeline
 
     cfg = TextDiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
                         learn_sigma=False, use_rope=True, qk_norm=True, mlp_type="mixffn", arch="cross", text_dim=16)
@@ -381,7 +379,7 @@ def test_init_from_a_text_to_image_model_folder_reproduces_it_on_one_frame(tmp_p
 
 
 def test_one_command_preset_and_context_noise_runs(tmp_path: Path):
-    one = get_train_preset("shapes-t2v-one")
+    one = get_train_preset(T2V_PRESET)
     assert one.init_from == "assets/shapes-t2i" and one.video.context_noise > 0 and one.flow.train_shift > 1
     trainer = make_trainer(tmp_path / "r", steps=2, video=dataclasses.replace(VIDEO, context_noise=0.2))
     lv = trainer._context_level(1)

@@ -6,13 +6,13 @@ Tiny runs (D=32, depth 2, 16x16 shapes, global batch 8, a few steps); the whole 
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import ddp_worker as worker
 import pytest
 import torch
 
@@ -21,10 +21,7 @@ from ditkit.train import trainer as trainer_mod
 
 torch.set_num_threads(1)
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
-_spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
-worker = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(worker)
+WORKER = Path(worker.__file__)  # launched under torchrun
 make_trainer = worker.make_trainer
 
 
@@ -69,7 +66,7 @@ def test_preempted_run_with_cosine_schedule_resumes_exactly(tmp_path: Path):
     changes = dict(steps=5, ckpt_every=4, lr_schedule="cosine")
     straight = make_trainer(tmp_path / "a", **changes)
     straight.run()
-    for expect in (1, 2):  # two sittings cut short after one step each (checkpoint off the ckpt_every grid)
+    for expect in (1, 2):  # two runs cut short after one step each (checkpoint off the ckpt_every grid)
         result = make_trainer(tmp_path / "b", **changes).run(max_seconds=0)
         assert result == {"step": expect, "elapsed_seconds": pytest.approx(result["elapsed_seconds"]), "done": False}
     resumed = make_trainer(tmp_path / "b", **changes)
