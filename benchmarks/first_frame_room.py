@@ -33,9 +33,8 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ditkit.pipeline import load_pipeline
-
     from ditkit.eval.video import held_out_clips
+    from ditkit.pipelines import load_pipeline
     from ditkit.shapes.moving import DIRECTIONS, first_frame_fits, image_caption
 
     try:

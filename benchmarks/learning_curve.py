@@ -1,6 +1,6 @@
 """Learning curve of a training run: class accuracy and FD of the EMA snapshots against training time.
 
-    python benchmarks/learning_curve.py --run runs/shapes-small --samples 200 --cfg-scale 3 \
+    python benchmarks/learning_curve.py --run runs/shapes-repa --samples 200 --cfg-scale 3 \
         --json assets/shapes-dit/learning_curve.json --plot docs/learning_curve.png
 
 Each snapshot (``snapshots/ema_*.safetensors``, written every `snapshot_every` steps with the
@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import torch
-from ditkit.pipeline import sample
 from safetensors import safe_open
 
 from ditkit.assets import default_classifier_dir
 from ditkit.diffusion.flow import FlowMatching
+from ditkit.diffusion.sample import sample
 from ditkit.eval.metrics import classifier_features, evaluate_samples, frechet_distance
 from ditkit.io.checkpoint import load_tensors, save_json
 from ditkit.models.dit import DiT

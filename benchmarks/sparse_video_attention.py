@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-from ditkit.video_pipeline import load_video_pipeline
 
 from ditkit.eval.metrics import psnr
 from ditkit.io.checkpoint import CheckpointError, save_json
@@ -41,6 +40,7 @@ from ditkit.models.far_cache import FarCachedAttention, RefreshSchedule
 from ditkit.models.sparse_search import SearchConfig, search_plan
 from ditkit.models.text_video import null_labels
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
+from ditkit.pipelines import load_video_pipeline
 from ditkit.shapes.moving import MovingShapesDataset
 
 

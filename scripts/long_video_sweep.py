@@ -18,11 +18,12 @@ import json
 import time
 
 import torch
-from ditkit.video_pipeline import load_video_pipeline
 
 from ditkit.assets import default_classifier_dir
 from ditkit.eval.video import consistency, held_out_clips
+from ditkit.pipelines import load_video_pipeline
 from ditkit.shapes.classifier import load_classifier
+from ditkit.shapes.moving import image_caption
 
 
 def parse(setting: str) -> dict:
@@ -74,10 +75,10 @@ def main() -> None:
         opts = parse(setting)
         if "image_expert_scale" in opts:
             if expert is None:
-                from ditkit.pipeline import load_pipeline
+                from ditkit.pipelines import load_pipeline
 
                 expert = load_pipeline(a.image_expert, device=a.device)
-            opts.update(image_expert=expert, image_prompts=image_prompts)
+            opts.update(image_expert=expert, image_prompts=image_prompts, caption_for_image=image_caption)
         t0 = time.time()
         clips = pipe.generate(prompts, frames=a.factor * window, steps=a.steps, **opts)
         r = consistency(clf, clips, labels, window)

@@ -30,7 +30,8 @@ from ditkit.compress.distill import DistillConfig, distill
 from ditkit.compress.prune import diffusion_loss, make_data_fn
 from ditkit.compress.prune_folder import LowNoiseMix
 from ditkit.io.checkpoint import atomic_write
-from ditkit.pipeline import load_pipeline, save_pipeline, source_autoencoder
+from ditkit.pipelines import load_pipeline, save_pipeline
+from ditkit.pipelines.folder import source_autoencoder
 
 
 def main(argv: list[str] | None = None) -> int:

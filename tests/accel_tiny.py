@@ -3,7 +3,7 @@
 import torch
 
 from ditkit import DiT, DiTConfig, FlowMatching, GaussianDiffusion
-from ditkit.diffusion.samplers import sample as run_sampler
+from ditkit.diffusion.samplers import run_sampler
 
 torch.set_num_threads(1)
 

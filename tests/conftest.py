@@ -1,8 +1,8 @@
 import pytest
 import torch
-from ditkit.pipeline import SamplingDefaults
 
 from ditkit import DiT, FlowMatching, get_preset, save_pipeline
+from ditkit.pipelines import SamplingDefaults
 from ditkit.shapes.data import CLASSES
 
 torch.set_num_threads(2)

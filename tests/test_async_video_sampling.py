@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from ditkit.video_pipeline import VideoPipeline, save_video_pipeline
 
 from ditkit.config import DiTConfig
 from ditkit.diffusion.flow import FlowMatching
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ditkit.models.video_dit import VideoDiT
+from ditkit.pipelines import VideoPipeline, save_video_pipeline
 from ditkit.shapes.prompts import video_vocabulary
 from ditkit.train.video import VideoTrainConfig
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from ditkit.pipeline import Pipeline
 from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
 
 from ditkit.diffusion.flow import FlowMatching
-from ditkit.shapes.moving import image_caption
+from ditkit.pipelines import Pipeline
+from ditkit.shapes.moving import first_frame_fits, image_caption
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,14 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_first_frame_model_draws_frame_zero_and_the_video_model_continues_it():
     pipe, t2i = _video(), _image()
     images = t2i.generate(prompts=[image_caption(p) for p in PROMPTS], seed=5).clamp(-1, 1)  # (2, 3, 16, 16)
-    out = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i)
+    out = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i, caption_for_image=image_caption)
     assert out.shape == (2, 4, 3, 16, 16) and torch.isfinite(out).all()
     torch.testing.assert_close(out[:, 0], images)  # frame 0 is the image model's sample, unchanged
     # ... and the rest is image-to-video from it: the same as giving those images by hand
     torch.testing.assert_close(out, pipe.generate(PROMPTS, steps=3, seed=5, image=images))
     assert not torch.allclose(out, pipe.generate(PROMPTS, steps=3, seed=5), atol=1e-3)  # not plain text-to-video
     # each clip's own image caption (without the motion phrase) draws its frame
-    other = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i, image_prompts=[PROMPTS[0]] * 2)
+    other = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i, image_prompts=[PROMPTS[0]] * 2,
+                          caption_for_image=image_caption)
     torch.testing.assert_close(other[0], out[0])
     assert (other[1, 0] - out[1, 0]).abs().max() > 1e-2
 
@@ -41,18 +42,22 @@ def test_first_frame_redraws_replace_only_the_frames_that_fail_the_check():
         return prompt == PROMPTS[0] or seen.count(prompt) > 2
 
     out = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=3,
-                        first_frame_check=check)
+                        first_frame_check=check, caption_for_image=image_caption)
     torch.testing.assert_close(out[0, 0], first[0])  # passed: kept
     third = t2i.generate(prompts=captions[1:], seed=7).clamp(-1, 1)[0]  # round 2 draws with seed + 2
     torch.testing.assert_close(out[1, 0], third)
     assert (third - first[1]).abs().max() > 1e-2
     assert seen == [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[1]]  # stops once all pass
     never = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=2,
-                          first_frame_check=lambda f, p: False)  # never passes: the last draw is kept
+                          first_frame_check=lambda f, p: False,  # never passes: the last draw is kept
+                          caption_for_image=image_caption)
     torch.testing.assert_close(never[:, 0], t2i.generate(prompts=captions, seed=7).clamp(-1, 1))
-    # the default check is the moving-shapes start rule; it only ever replaces frames
-    default = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=1)
+    # the moving-shapes start rule as the check; it only ever replaces frames
+    default = pipe.generate(PROMPTS, steps=2, seed=5, first_frame_model=t2i, first_frame_redraws=1,
+                            first_frame_check=first_frame_fits, caption_for_image=image_caption)
     assert default.shape == out.shape and torch.isfinite(default).all()
+    with pytest.raises(ValueError, match="give first_frame_check"):  # the engine has no default check
+        pipe.generate(PROMPTS, steps=1, first_frame_model=t2i, first_frame_redraws=1)
     with pytest.raises(ValueError, match="give first_frame_model"):
         pipe.generate(PROMPTS, steps=1, first_frame_redraws=1)
     with pytest.raises(ValueError, match=">= 0"):
@@ -96,10 +101,8 @@ def test_eval_gives_the_image_model_each_first_frames_own_caption(monkeypatch):
 
 
 def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
-    from ditkit.pipeline import save_pipeline
-    from ditkit.video_pipeline import save_video_pipeline
-
     from ditkit.cli import main
+    from ditkit.pipelines import save_pipeline, save_video_pipeline
 
     pipe, t2i = _video(), _image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)

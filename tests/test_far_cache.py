@@ -81,10 +81,9 @@ def test_the_schedule_refreshes_early_every_n_and_on_a_new_trajectory():
 
 @pytest.fixture
 def tiny_video_pipeline():
-    from ditkit.video_pipeline import VideoPipeline
-
     from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
     from ditkit.models.video_dit import VideoDiT
+    from ditkit.pipelines import VideoPipeline
     from ditkit.shapes.prompts import video_vocabulary
     from ditkit.train.video import VideoTrainConfig
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ditkit.pipeline import Pipeline
-from ditkit.video_pipeline import VideoPipeline
 
 from ditkit.config import DiTConfig, TextDiTConfig
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
@@ -13,12 +11,14 @@ from ditkit.diffusion.image_expert import image_expert_guidance
 from ditkit.models.cross_dit import CrossDiT
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ditkit.models.video_dit import VideoDiT
+from ditkit.pipelines import Pipeline, VideoPipeline
 from ditkit.shapes.moving import MovingShapesDataset, image_caption
 from ditkit.shapes.prompts import shapes_vocabulary, video_vocabulary
 from ditkit.train.video import VideoTrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["a small red circle moving left on a blue background", "a small green star bouncing on a white background"]
+CAPTIONS = {"caption_for_image": image_caption}  # the image model reads each prompt without its motion phrase
 
 
 def _jiggle(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -98,24 +98,25 @@ def test_the_wrapper_adds_the_image_models_guidance_frame_by_frame():
 def test_video_pipeline_samples_with_an_image_expert():
     pipe, expert = _video(), _image()
     plain = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1)
-    off = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=0.0)
-    on = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0)
+    off = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=0.0, **CAPTIONS)
+    on = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0, **CAPTIONS)
     assert on.shape == plain.shape == (2, 4, 3, 16, 16) and torch.isfinite(on).all()
     assert torch.equal(off, plain) and not torch.allclose(on, plain)
     # batch slicing keeps each clip's image caption with it (batch lo..hi draws its noise from seed + lo)
     sliced = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0,
-                           batch_size=1)
-    alone = pipe.generate(PROMPTS[1:], steps=3, cfg_scale=2.0, seed=2, image_expert=expert, image_expert_scale=2.0)
+                           batch_size=1, **CAPTIONS)
+    alone = pipe.generate(PROMPTS[1:], steps=3, cfg_scale=2.0, seed=2, image_expert=expert, image_expert_scale=2.0,
+                          **CAPTIONS)
     torch.testing.assert_close(sliced[0], on[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(sliced[1], alone[0], atol=1e-4, rtol=1e-4)  # padding: a shorter caption batch
     wrong = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0,
-                          batch_size=1, image_prompts=[PROMPTS[0]] * 2)
+                          batch_size=1, image_prompts=[PROMPTS[0]] * 2, **CAPTIONS)
     assert (wrong[1] - sliced[1]).abs().max() > 1e-2  # clip 1's own caption matters
     # image-to-video and rollouts take it too; the given first frame stays
     first = torch.rand(3, 16, 16) * 2 - 1
-    i2v = pipe.generate(PROMPTS[:1], steps=2, image=first, image_expert=expert)
+    i2v = pipe.generate(PROMPTS[:1], steps=2, image=first, image_expert=expert, **CAPTIONS)
     torch.testing.assert_close(i2v[0, 0], first.clamp(-1, 1))
-    long = pipe.generate(PROMPTS[:1], steps=2, frames=8, overlap=2, image_expert=expert)
+    long = pipe.generate(PROMPTS[:1], steps=2, frames=8, overlap=2, image_expert=expert, **CAPTIONS)
     assert long.shape == (1, 8, 3, 16, 16)
     with pytest.raises(ValueError, match="latents"):
         pipe.generate(PROMPTS, steps=1, image_expert=_image(hw=8))
@@ -128,10 +129,8 @@ def test_video_pipeline_samples_with_an_image_expert():
 def test_cli_generate_and_eval_take_an_image_expert(tmp_path, capsys):
     import json
 
-    from ditkit.pipeline import save_pipeline
-    from ditkit.video_pipeline import save_video_pipeline
-
     from ditkit.cli import main
+    from ditkit.pipelines import save_pipeline, save_video_pipeline
 
     pipe, expert = _video(), _image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)

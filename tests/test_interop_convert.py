@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ditkit import DiT, DiTConfig, FlowMatching, GaussianConfig, GaussianDiffusion, load_pipeline, save_pipeline
-from ditkit.interop import convert, detect_format, export_diffusers, write_model_card
 from ditkit.cli.interop import register
+from ditkit.interop import convert, detect_format, export_diffusers, write_model_card
 from ditkit.interop.model_card import model_card
 from ditkit.io.checkpoint import CheckpointError, load_tensors, load_torch_file
 from ditkit.models.reference import to_reference_state_dict
-from ditkit.pipeline import SamplingDefaults
+from ditkit.pipelines import SamplingDefaults
 
 REF = DiTConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=10)
 DIFFUSERS_NUMERICS = {"timestep_freq_shift": 1, "mlp_norm_eps": 1e-5}

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from ditkit.pipeline import load_pipeline
 from PIL import Image
 
 from ditkit import get_preset
@@ -17,6 +16,7 @@ from ditkit.cli import main
 from ditkit.data.latent_cache import EncodeConfig, LatentCacheDataset, encode_dataset
 from ditkit.io.checkpoint import CheckpointError
 from ditkit.models.autoencoder import DiffusersVAE
+from ditkit.pipelines import load_pipeline
 from ditkit.shapes.data import CLASSES, ShapesDataset
 from ditkit.train.export import export_run
 from ditkit.train.trainer import TrainConfig, Trainer
@@ -98,7 +98,7 @@ def test_encode_train_generate(tmp_path, vae_dir, capsys):
     own = pipe.generate([0, 3], steps=2, seed=1)
     pipe.use_vae(other)
     theirs = pipe.generate([0, 3], steps=2, seed=1)
-    from ditkit.pipeline import sample
+    from ditkit.diffusion.sample import sample
 
     with torch.no_grad():
         z = sample(pipe.model, torch.tensor([0, 3]), process=pipe.process, steps=2, seed=1,

@@ -66,8 +66,7 @@ def test_caption_styles_reuse_the_image_caption():
 
 
 def test_video_pipeline_reads_the_caption_style_of_its_training():
-    from ditkit.video_pipeline import VideoPipeline
-
+    from ditkit.pipelines import VideoPipeline
     from ditkit.train.video import VideoTrainConfig
 
     def pipe(info):

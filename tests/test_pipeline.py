@@ -1,11 +1,12 @@
 import json
+import re
 
 import pytest
 import torch
 
 import ditkit
 from ditkit.io.checkpoint import CheckpointError
-from ditkit.pipeline import load_pipeline
+from ditkit.pipelines import load_pipeline
 
 
 def test_roundtrip_and_defaults(tiny_model_dir):
@@ -79,7 +80,7 @@ def test_gaussian_pipeline_samples(tmp_path):
 def test_autoguidance_in_sample(tiny_model_dir):
     import copy
 
-    from ditkit.pipeline import sample
+    from ditkit.diffusion.sample import sample
 
     pipe = load_pipeline(tiny_model_dir)
     kw = dict(process=pipe.process, steps=4, cfg_scale=2.0, seed=0)
@@ -92,3 +93,22 @@ def test_autoguidance_in_sample(tiny_model_dir):
             p.mul_(0.9)
     guided = sample(pipe.model, [0, 1], guide_model=weak, autoguidance_scale=2.0, **kw)
     assert not torch.allclose(guided, plain)
+
+
+def bar_states(err: str) -> list[tuple[int, int]]:
+    """The (done, total) states a tqdm bar printed, first to last."""
+    return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+)", err)]
+
+
+def test_one_progress_bar_over_every_batch_reaches_its_total(tiny_model_dir, capsys):
+    pipe = load_pipeline(tiny_model_dir)
+    capsys.readouterr()
+    pipe.generate([0, 1, 2], steps=3, batch_size=2, progress=True)
+    states = bar_states(capsys.readouterr().err)
+    assert states[0] == (0, 6) and states[-1] == (6, 6)  # 2 batches x 3 steps, the whole run known from the start
+    ditkit.sample(pipe.model, torch.tensor([0, 1, 2]), process=pipe.process, sampler="heun", steps=2, batch_size=1,
+                  progress=True)
+    assert bar_states(capsys.readouterr().err)[-1] == (6, 6)  # steps, not model calls (Heun makes 3 per sample)
+    pipe.generate([0, 1], steps=2, progress=False)
+    ditkit.sample(pipe.model, torch.tensor([0]), process=pipe.process, steps=2)  # default: only on a terminal
+    assert capsys.readouterr().err == ""

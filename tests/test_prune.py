@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from ditkit.pipeline import SamplingDefaults
 
 from ditkit import DiT, FlowMatching, get_preset, load_pipeline, save_pipeline
 from ditkit.cli import main
@@ -20,6 +19,7 @@ from ditkit.compress.prune import (
     make_data_fn,
 )
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
+from ditkit.pipelines import SamplingDefaults
 from ditkit.shapes.data import CLASSES
 
 pytestmark = pytest.mark.usefixtures("one_thread")

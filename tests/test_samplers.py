@@ -16,7 +16,7 @@ from ditkit.diffusion.samplers import (
     euler_sample,
     flow_time_grid,
     heun_sample,
-    sample,
+    run_sampler,
 )
 
 # -- a toy DiT: 4 input channels, 8 output channels (eps + learned-variance half) -----------
@@ -104,19 +104,19 @@ def test_ddim_matches_reference(cfg_scale):
     y = torch.tensor([207, 360, 3])
     ref = _ref_ddim_loop(model, z, y, stride=20, cfg_scale=cfg_scale)
     fn = model if cfg_scale is None else cfg(model, cfg_scale, null_label=1000, channels=3)
-    ours = sample(fn, z, process=GaussianDiffusion(), sampler="ddim", steps=50, spacing="ddim50",
+    ours = run_sampler(fn, z, process=GaussianDiffusion(), sampler="ddim", steps=50, spacing="ddim50",
                   model_kwargs={"y": y})
     assert torch.isfinite(ours).all()
     assert _rel_err(ours, ref) <= 1e-4
     if cfg_scale is not None:  # the quirk matters: all-channel guidance gives a different sample
-        all_ch = sample(cfg(model, cfg_scale, null_label=1000), z, process=GaussianDiffusion(), sampler="ddim",
+        all_ch = run_sampler(cfg(model, cfg_scale, null_label=1000), z, process=GaussianDiffusion(), sampler="ddim",
                         steps=50, spacing="ddim50", model_kwargs={"y": y})
         assert _rel_err(all_ch, ref) > 1e-3
 
 
 def test_ddim_feeds_original_timesteps_as_float():
     model = ToyDiT()
-    sample(model, torch.randn(2, 4, 2, 2), process=GaussianDiffusion(), sampler="ddim", steps=25,
+    run_sampler(model, torch.randn(2, 4, 2, 2), process=GaussianDiffusion(), sampler="ddim", steps=25,
            model_kwargs={"y": torch.tensor([1, 2])})
     ts = [c[0].item() for c in model.calls]
     assert model.calls[0].dtype == torch.float32 and model.calls[0].shape == (2,)
@@ -130,7 +130,7 @@ def test_ddim_feeds_original_timesteps_as_float():
 def test_ddpm_matches_formulas():
     model, y = ToyDiT(), torch.tensor([5, 6])
     z = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(2))
-    ours = sample(model, z, process=GaussianDiffusion(), sampler="ddpm", steps=10, model_kwargs={"y": y},
+    ours = run_sampler(model, z, process=GaussianDiffusion(), sampler="ddpm", steps=10, model_kwargs={"y": y},
                   generator=torch.Generator().manual_seed(3))
     # reference ancestral step (DDPM eq. 7 + IDDPM learned range), float64 schedule of "10"
     base_ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
@@ -210,9 +210,9 @@ def test_dpm_solver_2m_gaussian(prediction):
         fn = eps_fn
     z = torch.randn(256, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     exact = _gaussian_exact(base.respace("20"), z)
-    dpm = sample(fn, z, process=base, sampler="dpm++2m", steps=20)
-    ddim = sample(fn, z, process=base, sampler="ddim", steps=20)
-    ddim_many = sample(fn, z, process=base, sampler="ddim", steps=1000)
+    dpm = run_sampler(fn, z, process=base, sampler="dpm++2m", steps=20)
+    ddim = run_sampler(fn, z, process=base, sampler="ddim", steps=20)
+    ddim_many = run_sampler(fn, z, process=base, sampler="ddim", steps=1000)
     err = lambda a: (a - exact).abs().max().item()
     assert err(dpm) < 0.2 * err(ddim)  # second order beats first order at equal calls
     assert (dpm - ddim_many).abs().max().item() < 3e-2
@@ -257,14 +257,14 @@ def test_flow_samplers_time_grid_calls_and_sit_time():
     # a learned-sigma half in a flow model's output is ignored
     out8 = lambda x, t: torch.cat([_flow_velocity(x, t), torch.full_like(x, 1e3)], dim=1)
     z1 = torch.randn(4, 1, 1, 1, dtype=torch.float64)
-    torch.testing.assert_close(sample(out8, z1, process=FlowMatching(), sampler="euler", steps=5),
+    torch.testing.assert_close(run_sampler(out8, z1, process=FlowMatching(), sampler="euler", steps=5),
                                euler_sample(_flow_velocity, z1, FlowMatching(), steps=5))
 
 
 def test_callback_and_progress():
     seen = []
     z = torch.randn(2, 4, 2, 2)
-    sample(ToyDiT(), z, process=GaussianDiffusion(), sampler="dpm++2m", steps=5,
+    run_sampler(ToyDiT(), z, process=GaussianDiffusion(), sampler="dpm++2m", steps=5,
            model_kwargs={"y": torch.tensor([0, 1])}, progress=True,
            callback=lambda i, t, x: seen.append((i, t[0].item(), x.shape)))
     assert [s[0] for s in seen] == list(range(5)) and seen[0][1] == 999.0 and seen[-1][1] == 0.0
@@ -288,7 +288,7 @@ def test_callback_and_progress():
 def test_sample_rejects_bad_inputs_gaussian(kwargs):
     args = dict(process=GaussianDiffusion(), sampler="ddim", steps=10) | kwargs
     with pytest.raises(ValueError):
-        sample(lambda x, t: x, torch.randn(1, 4, 2, 2), **args)
+        run_sampler(lambda x, t: x, torch.randn(1, 4, 2, 2), **args)
 
 
 @pytest.mark.parametrize("kwargs", [dict(sampler="ddpm"), dict(sampler="ddim"), dict(spacing="10"),
@@ -296,14 +296,14 @@ def test_sample_rejects_bad_inputs_gaussian(kwargs):
 def test_sample_rejects_bad_inputs_flow(kwargs):
     args = dict(process=FlowMatching(), sampler="euler", steps=10) | kwargs
     with pytest.raises(ValueError):
-        sample(lambda x, t: x, torch.randn(1, 4, 2, 2), **args)
+        run_sampler(lambda x, t: x, torch.randn(1, 4, 2, 2), **args)
 
 
 def test_sample_rejects_bad_noise_and_process():
     with pytest.raises(ValueError):
-        sample(lambda x, t: x, torch.zeros(4), process=FlowMatching(), sampler="euler", steps=2)
+        run_sampler(lambda x, t: x, torch.zeros(4), process=FlowMatching(), sampler="euler", steps=2)
     with pytest.raises(ValueError):
-        sample(lambda x, t: x, torch.zeros(1, 4, 2, 2), process=object(), sampler="euler", steps=2)
+        run_sampler(lambda x, t: x, torch.zeros(1, 4, 2, 2), process=object(), sampler="euler", steps=2)
     respaced = GaussianDiffusion(GaussianConfig(respacing="250"))
     with pytest.raises(ValueError):  # the process's own respacing keeps 250 steps
-        sample(lambda x, t: x, torch.zeros(1, 4, 2, 2), process=respaced, sampler="ddim", steps=50)
+        run_sampler(lambda x, t: x, torch.zeros(1, 4, 2, 2), process=respaced, sampler="ddim", steps=50)

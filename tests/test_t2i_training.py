@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from ditkit.pipeline import SamplingDefaults, load_pipeline
 from resume_check import straight_and_resumed
 
 from ditkit import FlowMatching, save_pipeline
@@ -18,6 +17,7 @@ from ditkit.io.checkpoint import load_tensors
 from ditkit.models.dit import DiT
 from ditkit.models.text_dit import build_model
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
+from ditkit.pipelines import SamplingDefaults, load_pipeline
 from ditkit.shapes.data import ShapesDataset
 from ditkit.shapes.prompts import shapes_vocabulary
 from ditkit.train.export import export_run

@@ -8,7 +8,6 @@ import dataclasses
 
 import pytest
 import torch
-from ditkit.pipeline import SamplingDefaults, load_pipeline, save_pipeline
 
 import ditkit
 from ditkit.config import TextDiTConfig, config_from_dict, get_preset
@@ -18,6 +17,7 @@ from ditkit.models.dit import DiT
 from ditkit.models.mmdit import MMDiT
 from ditkit.models.text_dit import TextToImage, build_model, init_from_class_dit
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
+from ditkit.pipelines import SamplingDefaults, load_pipeline, save_pipeline
 from ditkit.shapes.prompts import shapes_vocabulary
 
 ARCHS = ["pixart-tiny", "mmdit-tiny"]

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ditkit import DiT, FlowMatching, get_preset
+from ditkit.diffusion.sample import sample
 from ditkit.eval.time_swap import TimeRangeSwap
-from ditkit.pipeline import sample
 
 CFG = get_preset("shapes-tiny").replace(depth=2, hidden_size=32)
 

@@ -15,13 +15,14 @@ from .config import PRESETS, DiTConfig, get_preset
 from .diffusion.flow import FlowConfig, FlowMatching
 from .diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from .diffusion.guidance import cfg
+from .diffusion.sample import sample
 from .models.dit import DiT
-from .pipeline import Pipeline, load_pipeline, sample, save_pipeline
+from .pipelines import Pipeline, VideoPipeline, load_pipeline, load_video_pipeline, save_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DiT", "DiTConfig", "PRESETS", "get_preset",
     "FlowConfig", "FlowMatching", "GaussianConfig", "GaussianDiffusion", "cfg",
-    "Pipeline", "load_pipeline", "sample", "save_pipeline",
+    "Pipeline", "VideoPipeline", "load_pipeline", "load_video_pipeline", "sample", "save_pipeline",
 ]

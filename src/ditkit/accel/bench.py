@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
+from ..diffusion.sample import sample
 from ..eval.metrics import classifier_features, frechet_distance, psnr, ssim
 from ..models.dit import macs_per_forward
-from ..pipeline import sample
 from .delta import DeltaDiTConfig
 from .fbcache import FirstBlockCacheConfig
 from .forecast import FORAConfig, TaylorSeerConfig
@@ -187,7 +187,7 @@ class Bench:
         self.labels = torch.arange(n) % max(cfg.num_classes, 1) if labels is None else torch.as_tensor(labels)
         self.guided = setting.cfg_scale != 1.0
         self.common = dict(process=process, sampler=setting.sampler, steps=setting.steps, shift=setting.shift,
-                           seed=setting.seed, batch_size=setting.batch_size)
+                           seed=setting.seed, batch_size=setting.batch_size, progress=False)
         self.ref_feats = None
         if classifier is not None and reference_images is not None:
             self.ref_feats = classifier_features(classifier, reference_images)

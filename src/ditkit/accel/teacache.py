@@ -155,7 +155,7 @@ def fit_teacache(model, labels, *, process, sampler: str = "euler", steps: int =
     (input change, residual change) pair per consecutive pair of calls, and fits a polynomial of
     ``degree`` with numpy.polyfit. Returns coefficients (highest degree first) and R².
     """
-    from ..pipeline import sample
+    from ..diffusion.sample import sample
     from .runner import Accelerated
 
     if degree < 0:
@@ -164,7 +164,7 @@ def fit_teacache(model, labels, *, process, sampler: str = "euler", steps: int =
     runner = Accelerated(model, _RecordConfig(sink))
     for seed in seeds:
         sample(runner, labels, process=process, sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=int(seed),
-               shift=shift, batch_size=batch_size)
+               shift=shift, batch_size=batch_size, progress=False)
     pairs = np.array([p for p in sink if np.isfinite(p).all()], dtype=np.float64)
     if len(pairs) <= degree:
         raise ValueError(f"{len(pairs)} calibration pairs cannot fit a degree-{degree} polynomial; "

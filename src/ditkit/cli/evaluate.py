@@ -19,8 +19,8 @@ def cmd_eval_video(args) -> None:
     from ..assets import default_classifier_dir
     from ..eval.video import evaluate_video
     from ..io.checkpoint import save_json
+    from ..pipelines import load_video_pipeline
     from ..shapes.classifier import load_classifier
-    from ..video_pipeline import load_video_pipeline
 
     _threads(args)
     if args.long_clips < 0:
@@ -43,7 +43,7 @@ def cmd_eval_video(args) -> None:
                             history_guidance=args.history_guidance, overlap=args.overlap,
                             image_expert=image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
                             ar_step=args.ar_step, first_frame_model=first_frame_model(args, pipe.device),
-                            first_frame_redraws=args.first_frame_redraws)
+                            first_frame_redraws=args.first_frame_redraws, progress=not args.no_progress)
     result["seconds"] = round(time.time() - t0, 1)
     if args.image_expert:
         result["image_expert"] = args.image_expert

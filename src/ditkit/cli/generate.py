@@ -67,7 +67,8 @@ def cmd_generate_video(args) -> None:
     import torch
 
     from ..io.media import save_video
-    from ..video_pipeline import load_video_pipeline
+    from ..pipelines import load_video_pipeline
+    from ..shapes.moving import first_frame_fits, image_caption
 
     _threads(args)
     folder = video_folder(args.model)
@@ -105,7 +106,8 @@ def cmd_generate_video(args) -> None:
                           overlap=args.overlap, image_expert=image_expert(args, pipe.device),
                           image_expert_scale=args.image_expert_scale, ar_step=args.ar_step,
                           first_frame_model=first_frame_model(args, pipe.device),
-                          first_frame_redraws=args.first_frame_redraws)
+                          first_frame_redraws=args.first_frame_redraws, first_frame_check=first_frame_fits,
+                          caption_for_image=image_caption, progress=not args.no_progress)
     path = save_video(clips, args.out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
 

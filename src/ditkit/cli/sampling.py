@@ -89,7 +89,7 @@ def first_frame_model(args, device):
     """The --first-frame-model pipeline (None without the flag); `VideoPipeline.generate` checks that it fits."""
     if not getattr(args, "first_frame_model", None):
         return None
-    from ..pipeline import load_pipeline
+    from ..pipelines import load_pipeline
 
     return load_pipeline(args.first_frame_model, device=device)
 
@@ -98,7 +98,7 @@ def image_expert(args, device):
     """The --image-expert pipeline (None without the flag); `VideoPipeline.generate` checks that it fits."""
     if not getattr(args, "image_expert", None):
         return None
-    from ..pipeline import load_pipeline
+    from ..pipelines import load_pipeline
 
     return load_pipeline(args.image_expert, device=device)
 
@@ -106,7 +106,7 @@ def image_expert(args, device):
 def video_folder(model: str | None) -> str:
     """``model`` (default: the bundled video model), checked to be a video model folder."""
     from ..assets import default_video_model_dir
-    from ..video_pipeline import is_video_folder
+    from ..pipelines import is_video_folder
 
     folder = model or str(default_video_model_dir())
     if not is_video_folder(folder):
@@ -118,6 +118,6 @@ def is_video_model(model: str | None) -> bool:
     """Whether ``model`` names a video model folder (which puts ``ditkit eval`` in its video mode)."""
     if not model:
         return False
-    from ..video_pipeline import is_video_folder
+    from ..pipelines import is_video_folder
 
     return is_video_folder(model)

@@ -35,15 +35,17 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..accel.bench import COLUMNS as ACCEL_COLUMNS
 from ..accel.bench import SCALE as ACCEL_SCALE
 from ..accel.bench import Bench, BenchResult, BenchSetting, Method, markdown_table
-from ..pipeline import Pipeline
 from .files import quantized_layers
 from .quantize import kernel_calls, kernel_label, resident_bytes, weight_bytes
+
+Pipeline = Any  # a ditkit.pipelines.Pipeline (compress reads folders through ditkit.pipelines.folder only)
 
 
 @dataclass

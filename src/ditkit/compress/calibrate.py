@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..diffusion.sample import sample
+
 CalibSet = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
@@ -26,8 +28,6 @@ def collect_calibration(model, process, labels: torch.Tensor | Sequence[int], *,
     ``every`` keeps one call in that many; with ``cfg_scale != 1`` the doubled (cond + null)
     batches are recorded, so the null class is calibrated too.
     """
-    from ..pipeline import sample
-
     calls: list[tuple] = []
 
     def wrapper(fn):
@@ -37,7 +37,7 @@ def collect_calibration(model, process, labels: torch.Tensor | Sequence[int], *,
         return recording_fn
 
     sample(model, torch.as_tensor(labels), process=process, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
-           seed=seed, model_wrapper=wrapper)
+           seed=seed, model_wrapper=wrapper, progress=False)
     return calls[::every]
 
 

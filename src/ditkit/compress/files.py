@@ -1,6 +1,6 @@
 """Quantized model folders: packed tensors in safetensors, the quantization config in config.json.
 
-A quantized folder is a ditkit model folder (`ditkit.pipeline`) whose ``model.safetensors`` holds
+A quantized folder is a ditkit model folder (`ditkit.pipelines.folder`) whose ``model.safetensors`` holds
 each quantized layer's buffers as they live in memory — int8 weights, packed uint8 4-bit weights,
 float16/int8 group scales, float32 channel scales — next to the float tensors of the layers kept
 in float, and whose ``config.json`` has ``"kind": "ditkit-dit-quantized"`` plus
@@ -9,8 +9,10 @@ in float, and whose ``config.json`` has ``"kind": "ditkit-dit-quantized"`` plus
                      "layers": {"blocks.0.attn.qkv": {"type": "w8a8", "in_features": 768, ...}, ...}}
 
 Loading rebuilds the DiT from its config, swaps in empty quantized layers from the per-layer
-specs and fills them from the file: no calibration, no float weights for quantized layers. The
-folder is written atomically as a whole (`io.checkpoint.atomic_dir`).
+specs and fills them from the file: no calibration, no float weights for quantized layers
+(`quantized_network`, the builder `ditkit.pipelines.folder.NETWORKS` names for this kind, so that
+`ditkit.load_pipeline` reads these folders too). The folder is written atomically as a whole
+(`io.checkpoint.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,21 @@ from torch import nn
 from ..config import DiTConfig
 from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
 from ..models.dit import DiT
-from ..pipeline import Pipeline, SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
+from ..pipelines.folder import (
+    QUANTIZED_KIND,
+    SamplingDefaults,
+    autoencoder_entry,
+    folder_kind,
+    load_image_pipeline,
+    process_info,
+)
 from .calibrate import TimestepRouter
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .vq import VQLinear
 from .w4 import W4A8Linear, W4A16Linear
 
-KIND = "ditkit-dit-quantized"
+KIND = QUANTIZED_KIND
 QUANTIZED_TYPES = (Int8Linear, Int8WeightOnlyLinear, W4A8Linear, W4A16Linear, FPLinear, VQLinear)
 
 
@@ -126,11 +135,8 @@ def build_quantized(config: DiTConfig, qinfo: dict, cache_int8: bool = False) ->
     return model
 
 
-def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_int8: bool = False) -> Pipeline:
-    """Load a quantized model folder as a `Pipeline`. Raises CheckpointError (one line) on any problem."""
-    state, info = load_model_files(path)
-    if info.get("kind") != KIND:
-        raise CheckpointError(f"{path} is not a quantized ditkit folder (kind={info.get('kind')!r})")
+def quantized_network(state: dict[str, torch.Tensor], info: dict, path: str | Path, cache_int8: bool = False) -> DiT:
+    """The DiT of a quantized folder's config.json ``info``, its quantized layers filled from ``state``."""
     try:
         config = DiTConfig.from_dict(info["config"])
         qinfo = info["quantization"]
@@ -139,9 +145,13 @@ def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_i
     model = build_quantized(config, qinfo, cache_int8)
     check_state_dict(state, model.state_dict(), path, check_dtype=True)
     model.load_state_dict(state)
-    model.to(device).eval()
-    defaults = SamplingDefaults(**info.get("sampling", {}))
-    codec = codec_from_info(path, info)
-    if isinstance(codec, nn.Module):
-        codec.to(device).eval()
-    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info, codec)
+    return model
+
+
+def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_int8: bool = False):
+    """Load a quantized model folder as a `ditkit.pipelines.Pipeline`. Raises CheckpointError (one line) on any
+    problem."""
+    if folder_kind(path) != KIND:
+        kind = load_model_files(path)[1].get("kind")  # a clear error for a folder that is not a model folder
+        raise CheckpointError(f"{path} is not a quantized ditkit folder (kind={kind!r})")
+    return load_image_pipeline(path, device=device, cache_int8=cache_int8)

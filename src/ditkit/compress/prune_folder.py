@@ -3,7 +3,7 @@
     record = prune_folder("assets/shapes-dit", "out/shapes-d4", PruneJob(keep=4, method="learned", group=2,
                           search_steps=200, finetune_minutes=20))
 
-The output is a normal model folder (`ditkit.pipeline.save_pipeline`: ``config.json`` with
+The output is a normal model folder (`ditkit.pipelines.folder.save_pipeline`: ``config.json`` with
 ``depth = keep``, the source's process, class names and sampling defaults, and its autoencoder for a
 latent model) plus ``prune.json``: kept/removed blocks, the importance scores or learned
 probabilities, diffusion losses (teacher, pruned, fine-tuned, on held-out batches with fixed noise)
@@ -22,7 +22,7 @@ import torch
 
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.checkpoint import atomic_write
-from ..pipeline import load_pipeline, save_pipeline, source_autoencoder
+from ..pipelines.folder import load_image_pipeline, save_pipeline, source_autoencoder
 from .distill import DistillConfig, distill
 from .prune import (
     METRICS,
@@ -119,7 +119,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     if Path(out_dir).resolve() == folder.resolve():
         raise ValueError("--out must differ from --model")
-    pipe = load_pipeline(folder, device=job.device)
+    pipe = load_image_pipeline(folder, device=job.device)
     if pipe.info.get("kind") != "ditkit-dit":
         raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
     model, process, cfg = pipe.model, pipe.process, pipe.config

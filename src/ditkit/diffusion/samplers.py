@@ -14,7 +14,8 @@ channels):
     * ``euler_sample``, ``heun_sample`` (Heun's 2nd-order method, last step Euler, as in
       Karras et al. 2022, "EDM", Alg. 1) and ``dpm_solver_2m_sample`` (alpha_s = 1 - s, sigma_s = s).
 
-``sample(...)`` dispatches by name and validates its inputs.
+``run_sampler(...)`` dispatches by name and validates its inputs (`ditkit.sample` builds on it: guidance,
+batches, seeds).
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def heun_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching, *
 # -- dispatch -------------------------------------------------------------------------------
 
 
-def sample(model_fn: ModelFn, noise: torch.Tensor, *, process: GaussianDiffusion | FlowMatching, sampler: str,
+def run_sampler(model_fn: ModelFn, noise: torch.Tensor, *, process: GaussianDiffusion | FlowMatching, sampler: str,
            steps: int, model_kwargs: dict | None = None, generator: torch.Generator | None = None,
            progress: bool = False, callback: Callback | None = None, eta: float = 0.0,
            clip_denoised: bool = False, shift: float = 1.0, spacing: str | None = None) -> torch.Tensor:

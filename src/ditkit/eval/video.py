@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..shapes.moving import DIRECTIONS, MovingShapesDataset, track_motion
+from ..shapes.moving import DIRECTIONS, MovingShapesDataset, first_frame_fits, image_caption, track_motion
 from .metrics import _run, psnr
 
 HELD_OUT_SEED = 4000  # dataset seed of the evaluation captions (training uses seed 0)
@@ -81,7 +81,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
                    long_factor: int = 4, i2v: bool = True, data_seed: int = HELD_OUT_SEED, context_noise: float = 0.0,
                    long_motions: tuple[str, ...] | None = None, history_guidance: float = 0.0,
                    overlap: int | None = None, image_expert=None, image_expert_scale: float = 1.0, ar_step: int = 0,
-                   first_frame_model=None, first_frame_redraws: int = 0, log=print) -> dict:
+                   first_frame_model=None, first_frame_redraws: int = 0, log=print,
+                   progress: bool | None = None) -> dict:
     """The three measurements above for a `VideoPipeline`; ``long_clips`` = 0 skips the long video.
 
     ``long_motions``: the long clips are the first held-out clips with these motions (e.g. the ones
@@ -93,7 +94,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     frames without room for the caption's motion drawn again, `VideoPipeline.generate`); text-to-video only
     (image-to-video has its given frames, and the long-video baseline, chunk by chunk, takes no first image).
     The image expert and the first-frame model read each clip's first frame described as the text-to-image
-    model was trained (`ShapeSpec.caption`, with the size word), whatever the video model's caption style."""
+    model was trained (`ShapeSpec.caption`, with the size word), whatever the video model's caption style.
+    ``progress``: each generation's bar (`VideoPipeline.generate`)."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -102,7 +104,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     labels = torch.tensor([s.label for s in specs])
     motions = [s.motion for s in specs]
     opts = dict(steps=steps, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, image_expert=image_expert,
-                image_expert_scale=image_expert_scale, ar_step=ar_step)
+                image_expert_scale=image_expert_scale, ar_step=ar_step, caption_for_image=image_caption,
+                progress=progress)
     result = {"held_out": f"{num_clips} moving-shape clips (seed {data_seed}), classes balanced",
               "window": window, "steps": steps or pipe.defaults.steps,
               "cfg_scale": pipe.defaults.cfg_scale if cfg_scale is None else cfg_scale}
@@ -119,7 +122,8 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     log(f"text-to-video: {num_clips} clips of {window} frames ...")
     image_prompts = [s.first.caption() for s in specs]
     clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts,
-                          first_frame_redraws=first_frame_redraws if first_frame_model is not None else 0, **opts)
+                          first_frame_redraws=first_frame_redraws if first_frame_model is not None else 0,
+                          first_frame_check=first_frame_fits, **opts)
     result["text_to_video"] = adherence(classifier, clips, labels, motions)
     if i2v:
         log("image-to-video from the held-out clips' first frames ...")

@@ -42,8 +42,8 @@ from ..diffusion.flow import FlowMatching
 from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, save_tensors
 from ..models.dit import DiT
-from ..models.reference import load_reference, to_reference_state_dict
-from ..pipeline import SamplingDefaults, load_pipeline, process_from_info, process_info, save_pipeline
+from ..models.reference import to_reference_state_dict
+from ..pipelines.folder import SamplingDefaults, load_image_pipeline, process_from_info, process_info, save_pipeline
 from .diffusers_dit import diffusers_config, model_from_diffusers_state, numerics_changes
 from .diffusers_folder import CONFIG_NAME, WEIGHTS_NAME, export_diffusers, read_diffusers_folder, resolve_diffusers_folder
 from .model_card import _ditkit_version, write_model_card
@@ -127,7 +127,7 @@ def _scheduler_process(root: Path, learn_sigma: bool) -> GaussianDiffusion | Non
 
 
 def _read_ditkit(path: Path) -> Loaded:
-    pipe = load_pipeline(path)
+    pipe = load_image_pipeline(path)
     return Loaded(pipe.model, pipe.process, list(pipe.class_names), pipe.defaults, pipe.info.get("training"))
 
 
@@ -152,7 +152,7 @@ def _read_diffusers(path: Path) -> Loaded:
 
 
 def _read_reference(path: Path, num_heads: int | None = None) -> Loaded:
-    model = load_reference(path, **({"num_heads": num_heads} if num_heads else {}))
+    model = DiT.from_reference(path, **({"num_heads": num_heads} if num_heads else {}))
     process = GaussianDiffusion(GaussianConfig(learn_sigma=model.config.learn_sigma))
     return Loaded(model, process, [], REFERENCE_SAMPLING)
 

@@ -16,6 +16,7 @@ The network knows nothing of the noise process: t is whatever the process feeds 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from .layers import (
     rope_tables,
     sincos_2d,
 )
+from .reference import convert_reference, infer_config, read_reference
 
 
 @dataclass
@@ -190,9 +192,14 @@ class DiT(nn.Module):
     def from_reference(cls, source, **config_overrides) -> DiT:
         """A DiT (eval mode) from a reference facebookresearch/DiT checkpoint: a path (.pt, .safetensors)
         or a loaded dict; config inferred from shapes, `config_overrides` win. See `models/reference.py`."""
-        from .reference import load_reference
-
-        return load_reference(source, **config_overrides)
+        sd, args = read_reference(source)
+        config = infer_config(sd, args, **config_overrides)
+        with torch.device("meta"):  # no allocation or init: every parameter is assigned from the file
+            model = DiT(config)
+        owned = isinstance(source, (str, os.PathLike))  # tensors read from a file are ours; a caller's dict is copied
+        model.load_state_dict(convert_reference(sd, model.state_dict(), config, copy=not owned), strict=True,
+                              assign=True)
+        return model.eval()
 
 
 def mlp_macs_per_token(cfg) -> int:

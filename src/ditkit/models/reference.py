@@ -37,10 +37,10 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..config import PRESETS, DiTConfig
 from ..io.checkpoint import CheckpointError, load_tensors, load_torch_file
-from .dit import DiT
 from .layers import grid_positions, sincos_2d
 
 # ----------------------------------------------------------------------------- the key table
@@ -203,14 +203,11 @@ def infer_config(sd: dict[str, torch.Tensor], args: argparse.Namespace | None = 
 # ----------------------------------------------------------------------------- loading / exporting
 
 
-def load_reference(source, **config_overrides) -> DiT:
-    """A DiT (eval mode, float32, CPU) with the weights of a reference checkpoint. See module doc."""
-    sd, args = read_reference(source)
-    owned = isinstance(source, (str, os.PathLike))  # tensors read from a file are ours; a caller's dict is copied
-    cfg = infer_config(sd, args, **config_overrides)
-    with torch.device("meta"):  # no allocation or init: every parameter is assigned from the file
-        model = DiT(cfg)
-    expected = model.state_dict()
+def convert_reference(sd: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], cfg: DiTConfig,
+                      copy: bool = True) -> dict[str, torch.Tensor]:
+    """The reference weights ``sd`` under ditkit keys (float32, CPU), checked key by key against ``expected``
+    (the state dict of a ``DiT(cfg)``, e.g. on the meta device) and the positional table against ditkit's.
+    ``copy=False`` reuses the tensors (read from a file, so ours). `DiT.from_reference` loads the result."""
     table = reference_key_map(cfg.depth)
 
     unexpected = sorted(k for k in sd if k not in table and k != POS_EMBED_KEY)
@@ -233,12 +230,11 @@ def load_reference(source, **config_overrides) -> DiT:
                 f"shape mismatch for {ref_key}: checkpoint {tuple(src.shape)}, model {tuple(want.shape)}"
             )
         t = src.detach().to(device="cpu", dtype=torch.float32)
-        ours[key] = t if owned else t.clone()
+        ours[key] = t.clone() if copy else t
 
     if POS_EMBED_KEY in sd:
         _check_pos_embed(sd[POS_EMBED_KEY], cfg)
-    model.load_state_dict(ours, strict=True, assign=True)
-    return model.eval()
+    return ours
 
 
 def _check_pos_embed(pe: torch.Tensor, cfg: DiTConfig) -> None:
@@ -255,7 +251,7 @@ def _check_pos_embed(pe: torch.Tensor, cfg: DiTConfig) -> None:
         )
 
 
-def to_reference_state_dict(model: DiT) -> dict[str, torch.Tensor]:
+def to_reference_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights under reference keys, plus the reference's stored `pos_embed` (1, T, D)."""
     cfg = model.config
     bad = {k: getattr(cfg, k) for k, v in _REFERENCE_SWITCHES.items() if getattr(cfg, k) != v}

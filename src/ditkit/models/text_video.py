@@ -15,7 +15,7 @@ the unconditional input for classifier-free guidance.
 Image-to-video (STIV, Lin et al. 2025, "frame replacement"): the first latent frame of the noisy
 clip is replaced by the clean latent of the given image at every step and its time set to 0, so the
 model sees it as clean context (diffusion-forcing training with clean prefixes teaches this; see
-`ditkit.diffusion.forcing`), with STIV's joint image-text guidance; `ditkit.video_pipeline` does both.
+`ditkit.diffusion.forcing`), with STIV's joint image-text guidance; `ditkit.pipelines.video` does both.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
     ditkit export --run runs/shapes-small --out assets/shapes-dit --dtype float32 --cfg-scale 3
 
-The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipeline`), with the run's
+The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipelines.folder`), with the run's
 training summary (steps, wall time, recipe) in config.json and a copy of ``train_log.jsonl``.
 A latent run's autoencoder is copied into the folder as ``autoencoder/`` (self-contained), a
 text-to-image run's word encoder (its EMA weights, with the vocabulary) as ``text_encoder/``.
-A text-to-video run becomes a video model folder (`ditkit.video_pipeline`).
+A text-to-video run becomes a video model folder (`ditkit.pipelines.video`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..data.latent_cache import cache_class_names
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
-from ..pipeline import SamplingDefaults, save_pipeline
+from ..pipelines.folder import SamplingDefaults, save_pipeline
 from ..shapes.data import CLASSES
 from .trainer import TrainConfig, build_run_model
 
@@ -63,7 +63,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
             raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
     common = {"defaults": defaults, "dtype": DTYPES[dtype], "extra": {"training": summary}, "autoencoder": autoencoder}
     if cfg.video is not None:  # TextToVideo -> a video model folder
-        from ..video_pipeline import save_video_pipeline
+        from ..pipelines.folder import save_video_pipeline
 
         save_video_pipeline(out_dir, model.dit, FlowMatching(cfg.flow), model.encoder, **common)
     else:

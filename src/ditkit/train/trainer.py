@@ -263,8 +263,7 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
 
     def _init_from_class_model(self) -> None:
-        from ..pipeline import load_pipeline
-        from ..video_pipeline import is_video_folder
+        from ..pipelines import is_video_folder, load_pipeline
 
         if self.video is not None and is_video_folder(self.cfg.init_from):
             self._init_from_video_model()
@@ -311,7 +310,7 @@ class Trainer:
         whose output starts at zero: ``frame_embed``, ``text_dim``): its text encoder and DiT weights,
         fresh optimiser."""
         from ..models.video_init import init_from_video
-        from ..video_pipeline import load_video_pipeline
+        from ..pipelines import load_video_pipeline
 
         pipe = load_video_pipeline(self.cfg.init_from)
         own = self.model.dit.config

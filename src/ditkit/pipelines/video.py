@@ -25,27 +25,31 @@ Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-fr
 
 Initial noise: the clips lo..hi of a batch draw theirs from a generator seeded ``seed + lo``, so
 results depend on ``batch_size`` (the evaluations fix it) but not on the other prompts of a batch.
+
+What depends on the captions a model was trained on — the image caption of a video prompt, the check
+that a drawn first frame suits its prompt — comes from the caller as functions (``caption_for_image``,
+``first_frame_check``); the moving-shapes ones are in `ditkit.shapes.moving`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .diffusion.flow import FlowMatching
-from .diffusion.forcing import chunked_sample, forcing_sample, rollout
-from .diffusion.guidance import cfg as cfg_wrapper
-from .io.checkpoint import CheckpointError, check_state_dict, load_json, load_model_files, save_model
-from .models.text_encoder import TextEncoder, load_text_encoder, save_text_encoder
-from .models.text_video import check_text_dims, null_labels, text_conditioning
-from .models.video_dit import VideoDiT, VideoDiTConfig
-from .pipeline import SamplingDefaults, autoencoder_entry, codec_from_info, process_from_info, process_info
+from ..diffusion.flow import FlowMatching
+from ..diffusion.forcing import chunked_sample, forcing_sample, rollout, step_matrix
+from ..diffusion.guidance import cfg as cfg_wrapper
+from ..diffusion.image_expert import image_expert_guidance
+from ..diffusion.sample import progress_bar
+from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files
+from ..models.text_encoder import TextEncoder, load_text_encoder
+from ..models.text_video import check_text_dims, null_labels, text_conditioning
+from ..models.video_dit import VideoDiT, VideoDiTConfig
+from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info, folder_of, process_from_info
 
-KIND = "ditkit-video-dit"
 LONG_MODES = ("rollout", "chunked", "extrapolate")
 
 
@@ -76,9 +80,9 @@ class VideoPipeline:
 
     @property
     def caption_style(self) -> str:
-        """How the model's training captions read (`data.moving_shapes.CAPTION_STYLES`), from its training
-        recipe; "motion-first" for folders written before the style was recorded. Prompts in that style
-        are the ones it follows best."""
+        """How the model's training captions read (a caption style of its dataset, e.g.
+        `ditkit.shapes.moving.CAPTION_STYLES`), from its training recipe; "motion-first" for folders written
+        before the style was recorded. Prompts in that style are the ones it follows best."""
         video = self.info.get("training", {}).get("recipe", {}).get("video") or {}
         return video.get("caption_style", "motion-first")
 
@@ -188,7 +192,8 @@ class VideoPipeline:
                  history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
                  image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
                  image_prompts=None, ar_step: int = 0, first_frame_model=None, first_frame_redraws: int = 0,
-                 first_frame_check=None) -> torch.Tensor:
+                 first_frame_check: Callable[[torch.Tensor, str], bool] | None = None,
+                 caption_for_image: Callable[[str], str] | None = None, progress: bool | None = None) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
@@ -200,22 +205,26 @@ class VideoPipeline:
         their context frames as well as on the text (`history_model_fn`; three model passes per step).
         ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
         or `ditkit.models.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function).
-        ``image_expert``: a text-to-image `ditkit.pipeline.Pipeline` on the same autoencoder that guides every
+        ``image_expert``: a text-to-image `ditkit.pipelines.Pipeline` on the same autoencoder that guides every
         frame with weight ``image_expert_scale`` (`ditkit.diffusion.image_expert`; ``image_expert_interval``
-        (lo, hi) in process time limits it), on ``image_prompts`` (default: each prompt without its motion
-        phrase, `ditkit.data.moving_shapes.image_caption`).
+        (lo, hi) in process time limits it), on ``caption_for_image(p)`` for each ``p`` of ``image_prompts``
+        (default: the prompts; ``caption_for_image`` default: the prompt as it is; e.g.
+        `ditkit.shapes.moving.image_caption`, the prompt without its motion phrase).
         ``ar_step`` > 0: the asynchronous schedule of SkyReels-V2 (`ditkit.diffusion.forcing.step_matrix`) in
         every window: each frame block trails the one before by ``ar_step`` steps, so later frames are denoised
         with the earlier ones nearly clean (how image-to-video and rollouts see their context); 0 moves all
         frames together.
         ``first_frame_model``: factorized text-to-video (Emu Video, Girdhar et al. 2023, "Factorizing
-        Text-to-Video Generation by Explicit Image Conditioning"): a text-to-image `ditkit.pipeline.Pipeline`
-        draws each clip's first frame from ``image_prompts`` (same default as the image expert) with its own
+        Text-to-Video Generation by Explicit Image Conditioning"): a text-to-image `ditkit.pipelines.Pipeline`
+        draws each clip's first frame from the image captions (as for the image expert) with its own
         steps and guidance and this call's ``seed``, then this model continues it as image-to-video. The
         image model need not share the autoencoder: its frames are decoded and re-encoded.
-        ``first_frame_redraws`` > 0: each first frame that fails ``first_frame_check(frame, prompt)`` (default
-        `ditkit.data.moving_shapes.first_frame_fits`: room for the caption's straight motion) is drawn again,
-        with seed + r in round r, up to this many times; a frame that never passes keeps its last draw.
+        ``first_frame_redraws`` > 0: each first frame that fails ``first_frame_check(frame, prompt)`` (required
+        then; e.g. `ditkit.shapes.moving.first_frame_fits`: room for the caption's straight motion) is drawn
+        again, with seed + r in round r, up to this many times; a frame that never passes keeps its last draw.
+        ``progress``: a bar on stderr over every model call — all batches, all windows of a long video, the
+        first-frame model's steps and its redraws — so that its ETA is the whole run's (default: only on a
+        terminal).
         """
         if long_mode not in LONG_MODES:
             raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
@@ -239,24 +248,43 @@ class VideoPipeline:
             raise ValueError(f"first_frame_redraws must be >= 0, got {first_frame_redraws}")
         if first_frame_redraws and first_frame_model is None:
             raise ValueError("first_frame_redraws redraws a first-frame model's frames: give first_frame_model")
+        if first_frame_redraws and first_frame_check is None:
+            raise ValueError("first_frame_redraws redraws the frames that fail a check: give first_frame_check")
         if history_guidance and (frames <= window or long_mode != "rollout"):
             raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
         text, null = self.encode_prompts(prompts)
         dev = self.device
         text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
-        first = None
         expert = image_expert is not None and image_expert_scale != 0
         captions = None  # the image model's captions (first-frame model, image expert), one per clip
         if first_frame_model is not None or expert:
-            captions = _image_captions(prompts if image_prompts is None else image_prompts, n)
-        if first_frame_model is not None:
-            if image is not None:
-                raise ValueError("give a first frame (image) or a first-frame model, not both")
-            image = self._first_frames(first_frame_model, captions, seed, batch_size)
-            if first_frame_redraws:
-                image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), seed,
-                                                  batch_size, first_frame_redraws, first_frame_check)
+            captions = _image_captions(prompts if image_prompts is None else image_prompts, n, caption_for_image)
+        if first_frame_model is not None and image is not None:
+            raise ValueError("give a first frame (image) or a first-frame model, not both")
+        pt = self.config.temporal_patch
+        overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
+        mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
+        given = image is not None or first_frame_model is not None
+        total = self._model_calls(n, given, mode, frames, overlap, steps, ar_step, batch_size)
+        if total is not None and first_frame_model is not None:
+            total += -(-n // batch_size) * first_frame_model.defaults.steps  # the first frames' sampler steps
+        with progress_bar(total, progress, "video") as bar:
+            if first_frame_model is not None:
+                image = self._first_frames(first_frame_model, captions, seed, batch_size, bar)
+                if first_frame_redraws:
+                    image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), seed,
+                                                      batch_size, first_frame_redraws, first_frame_check, bar)
+            return self._generate(text, null, n, image, frames, window, overlap, mode, steps, cfg_scale, shift, seed,
+                                  batch_size, context_noise, long_mode, ultravico_alpha, i2v_guidance,
+                                  history_guidance, attention, latents, image_expert if expert else None,
+                                  image_expert_scale, image_expert_interval, captions, ar_step, bar)
+
+    def _generate(self, text, null, n, image, frames, window, overlap, mode, steps, cfg_scale, shift, seed,
+                  batch_size, context_noise, long_mode, ultravico_alpha, i2v_guidance, history_guidance, attention,
+                  latents, image_expert, image_expert_scale, image_expert_interval, captions, ar_step, bar):
+        """`generate` once the first frames are known (``image``); every model call moves ``bar`` by one."""
+        first = None
         if image is not None:
             image = image.unsqueeze(0) if image.ndim == 3 else image
             if image.shape[0] not in (1, n):
@@ -264,8 +292,6 @@ class VideoPipeline:
             first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
             if frames < 2:
                 raise ValueError("image-to-video needs at least 2 frames")
-        pt = self.config.temporal_patch
-        overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
         fn = self.model_fn(null, cfg_scale)
         joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) if first is not None and i2v_guidance == "joint" \
             else None
@@ -276,13 +302,15 @@ class VideoPipeline:
             joint, history = (None if make is None else
                               (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
                               for make in (joint, history))
-        if expert:
+        if image_expert is not None:
             guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval, captions, text)
             fn = guide(fn)
             joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
                               for make in (joint, history))
+        fn = _counted(fn, bar)
+        joint, history = (None if make is None else (lambda noise, make=make: _counted(make(noise), bar))
+                          for make in (joint, history))
         self.model.eval()
-        mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
         previous_core = self.model.attention_core
         if attention is not None:
             if frames > window and long_mode == "extrapolate":
@@ -291,7 +319,7 @@ class VideoPipeline:
                 attention.reset()
             self.model.attention_core = attention
         if frames > window and long_mode == "extrapolate":
-            from .models.video_attention import UltraViCoConfig, VideoAttention
+            from ..models.video_attention import UltraViCoConfig, VideoAttention
 
             self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
                                                                                  ultravico_alpha), backend="dense")
@@ -303,35 +331,55 @@ class VideoPipeline:
         out = torch.cat(outs)  # (N, frames, C, h, w)
         return out.cpu() if latents else self.decode(out)
 
-    def _first_frames(self, pipe, captions: list[str], seed: int, batch_size: int) -> torch.Tensor:
-        """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption."""
+    def _model_calls(self, n: int, given: bool, mode: str, frames: int, overlap: int, steps: int, ar_step: int,
+                     batch_size: int) -> int | None:
+        """How many model calls `_sample` makes (one per `forcing_sample` iteration, `step_matrix`): every
+        window of every batch; None when the window layout is invalid (the sampler then says why)."""
+        window, pt = self.config.num_frames, self.config.temporal_patch
+        fc = 1 if given else 0  # the given first frame: context of the first window
+        if mode == "single":
+            windows = [(fc, frames - fc)]
+        elif mode == "chunked":
+            windows = [(0, window)] * -(-frames // window)
+        else:  # rollout: the first window, then windows of `overlap` context frames and new ones
+            later = max(0, -(-(frames - window) // (window - overlap))) if 0 < overlap < window else 0
+            windows = [(fc, window - fc)] + [(overlap, window - overlap)] * later
+        try:
+            per_batch = sum(step_matrix((c + f) // pt, steps, ar_step, c // pt).shape[0] - 1 for c, f in windows)
+        except ValueError:
+            return None
+        return -(-n // batch_size) * per_batch
+
+    def _first_frames(self, pipe, captions: list[str], seed: int, batch_size: int, bar=None) -> torch.Tensor:
+        """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption;
+        each of its sampler steps moves ``bar`` by one."""
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError("the first-frame model must be a text-to-image model folder")
-        frames = pipe.generate(prompts=captions, seed=seed, batch_size=batch_size)
+        tick = None if bar is None else (lambda *_: bar.update(1))
+        frames = pipe.generate(prompts=captions, seed=seed, batch_size=batch_size, progress=False, callback=tick)
         if tuple(frames.shape[1:]) != tuple(self.frame_shape):
             raise ValueError(f"the first-frame model draws {'x'.join(map(str, frames.shape[1:]))} images, this "
                              f"video model's frames are {'x'.join(map(str, self.frame_shape))}")
         return frames.float().clamp(-1, 1)
 
     def _redraw_first_frames(self, pipe, image: torch.Tensor, captions: list[str], prompts: list[str], seed: int,
-                             batch_size: int, rounds: int, check=None) -> torch.Tensor:
+                             batch_size: int, rounds: int, check, bar=None) -> torch.Tensor:
         """``image`` (N, 3, H, W) with each frame that fails ``check(frame, prompt)`` drawn again (seed + r in
-        round r, only the failing clips' captions), up to ``rounds`` times."""
-        if check is None:
-            from .data.moving_shapes import first_frame_fits as check
+        round r, only the failing clips' captions), up to ``rounds`` times; each redraw adds its steps to ``bar``."""
         image = image.clone()
         for r in range(1, rounds + 1):
             bad = [i for i in range(len(image)) if not check(image[i], prompts[i])]
             if not bad:
                 break
-            image[bad] = self._first_frames(pipe, [captions[i] for i in bad], seed + r, batch_size)
+            if bar is not None and bar.total is not None:
+                bar.total += -(-len(bad) // batch_size) * pipe.defaults.steps
+                bar.refresh()
+            image[bad] = self._first_frames(pipe, [captions[i] for i in bad], seed + r, batch_size, bar)
         return image
 
     def _image_expert(self, pipe, scale: float, interval, captions: list[str], text: dict):
         """Check a text-to-image pipeline against this model, put its encoded ``captions`` (one per clip) into
         ``text`` (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
-        from .diffusion.image_expert import image_expert_guidance
-
         if getattr(pipe, "text_encoder", None) is None:
             raise ValueError("the image expert must be a text-to-image model folder")
         icfg = pipe.config
@@ -395,16 +443,24 @@ class VideoPipeline:
         return outs
 
 
-def _image_captions(image_prompts, n: int) -> list[str]:
-    """One image caption per clip for a text-to-image model: each prompt without its motion phrase
-    (`ditkit.data.moving_shapes.image_caption`); ValueError unless there are ``n`` prompts, all strings."""
-    from .data.moving_shapes import image_caption
-
+def _image_captions(image_prompts, n: int, caption_for_image: Callable[[str], str] | None = None) -> list[str]:
+    """One image caption per clip for a text-to-image model, ``caption_for_image(p)`` of each prompt (the prompt
+    itself without one); ValueError unless there are ``n`` prompts, all strings."""
     if isinstance(image_prompts, str) or len(image_prompts) != n:
         raise ValueError(f"give one image prompt per prompt ({n})")
     if not all(isinstance(p, str) for p in image_prompts):
         raise ValueError("give the image prompts as a list of strings")
-    return [image_caption(p) for p in image_prompts]
+    return [p if caption_for_image is None else caption_for_image(p) for p in image_prompts]
+
+
+def _counted(fn, bar):
+    """``fn`` moving ``bar`` by one after every call."""
+    def counted(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = fn(x, t, **kwargs)
+        bar.update(1)
+        return out
+
+    return counted
 
 
 def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise: float, block_frames: int = 1):
@@ -419,46 +475,14 @@ def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise
     return x, t
 
 
-# ----------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- loading
 
 
-def save_video_pipeline(folder: str | Path, model: VideoDiT, process: FlowMatching, text_encoder: TextEncoder, *,
-                        defaults: SamplingDefaults | None = None, dtype: torch.dtype = torch.float32,
-                        extra: dict | None = None, autoencoder: str | Path | None = None) -> None:
-    """Write a video model folder atomically (weights optionally in half precision)."""
-    check_text_dims(text_encoder.text_dim, model.config)
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    ae_info, subfolders = autoencoder_entry(model.config.dit, autoencoder)
-    info = {
-        "kind": KIND,
-        "config": model.config.to_dict(),
-        "process": process_info(process),
-        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
-        "weights_dtype": str(dtype).replace("torch.", ""),
-        "text_encoder": {"path": "text_encoder", "type": type(text_encoder).__name__},
-        **(extra or {}),
-    }
-    if ae_info is not None:
-        info["autoencoder"] = ae_info
-    with tempfile.TemporaryDirectory() as tmp:
-        save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
-        subfolders["text_encoder"] = Path(tmp) / "text_encoder"
-        save_model(folder, state, info, subfolders=subfolders)
-
-
-def is_video_folder(path: str | Path) -> bool:
-    """Whether ``path`` is a video model folder (by its config.json; False for anything else)."""
-    config = Path(path) / "config.json"
-    try:
-        return config.is_file() and load_json(config).get("kind") == KIND
-    except (CheckpointError, AttributeError):
-        return False
-
-
-def load_video_pipeline(path: str | Path) -> VideoPipeline:
-    """Load a video model folder. Raises CheckpointError (one clear line) on any problem."""
+def load_video_pipeline(path: str | Path, device: str | torch.device = "cpu") -> VideoPipeline:
+    """Load a video model folder (written by `ditkit.pipelines.folder.save_video_pipeline`) onto ``device``.
+    Raises CheckpointError (one clear line) on any problem."""
     state, info = load_model_files(path)
-    if info.get("kind") != KIND:
+    if info.get("kind") != VIDEO_KIND:
         raise CheckpointError(f"{path} is not a ditkit video model folder (kind={info.get('kind')!r})")
     try:
         config = VideoDiTConfig.from_dict(info["config"])
@@ -468,7 +492,7 @@ def load_video_pipeline(path: str | Path) -> VideoPipeline:
     check_state_dict(state, model.state_dict(), path)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
-    folder = Path(path)
+    folder = folder_of(path)
     encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).eval()
     try:
         check_text_dims(encoder.text_dim, config)
@@ -479,4 +503,4 @@ def load_video_pipeline(path: str | Path) -> VideoPipeline:
     if isinstance(codec, torch.nn.Module):
         codec.eval()
     return VideoPipeline(model, process_from_info(info), encoder, codec, SamplingDefaults(**info.get("sampling", {})),
-                         info)
+                         info).to(device)

@@ -1,0 +1,245 @@
+"""The model-folder format: folder kinds, the config.json helpers, writers, and which loader reads each kind.
+
+A ditkit model folder holds ``model.safetensors`` and ``config.json``::
+
+    {"kind": "ditkit-dit", "config": {DiTConfig}, "process": {"type": "flow", "flow": {FlowConfig}},
+     "class_names": [...], "sampling": {"sampler": "euler", "steps": 50, "cfg_scale": 2.0}, ...}
+
+Kinds: ``"ditkit-dit"`` (class- or text-conditional image model, `ditkit.pipelines.image`),
+``"ditkit-dit-quantized"`` (the same with packed low-bit layers, `ditkit.compress.files`) and
+``"ditkit-video-dit"`` (text-to-video, `ditkit.pipelines.video`).
+
+A text-to-image model (a `TextDiTConfig` in config.json: PixArt-α-style `CrossDiT` or SD3-style
+`MMDiT`) holds its text encoder in ``text_encoder/`` (see `ditkit.models.text_encoder`).
+A latent model also holds its autoencoder (a `LatentCodec`, see `ditkit.models.autoencoder`)
+in the subfolder ``autoencoder/``, named in config.json as ``"autoencoder": {"path": "autoencoder",
+"image_size": [H, W], ...}``. ``path`` may also point outside the folder (absolute, or relative to
+the folder).
+
+`LOADERS` names the function that loads each kind as a pipeline and `NETWORKS` the one that builds an
+image folder's network, as ``"module:function"`` strings resolved on use (`resolve`): this module
+sits below the pipelines and compress, which register their loaders here, so compress and interop
+read and write folders through it without importing the pipelines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import DiTConfig, config_from_dict
+from ..diffusion.flow import FlowConfig, FlowMatching
+from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
+from ..io.checkpoint import CheckpointError, load_json, save_model
+from ..models.text_encoder import TextEncoder, save_text_encoder
+from ..models.text_video import check_text_dims
+
+if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
+    from ..models.autoencoder import LatentCodec
+
+IMAGE_KIND = "ditkit-dit"
+QUANTIZED_KIND = "ditkit-dit-quantized"
+VIDEO_KIND = "ditkit-video-dit"
+
+# kind -> the loader of a folder of that kind, (path, device="cpu", **options) -> pipeline
+LOADERS: dict[str, str] = {
+    IMAGE_KIND: "ditkit.pipelines.image:load_pipeline",
+    QUANTIZED_KIND: "ditkit.pipelines.image:load_pipeline",
+    VIDEO_KIND: "ditkit.pipelines.video:load_video_pipeline",
+}
+# image kind -> the builder of its network, (state, info, path, **options) -> model (weights loaded, CPU)
+NETWORKS: dict[str, str] = {
+    IMAGE_KIND: "ditkit.pipelines.image:float_network",
+    QUANTIZED_KIND: "ditkit.compress.files:quantized_network",
+}
+
+
+def resolve(ref: str) -> Callable:
+    """The function a ``"module:function"`` string names."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def folder_of(path: str | Path) -> Path:
+    """The model folder of ``path`` (a folder, or the ``model.safetensors`` inside one)."""
+    path = Path(path)
+    return path.parent if path.suffix == ".safetensors" else path
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """The ``kind`` in the config.json of the folder at ``path``; None when there is no readable one."""
+    config = folder_of(path) / "config.json"
+    try:
+        return load_json(config).get("kind") if config.is_file() else None
+    except (CheckpointError, AttributeError):
+        return None
+
+
+def is_video_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a video model folder (by its config.json; False for anything else)."""
+    return folder_kind(path) == VIDEO_KIND
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", **options):
+    """The pipeline of the model folder at ``path``, by its kind (`LOADERS`): a `Pipeline` for the image
+    kinds, a `VideoPipeline` for a video folder. Raises CheckpointError (one clear line) on any problem."""
+    kind = folder_kind(path)
+    if kind not in LOADERS:
+        if not (folder_of(path) / "config.json").is_file():
+            raise CheckpointError(f"{path} is not a ditkit model folder (needs model.safetensors and config.json)")
+        raise CheckpointError(f"{path} is not a ditkit model folder this version reads (kind={kind!r})")
+    return resolve(LOADERS[kind])(path, device=device, **options)
+
+
+def load_image_pipeline(path: str | Path, device: str | torch.device = "cpu", **options):
+    """The image pipeline of the folder at ``path`` (`ditkit.pipelines.image.load_pipeline`: any image kind,
+    CheckpointError for any other folder), for the modules below the pipelines."""
+    return resolve(LOADERS[IMAGE_KIND])(path, device=device, **options)
+
+
+# ----------------------------------------------------------------------------- config.json entries
+
+
+@dataclass
+class SamplingDefaults:
+    sampler: str = "euler"
+    steps: int = 50
+    cfg_scale: float = 1.0
+    shift: float = 1.0  # flow timestep shift at sampling (SD3); 1 = none
+
+
+def process_from_info(info: dict) -> FlowMatching | GaussianDiffusion:
+    proc = info.get("process", {"type": "flow"})
+    if proc.get("type") == "flow":
+        return FlowMatching(FlowConfig(**proc.get("flow", {})))
+    if proc.get("type") == "gaussian":
+        return GaussianDiffusion(GaussianConfig(**proc.get("gaussian", {})))
+    raise CheckpointError(f"unknown process type {proc.get('type')!r} in config.json")
+
+
+def process_info(process: FlowMatching | GaussianDiffusion) -> dict:
+    if isinstance(process, FlowMatching):
+        return {"type": "flow", "flow": dataclasses.asdict(process.config)}
+    return {"type": "gaussian", "gaussian": dataclasses.asdict(process.config)}
+
+
+def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | None,
+                      copy: bool = True) -> tuple[dict | None, dict[str, Path]]:
+    """(config.json's "autoencoder" entry, subfolders to copy) for a model folder; (None, {}) without one.
+
+    The codec is loaded and checked against the DiT's input; ``copy=False`` references it by its
+    absolute path instead of copying it into the folder as ``autoencoder/``.
+    """
+    if autoencoder is None:
+        return None, {}
+    from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
+
+    src = resolve_codec_path(autoencoder)
+    codec = load_codec(src)
+    f = codec.downsample
+    image_hw = [config.hw[0] * f, config.hw[1] * f]
+    check_codec_fits(codec, image_hw, config.in_channels, config.hw)
+    entry = {"path": "autoencoder" if copy else str(src.resolve()), "name": codec.name, "image_size": image_hw}
+    return entry, ({"autoencoder": src} if copy else {})
+
+
+def source_autoencoder(path: str | Path, info: dict) -> tuple[Path | None, bool]:
+    """(the codec folder, copy it?) of the model folder at ``path`` (or its model.safetensors) with
+    config.json ``info``, so that a model derived from it (quantized, pruned) carries the same
+    autoencoder: a copied one is copied again, one referenced by absolute path stays referenced."""
+    ae = info.get("autoencoder")
+    if not ae:
+        return None, True
+    from ..models.autoencoder import resolve_codec_path
+
+    return resolve_codec_path(ae["path"], base=folder_of(path)), not Path(ae["path"]).is_absolute()
+
+
+def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
+    """The autoencoder named in a model folder's config.json (None for a pixel model), checked against the DiT."""
+    from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
+
+    ae = info.get("autoencoder")
+    if not ae:
+        return None
+    folder = folder_of(path)
+    try:
+        codec = load_codec(resolve_codec_path(ae["path"], base=folder))
+        config = config_from_dict(info["config"])
+        check_codec_fits(codec, ae.get("image_size") or [s * codec.downsample for s in config.hw],
+                         config.in_channels, config.hw, where=f"the DiT in {folder}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}: bad autoencoder entry: {e}") from None
+    return codec
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def save_pipeline(folder: str | Path, model, process, *, class_names=None, defaults: SamplingDefaults | None = None,
+                  dtype: torch.dtype = torch.float32, extra: dict | None = None, autoencoder: str | Path | None = None,
+                  copy_autoencoder: bool = True, text_encoder: TextEncoder | None = None) -> None:
+    """Write an image model folder (a `DiT`, `CrossDiT` or `MMDiT`) atomically; weights may be stored in half
+    precision to save space.
+
+    `autoencoder`: the folder of the codec a latent model was trained with; it is copied into the
+    model folder as ``autoencoder/`` (self-contained), or with ``copy_autoencoder=False`` referenced
+    by its absolute path (e.g. a large diffusers VAE). `text_encoder`: a text model's encoder, written
+    to ``text_encoder/`` (float32).
+    """
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    ae_info, subfolders = autoencoder_entry(model.config, autoencoder, copy_autoencoder)
+    info = {
+        "kind": IMAGE_KIND,
+        "config": model.config.to_dict(),
+        "process": process_info(process),
+        "class_names": list(class_names or []),
+        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
+        "weights_dtype": str(dtype).replace("torch.", ""),
+        **(extra or {}),
+    }
+    if ae_info is not None:
+        info["autoencoder"] = ae_info
+    if (text_encoder is None) != (getattr(model.config, "text_dim", None) is None):
+        raise ValueError("a text-conditioned model is saved with its text encoder (and only such a model)")
+    with tempfile.TemporaryDirectory() as tmp:
+        if text_encoder is not None:
+            if text_encoder.text_dim != model.config.text_dim:
+                raise ValueError(f"the text encoder gives {text_encoder.text_dim}-dim tokens, the model expects "
+                                 f"{model.config.text_dim}")
+            save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
+            subfolders["text_encoder"] = Path(tmp) / "text_encoder"
+            info["text_encoder"] = {"path": "text_encoder", "type": type(text_encoder).__name__}
+        save_model(folder, state, info, subfolders=subfolders)
+
+
+def save_video_pipeline(folder: str | Path, model, process: FlowMatching, text_encoder: TextEncoder, *,
+                        defaults: SamplingDefaults | None = None, dtype: torch.dtype = torch.float32,
+                        extra: dict | None = None, autoencoder: str | Path | None = None) -> None:
+    """Write a video model folder (a `VideoDiT` and its text encoder) atomically (weights optionally in half
+    precision)."""
+    check_text_dims(text_encoder.text_dim, model.config)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    ae_info, subfolders = autoencoder_entry(model.config.dit, autoencoder)
+    info = {
+        "kind": VIDEO_KIND,
+        "config": model.config.to_dict(),
+        "process": process_info(process),
+        "sampling": dataclasses.asdict(defaults or SamplingDefaults()),
+        "weights_dtype": str(dtype).replace("torch.", ""),
+        "text_encoder": {"path": "text_encoder", "type": type(text_encoder).__name__},
+        **(extra or {}),
+    }
+    if ae_info is not None:
+        info["autoencoder"] = ae_info
+    with tempfile.TemporaryDirectory() as tmp:
+        save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
+        subfolders["text_encoder"] = Path(tmp) / "text_encoder"
+        save_model(folder, state, info, subfolders=subfolders)

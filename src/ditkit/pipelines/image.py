@@ -1,0 +1,158 @@
+"""An image model folder and everything needed to sample from it: network, process, class names, defaults.
+
+`load_pipeline` reads a class- or text-conditional image folder, float or quantized (the folder format
+and the writer `save_pipeline` are in `ditkit.pipelines.folder`). A text-to-image model holds its text
+encoder: `Pipeline.generate(prompts=[...])` encodes the prompts and, for guidance, the empty prompt. A
+latent model holds its autoencoder: `Pipeline.generate` decodes the sampled latents to images.
+Sampling is `ditkit.sample`: initial noise is drawn once for all samples from ``seed``, so results do
+not depend on the batch size used to compute them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..config import DiTConfig, config_from_dict
+from ..diffusion.flow import FlowMatching
+from ..diffusion.gaussian import GaussianDiffusion
+from ..diffusion.sample import sample
+from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files
+from ..models.dit import DiT
+from ..models.text_dit import build_model
+from ..models.text_encoder import TextEncoder, load_text_encoder
+from .folder import NETWORKS, SamplingDefaults, codec_from_info, folder_of, process_from_info, resolve
+
+if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
+    from ..models.autoencoder import LatentCodec
+
+
+@dataclass
+class Pipeline:
+    model: DiT
+    process: FlowMatching | GaussianDiffusion
+    class_names: list[str] = field(default_factory=list)
+    defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    info: dict = field(default_factory=dict)
+    codec: LatentCodec | None = None  # latent models: decodes the DiT's samples to images
+    text_encoder: TextEncoder | None = None  # text-to-image models: prompts -> tokens
+
+    @property
+    def config(self) -> DiTConfig:
+        return self.model.config
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images `generate` returns (decoded, for a latent model)."""
+        h, w = self.config.hw
+        if self.codec is None:
+            return self.config.in_channels, h, w
+        return 3, h * self.codec.downsample, w * self.codec.downsample
+
+    def class_index(self, name_or_index: str | int) -> int:
+        n = self.config.num_classes
+        s = str(name_or_index)
+        if s.lstrip("-").isdigit():
+            idx = int(s)
+            if 0 <= idx < n:
+                return idx
+        elif s in self.class_names:
+            return self.class_names.index(s)
+        names = ", ".join(self.class_names) if self.class_names else f"indices 0-{n - 1}"
+        raise ValueError(f"unknown class {name_or_index!r}; this model knows {names}")
+
+    def generate(self, labels=None, *, prompts=None, **kwargs) -> torch.Tensor:
+        """Images in [-1, 1], (N, C, H, W), for labels given as names or indices, or for a text model's
+        prompts (latents decoded).
+
+        ``kwargs`` are `ditkit.sample`'s (sampler, steps, cfg_scale, shift default to the folder's); among them
+        ``progress`` (a bar over every sampler step on stderr; default: only on a terminal)."""
+        d = self.defaults
+        opts = {"sampler": d.sampler, "steps": d.steps, "cfg_scale": d.cfg_scale, "shift": d.shift}
+        opts.update({k: v for k, v in kwargs.items() if v is not None})
+        if prompts is not None or self.text_encoder is not None:
+            if labels is not None:
+                raise ValueError("this model is text-conditioned: pass prompts=[...], not class labels"
+                                 if self.text_encoder is not None else "pass class labels or prompts, not both")
+            text, null_text = self.encode_prompts(prompts)
+            out = sample(self.model, None, process=self.process, text=text, null_text=null_text, **opts)
+        else:
+            y = torch.tensor([self.class_index(lab) for lab in labels], dtype=torch.long)
+            out = sample(self.model, y, process=self.process, **opts)
+        return out if self.codec is None else self.decode(out, batch_size=opts.get("batch_size", 64))
+
+    def use_vae(self, path: str | Path) -> None:
+        """Decode with the autoencoder folder `path` (e.g. a diffusers AutoencoderKL in the sd-vae-ft-ema
+        layout, or a ditkit autoencoder) instead of the model folder's own; ValueError if it does not fit."""
+        from ..models.autoencoder import load_codec, resolve_codec_path
+
+        codec = load_codec(resolve_codec_path(path))
+        n = self.config.in_channels
+        if codec.latent_channels != n:
+            hint = " (a pixel-space model needs no VAE)" if self.codec is None and n == 3 else ""
+            raise ValueError(f"VAE {path} has {codec.latent_channels} latent channels, but the model's in_channels "
+                             f"is {n}{hint}")
+        device = next(self.model.parameters()).device if isinstance(self.model, torch.nn.Module) else "cpu"
+        self.codec = codec.to(device).eval() if isinstance(codec, torch.nn.Module) else codec
+
+    def encode_prompts(self, prompts) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """((tokens (N, L, D_txt), mask (N, L)), the empty prompt's (1, L, D_txt), (1, L)) for `sample`."""
+        if self.text_encoder is None:
+            raise ValueError("this model is class-conditional: pass class labels, not prompts")
+        if prompts is None or isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts) or not prompts:
+            raise ValueError("this model is text-conditioned: pass prompts as a non-empty list of strings")
+        with torch.inference_mode():
+            tokens, mask = self.text_encoder.encode([*prompts, ""])  # one padding length for all
+        tokens, mask = tokens.float().cpu(), mask.cpu()
+        return (tokens[:-1], mask[:-1]), (tokens[-1:], mask[-1:])
+
+    def decode(self, latents: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Latents (N, C, h, w) from `sample` -> images (N, 3, H, W) clamped to [-1, 1]."""
+        if self.codec is None:
+            return latents
+        device = next(self.codec.parameters()).device if isinstance(self.codec, torch.nn.Module) else "cpu"
+        with torch.inference_mode():
+            return torch.cat([self.codec.decode(latents[i:i + batch_size].to(device)).float().clamp(-1, 1).cpu()
+                              for i in range(0, len(latents), batch_size)])
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def float_network(state: dict[str, torch.Tensor], info: dict, path: str | Path) -> torch.nn.Module:
+    """The float network (`DiT`, `CrossDiT` or `MMDiT`) of an image folder's config.json ``info``, weights from ``state``."""
+    try:
+        config = config_from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad model config in {path}: {e}") from None
+    model = build_model(config)
+    check_state_dict(state, model.state_dict(), path)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model
+
+
+def load_pipeline(path: str | Path, device: str | torch.device = "cpu", **options) -> Pipeline:
+    """Load an image model folder, float or quantized (`ditkit.pipelines.folder.NETWORKS`; ``options`` go to
+    the network's builder, e.g. ``cache_int8`` of a quantized one). Raises CheckpointError (one clear line)
+    on any problem."""
+    state, info = load_model_files(path)
+    if info.get("kind") not in NETWORKS:
+        raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={info.get('kind')!r})")
+    model = resolve(NETWORKS[info["kind"]])(state, info, path, **options)
+    model.to(device).eval()
+    config = model.config
+    defaults = SamplingDefaults(**info.get("sampling", {}))
+    codec = codec_from_info(path, info)
+    if isinstance(codec, torch.nn.Module):
+        codec.to(device).eval()
+    text_encoder = None
+    if getattr(config, "text_dim", None) is not None:
+        folder = folder_of(path)
+        text_encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).to(device).eval()
+        if text_encoder.text_dim != config.text_dim:
+            raise CheckpointError(f"{folder}: the text encoder gives {text_encoder.text_dim}-dim tokens, "
+                                  f"the model expects {config.text_dim}")
+    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info, codec, text_encoder)

@@ -1,0 +1,41 @@
+"""`VideoPipeline.generate`'s progress bar: one bar over every model call of the run, its total known up front."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
+from test_pipeline import bar_states
+
+from ditkit.shapes.moving import image_caption
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_the_bar_counts_every_window_of_a_long_rollout(capsys):
+    pipe = _video()  # a 4-frame window
+    pipe.generate(PROMPTS[:1], steps=2, frames=8, overlap=2, ar_step=1, progress=True)
+    # 3 windows; with ar_step 1 the 4 new frames take 2 + 3 calls, each later window of 2 new frames 2 + 1
+    states = bar_states(capsys.readouterr().err)
+    assert states[0] == (0, 11) and states[-1] == (11, 11)
+    pipe.generate(PROMPTS, steps=2, frames=8, long_mode="chunked", batch_size=1, progress=True)
+    assert bar_states(capsys.readouterr().err)[-1] == (8, 8)  # 2 clips x 2 windows x 2 steps
+    pipe.generate(PROMPTS, steps=2, image=torch.zeros(3, 16, 16), progress=True)
+    assert bar_states(capsys.readouterr().err)[-1] == (2, 2)  # image-to-video: one batch, one window
+    pipe.generate(PROMPTS, steps=1, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_bar_includes_the_first_frames_and_grows_with_their_redraws(capsys):
+    pipe, t2i = _video(), _image()  # the image model samples its default 50 steps
+    seen = []
+
+    def check(frame, prompt):  # clip 1's first draw fails
+        seen.append(prompt)
+        return prompt == PROMPTS[0] or seen.count(prompt) > 1
+
+    pipe.generate(PROMPTS, steps=2, first_frame_model=t2i, first_frame_redraws=2, first_frame_check=check,
+                  caption_for_image=image_caption, progress=True)
+    states = bar_states(capsys.readouterr().err)
+    assert states[0] == (0, 52)  # the first frames' 50 steps and the video's 2
+    assert states[-1] == (102, 102)  # plus one redraw of 50 steps
