@@ -6,7 +6,7 @@
 Samples the same seeds (the models' default sampler, steps and guidance) with the compressed model
 alone, the reference alone, and the reference swapped in on each range of process time s (s = 1 is
 noise), and prints the bundled classifier's accuracy of each, so the ranges where the swap recovers
-accuracy are where the compressed model's error matters. Session 16, the pruned model of
+accuracy are where the compressed model's error matters. Measured on the pruned model of
 ``ditkit prune --keep 4 --update full --keep-update --hidden-kd 1 --hidden-align next-input --ema 0.999
 --lr 5e-4 --lr-schedule constant --finetune-minutes 20``, 400 samples, 2 threads:
 compressed 92.75 %, reference 97.75 %, reference on [0.7, 1.01) 94.5 %, on [0.35, 0.7) 92.75 %,
@@ -20,12 +20,12 @@ import sys
 import time
 
 import torch
-from ditkit.pipeline import load_pipeline
 
 from ditkit.assets import default_classifier_dir
 from ditkit.eval.metrics import class_accuracy
 from ditkit.eval.time_swap import TimeRangeSwap
 from ditkit.io.checkpoint import save_json
+from ditkit.pipelines import load_pipeline
 from ditkit.shapes.classifier import load_classifier
 
 

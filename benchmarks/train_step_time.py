@@ -1,7 +1,7 @@
 """Seconds per optimizer step of a training preset on this machine (data, encoding, forward, backward).
 
-    python benchmarks/train_step_time.py --preset shapes-t2v-one --steps 30 --threads 2
-    python benchmarks/train_step_time.py --preset shapes-t2v-one --temporal-patch 2 --repa 3   # variants
+    python benchmarks/train_step_time.py --preset shapes-t2v-pt2-motion-9k --steps 30 --threads 2
+    python benchmarks/train_step_time.py --temporal-patch 1 --repa 3   # variants of the default preset
 
 Runs the preset's own Trainer for ``--steps`` steps in a temporary folder (logging every step) and
 prints the mean time of the steps after ``--warmup``, from the run's ``elapsed_seconds``; multiply
@@ -26,7 +26,7 @@ from ditkit.train.trainer import Trainer
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="shapes-t2v-one")
+    p.add_argument("--preset", default="shapes-t2v-pt2-motion-9k")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch-size", type=int)

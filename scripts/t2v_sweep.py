@@ -1,14 +1,14 @@
-"""Variants of the one-command text-to-video recipe (shapes-t2v-one), trained and evaluated side by side.
+"""Variants of the one-command text-to-video recipe, trained and evaluated side by side on a GPU.
 
-Used on a lent GPU to choose a recipe at the step count of the CPU command. On CUDA the recipes'
-bf16 flag turns on autocast, so figures match the CPU run (``ditkit train --preset shapes-t2v-one``,
-about 2.6 hours here) in recipe, not bit for bit. ``s5``/``s5lr`` continue the stage-4 model
-(``shapes-t2v-stage5``).
+Chooses a recipe at the step count of the CPU command: ``BASE`` is that recipe (3,000 steps from
+assets/shapes-t2i, one frame per token; the bundled assets/shapes-t2v recipe grew out of it), and each
+variant changes a few of its fields. On CUDA the recipes' bf16 flag turns on autocast, so figures match a
+CPU run in recipe, not bit for bit. ``s5``/``s5lr`` continue a stage-4 model of the staged recipe
+(``STAGE5``). ``scripts/gpu_t2v.sh`` runs several variants at once.
 
     python scripts/t2v_sweep.py train NAME OUT_DIR [--max-minutes M]
     python scripts/t2v_sweep.py eval OUT_DIR RESULT_JSON NAME [NAME ...] [--device cuda]
 """
-
 from __future__ import annotations
 
 import argparse
@@ -20,10 +20,26 @@ from pathlib import Path
 
 import torch
 
-from ditkit.train.presets import get_train_preset
+from ditkit.config import get_preset
+from ditkit.diffusion.flow import FlowConfig
+from ditkit.models.text_encoder import WordEncoderConfig
+from ditkit.shapes.moving import DIRECTIONS, MOTIONS
 from ditkit.train.repa import RepaConfig
+from ditkit.train.trainer import TrainConfig
+from ditkit.train.video import VideoTrainConfig
 
-BASE = get_train_preset("shapes-t2v-one")
+_WORDS = WordEncoderConfig(dim=128, depth=2, num_heads=2, max_length=16)
+_CLIPS = VideoTrainConfig(frame_embed=True, cross_attention=True, context_noise=0.2, motions=(*DIRECTIONS, *MOTIONS))
+
+# The one-command recipe: high-noise training times, directional motions twice as often, re-noised context,
+# attention frame-local for the first 1,000 steps; 3,000 steps of 16 clips from assets/shapes-t2i.
+BASE = TrainConfig(
+    model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal", train_shift=3.0),
+    steps=3_000, batch_size=16, lr=1e-3, warmup_steps=200, lr_schedule="cosine",
+    log_every=25, ckpt_every=100, snapshot_every=500, ema_decay=0.999,
+    autoencoder="assets/shapes-ae", text_encoder=_WORDS, init_from="assets/shapes-t2i",
+    video=dataclasses.replace(_CLIPS, frame_local_steps=1_000),
+)
 VARIANTS = {
     "one": {},
     "one3k": {"steps": 3000},
@@ -52,10 +68,15 @@ VARIANTS = {
 }
 
 
-# continuing the staged model (stage 4 at step 3,600, then assets/shapes-t2v: `git worktree add S aef3ebb` and
-# set STAGE4_DIR=S/assets/shapes-t2v; today's assets/shapes-t2v is the one-command model, which does not fit)
-STAGE5 = dataclasses.replace(get_train_preset("shapes-t2v-stage5"),
-                             init_from=os.environ.get("STAGE4_DIR", "<stage-4 model folder: set STAGE4_DIR>"))
+# Stage 5 of the staged recipe: 3,000 more steps from a stage-4 model folder (STAGE4_DIR; assets/shapes-t2v at
+# commit aef3ebb is one: `git worktree add S aef3ebb`, then STAGE4_DIR=S/assets/shapes-t2v).
+STAGE5 = TrainConfig(
+    model=get_preset("shapes-latent-mix"), flow=FlowConfig(time_sampling="logit_normal", train_shift=3.0),
+    steps=3_000, batch_size=16, lr=3e-4, warmup_steps=50, lr_schedule="cosine",
+    log_every=25, ckpt_every=100, snapshot_every=500, ema_decay=0.999,
+    autoencoder="assets/shapes-ae", text_encoder=_WORDS,
+    init_from=os.environ.get("STAGE4_DIR", "<stage-4 model folder: set STAGE4_DIR>"), video=_CLIPS,
+)
 FULL = {"s5": STAGE5, "s5lr": dataclasses.replace(STAGE5, lr=1.5e-4)}
 
 
@@ -87,11 +108,9 @@ def main() -> None:
             max_seconds=None if a.max_minutes is None else a.max_minutes * 60)
         print(name, res)
         return
-    from ditkit.pipeline import SamplingDefaults
-    from ditkit.video_pipeline import load_video_pipeline
-
     from ditkit.assets import default_classifier_dir
     from ditkit.eval.video import evaluate_video
+    from ditkit.pipelines import SamplingDefaults, load_video_pipeline
     from ditkit.shapes.classifier import load_classifier
     from ditkit.train.export import export_run
 

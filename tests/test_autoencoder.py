@@ -136,8 +136,8 @@ def test_latent_presets():
     from ditkit.models.autoencoder import resolve_codec_path
     from ditkit.train.presets import get_train_preset
 
-    cfg = get_train_preset("shapes-repa")
-    assert cfg.model == get_preset("shapes-latent-mix") and cfg.model.num_tokens == 64
+    cfg = get_train_preset("shapes-latent")
+    assert cfg.model == get_preset("shapes-latent") and cfg.model.num_tokens == 64
     assert cfg.autoencoder == "assets/shapes-ae"
     try:
         path = resolve_codec_path(cfg.autoencoder)

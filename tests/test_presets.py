@@ -24,9 +24,9 @@ def _subset_mismatches(recorded, resolved, prefix=""):
     return [] if recorded == resolved else [prefix]
 
 
-def test_registry_lists_the_bundled_recipes_and_the_tiny_one():
+def test_registry_lists_the_bundled_recipes_the_latent_one_and_the_tiny_one():
     assert train_preset_names() == list(TRAIN_PRESETS)
-    assert set(train_preset_names()) == {"shapes-tiny", *BUNDLED.values()}
+    assert set(train_preset_names()) == {"shapes-tiny", "shapes-latent", *BUNDLED.values()}
     with pytest.raises(ValueError, match="choose one of shapes-tiny"):
         get_train_preset("nope")
 
@@ -61,3 +61,5 @@ def test_key_fields_of_the_shipped_recipes():
     assert (v.temporal_patch, v.context_noise, v.motion_weight, v.frame_local_steps, v.caption_style) == (
         2, 0.2, 2.0, 1_000, "sized")
     assert v.frame_embed and v.cross_attention and v.motions.count("left") == 2 and v.motions.count("bounce") == 1
+    latent = get_train_preset("shapes-latent")  # for `--data latents:DIR`: no REPA, the image recipe's schedule
+    assert latent.repa is None and latent.autoencoder == dit.autoencoder and latent.steps == 12_000

@@ -1,7 +1,7 @@
 """Reference DiT checkpoints: parity with an independent oracle of the reference forward, the
 3-channel guided forward, file formats, refusal of unsafe pickles, key/shape errors, config inference.
 
-The oracle below is written from the documented formulas (REFERENCE.md §1) and runs directly on
+The oracle below is written from the documented formulas (docs/reference.md §1) and runs directly on
 the reference-layout tensors, in float64 (except the timestep features, which the reference
 computes in float32).
 """
@@ -45,7 +45,7 @@ def sincos_table(dim: int, grid: int) -> np.ndarray:
 
 
 def reference_state_dict(seed: int = 0, depth=DEPTH, d=D, p=P, c=C, side=SIDE, classes=CLASSES) -> dict:
-    """Random weights in the documented reference layout (REFERENCE.md §2); every weight nonzero."""
+    """Random weights in the documented reference layout (docs/reference.md §2); every weight nonzero."""
     g = torch.Generator().manual_seed(seed)
 
     def w(*shape, fan_in=None):

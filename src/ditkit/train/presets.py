@@ -1,7 +1,8 @@
 """Named training recipes: ``ditkit train --preset NAME``.
 
 Each recipe is one explicit ``TrainConfig``: the recipes behind the bundled models (the command that trained
-each is recorded in its ``config.json``) and a tiny one for tests and smoke runs.
+each is recorded in its ``config.json``), the latent recipe for pre-encoded latents, and a tiny one for tests
+and smoke runs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         steps=10_000, batch_size=64, lr=1e-3, warmup_steps=300, lr_schedule="cosine",
         log_every=25, ckpt_every=250, snapshot_every=500, ema_decay=0.999,
         autoencoder="assets/shapes-ae", repa=RepaConfig(depth=3),
+    ),
+    # Class-conditional latent flow matching without REPA: the recipe for latents pre-encoded by `ditkit encode`
+    # (``--data latents:DIR``), which REPA cannot use (it aligns with features of the clean images).
+    "shapes-latent": TrainConfig(
+        model=get_preset("shapes-latent"), flow=FlowConfig(time_sampling="logit_normal"),
+        steps=12_000, batch_size=64, lr=1e-3, warmup_steps=300,
+        log_every=25, ckpt_every=250, snapshot_every=500, ema_decay=0.999, autoencoder="assets/shapes-ae",
     ),
     # assets/shapes-t2i: text to image with cross-attention to the word encoder, 10 % of captions dropped;
     # trained with ``--init-from assets/shapes-dit`` (the image trunk starts from the class-conditional model).
