@@ -1,7 +1,7 @@
 """Learning curve of a training run: class accuracy and FD of the EMA snapshots against training time.
 
     python benchmarks/learning_curve.py --run runs/shapes-repa --samples 200 --cfg-scale 3 \
-        --json assets/shapes-dit/learning_curve.json --plot docs/learning_curve.png
+        --json out/learning_curve.json --plot out/learning_curve.png
 
 Each snapshot (``snapshots/ema_*.safetensors``, written every `snapshot_every` steps with the
 training wall time in its metadata) is sampled with the same seeds and labels, judged by the

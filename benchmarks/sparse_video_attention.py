@@ -2,7 +2,7 @@
 attention on identical seeds, and the wall-clock ratio — all measured in one run.
 
     python benchmarks/sparse_video_attention.py --model assets/shapes-t2v --clips 8 --steps 25 \\
-        --json docs/results/video/sparse.json
+        --json docs/results/video/sparse-attention-shapes-t2v.json
 
 Plans compared (`ditkit.models.video_attention`, `ditkit.models.sparse_search`):
 

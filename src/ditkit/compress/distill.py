@@ -31,7 +31,7 @@ With ``ema_decay > 0`` an exponential moving average of the student's weights is
 at the end, as DiT training samples from its EMA weights. The last weights of a short, constant-rate
 fine-tune swing from run to run; on two 20-minute CPU runs of the bundled model pruned 8 -> 4, the
 EMA (0.999) lowered FD in both (1.88 -> 1.55, 2.19 -> 1.41) and moved class accuracy by -0.5 and
-+3.3 points (docs/results/compress/prune-d4-s15-cpu-ema.json).
++3.3 points (docs/results/compress/prune-d4-ema-cpu.json).
 """
 
 from __future__ import annotations

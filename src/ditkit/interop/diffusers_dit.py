@@ -6,7 +6,7 @@
 
 Folders (``save_pretrained`` layout, read and written without diffusers) are in ``diffusers_folder.py``.
 
-Key table (docs/reference.md §4; diffusers' ``scripts/convert_dit_to_diffusers.py``):
+Key table (docs/reference.md §4; huggingface/diffusers v0.42.1, ``scripts/convert_dit_to_diffusers.py``):
 
     ditkit                                   diffusers
     x_embedder.proj.*                        pos_embed.proj.*

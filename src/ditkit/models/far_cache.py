@@ -2,8 +2,9 @@
 
 A fixed sparse pattern applied at every sampling step (frame-local, STA tiles, diagonals; see
 `ditkit.models.video_attention`) moves a small video DiT's samples far from the dense model's
-(13 dB PSNR for STA 3x3x3 on the bundled model, docs/results/video/sparse.json): the keys it drops
-carry real weight. Two observations of the sparse-attention literature recover most of it:
+(13 dB PSNR for STA 3x3x3 on the stage-5 text-to-video model,
+docs/results/video/sparse-attention-stage5.json): the keys it drops carry real weight. Two observations
+of the sparse-attention literature recover most of it:
 
 * the first, noisiest steps lay out the video and are kept dense (the dense warm-up steps of STA,
   Zhang et al. 2025, and Sparse VideoGen, Xi et al. 2025);
