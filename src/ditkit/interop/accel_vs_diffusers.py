@@ -36,7 +36,7 @@ from ..accel.steps import GenerationClock
 from ..diffusion.flow import FlowMatching
 from ..diffusion.sample import sample
 from ..eval.metrics import psnr
-from ..pipelines import load_pipeline
+from ..pipelines.folder import load_image_pipeline
 from .parity import diffusers_twin
 
 PSNR_CAP = 100.0
@@ -150,7 +150,7 @@ class Side:
     def __init__(self, name: str, pipe, setting: Setting, labels: torch.Tensor, cfg_scale: float):
         self.name, self.pipe, self.setting, self.labels, self.cfg_scale = name, pipe, setting, labels, cfg_scale
         self.common = dict(process=pipe.process, sampler="euler", steps=setting.steps, shift=pipe.defaults.shift,
-                           seed=setting.seed, batch_size=setting.batch_size or len(labels))
+                           seed=setting.seed, batch_size=setting.batch_size or len(labels), progress=False)
         self.base_images: torch.Tensor | None = None
         self.base_seconds = math.inf
         self.rows: list[Row] = []
@@ -269,7 +269,7 @@ def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None
         raise ValueError("this benchmark needs diffusers (pip install diffusers)") from None
     diffusers.utils.logging.set_verbosity_error()  # its dtype advice on .to() is noise here
     folder = Path(folder)
-    pipe = load_pipeline(folder, device=setting.device)
+    pipe = load_image_pipeline(folder, device=setting.device)
     if not isinstance(pipe.process, FlowMatching):
         raise ValueError(f"{folder} is not a flow-matching model; this benchmark runs the Euler flow sampler")
     cfg = pipe.config
