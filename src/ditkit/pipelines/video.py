@@ -275,61 +275,52 @@ class VideoPipeline:
                 if first_frame_redraws:
                     image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), seed,
                                                       batch_size, first_frame_redraws, first_frame_check, bar)
-            return self._generate(text, null, n, image, frames, window, overlap, mode, steps, cfg_scale, shift, seed,
-                                  batch_size, context_noise, long_mode, ultravico_alpha, i2v_guidance,
-                                  history_guidance, attention, latents, image_expert if expert else None,
-                                  image_expert_scale, image_expert_interval, captions, ar_step, bar)
-
-    def _generate(self, text, null, n, image, frames, window, overlap, mode, steps, cfg_scale, shift, seed,
-                  batch_size, context_noise, long_mode, ultravico_alpha, i2v_guidance, history_guidance, attention,
-                  latents, image_expert, image_expert_scale, image_expert_interval, captions, ar_step, bar):
-        """`generate` once the first frames are known (``image``); every model call moves ``bar`` by one."""
-        first = None
-        if image is not None:
-            image = image.unsqueeze(0) if image.ndim == 3 else image
-            if image.shape[0] not in (1, n):
-                raise ValueError(f"give one first frame or one per prompt ({n}), got {image.shape[0]}")
-            first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
-            if frames < 2:
-                raise ValueError("image-to-video needs at least 2 frames")
-        fn = self.model_fn(null, cfg_scale)
-        joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) if first is not None and i2v_guidance == "joint" \
-            else None
-        history = (lambda noise: self.history_model_fn(null, cfg_scale, history_guidance, noise)) \
-            if history_guidance else None
-        if attention is not None and hasattr(attention, "wrap_model_fn"):
-            fn = attention.wrap_model_fn(fn, self.process)
-            joint, history = (None if make is None else
-                              (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
+            first = None
+            if image is not None:
+                image = image.unsqueeze(0) if image.ndim == 3 else image
+                if image.shape[0] not in (1, n):
+                    raise ValueError(f"give one first frame or one per prompt ({n}), got {image.shape[0]}")
+                first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
+                if frames < 2:
+                    raise ValueError("image-to-video needs at least 2 frames")
+            fn = self.model_fn(null, cfg_scale)
+            joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) \
+                if first is not None and i2v_guidance == "joint" else None
+            history = (lambda noise: self.history_model_fn(null, cfg_scale, history_guidance, noise)) \
+                if history_guidance else None
+            if attention is not None and hasattr(attention, "wrap_model_fn"):
+                fn = attention.wrap_model_fn(fn, self.process)
+                joint, history = (None if make is None else
+                                  (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
+                                  for make in (joint, history))
+            if expert:
+                guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval, captions, text)
+                fn = guide(fn)
+                joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
+                                  for make in (joint, history))
+            fn = _counted(fn, bar)
+            joint, history = (None if make is None else (lambda noise, make=make: _counted(make(noise), bar))
                               for make in (joint, history))
-        if image_expert is not None:
-            guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval, captions, text)
-            fn = guide(fn)
-            joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
-                              for make in (joint, history))
-        fn = _counted(fn, bar)
-        joint, history = (None if make is None else (lambda noise, make=make: _counted(make(noise), bar))
-                          for make in (joint, history))
-        self.model.eval()
-        previous_core = self.model.attention_core
-        if attention is not None:
+            self.model.eval()
+            previous_core = self.model.attention_core
+            if attention is not None:
+                if frames > window and long_mode == "extrapolate":
+                    raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
+                if hasattr(attention, "reset"):
+                    attention.reset()
+                self.model.attention_core = attention
             if frames > window and long_mode == "extrapolate":
-                raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
-            if hasattr(attention, "reset"):
-                attention.reset()
-            self.model.attention_core = attention
-        if frames > window and long_mode == "extrapolate":
-            from ..models.video_attention import UltraViCoConfig, VideoAttention
+                from ..models.video_attention import UltraViCoConfig, VideoAttention
 
-            self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
-                                                                                 ultravico_alpha), backend="dense")
-        try:
-            outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                                context_noise, history, ar_step)
-        finally:
-            self.model.attention_core = previous_core
-        out = torch.cat(outs)  # (N, frames, C, h, w)
-        return out.cpu() if latents else self.decode(out)
+                self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
+                                                                                     ultravico_alpha), backend="dense")
+            try:
+                outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
+                                    context_noise, history, ar_step)
+            finally:
+                self.model.attention_core = previous_core
+            out = torch.cat(outs)  # (N, frames, C, h, w)
+            return out.cpu() if latents else self.decode(out)
 
     def _model_calls(self, n: int, given: bool, mode: str, frames: int, overlap: int, steps: int, ar_step: int,
                      batch_size: int) -> int | None:
