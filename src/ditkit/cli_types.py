@@ -85,6 +85,29 @@ def threads(args) -> None:
 def load_image_model(model: str | None, device: str = "cpu"):
     """The image pipeline of the model folder ``model`` (default: the bundled shapes model)."""
     from .assets import default_model_dir
-    from .pipeline import load_pipeline
+    from .pipelines import load_pipeline
 
     return load_pipeline(model or default_model_dir(), device=device)
+
+
+def in_assets(path) -> bool:
+    """Whether ``path`` lies in the bundled assets folder (which no command writes into by default)."""
+    from pathlib import Path
+
+    from .assets import assets_dir
+
+    try:
+        Path(path).resolve().relative_to(assets_dir().resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def new_output(path, overwrite: bool):
+    """``path`` as a `Path`, refused (`UserError`) when something is there already and ``overwrite`` is off."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists: give --overwrite to replace it, or another --out")
+    return path

@@ -18,6 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..cli_types import in_assets
 from ..cli_types import positive_int as _positive_int
 
 
@@ -59,7 +60,7 @@ def bench_setup(args):
 
     from ..accel.bench import BenchSetting
     from ..assets import default_model_dir
-    from ..pipeline import load_pipeline
+    from ..pipelines import load_pipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,10 +180,12 @@ def cmd_calibrate_teacache(args) -> None:
                        seeds=seeds, cfg_scale=setting.cfg_scale, shift=setting.shift, degree=args.degree,
                        batch_size=args.batch_size)
     out = Path(args.out) if args.out else folder / "teacache.json"
+    if not args.out and in_assets(out):  # the bundled model's fit stays as shipped
+        out = Path(f"{folder.resolve().name}-teacache.json")
     fit.save(out)
     print(f"TeaCache polynomial (degree {args.degree}, highest first): {', '.join(f'{c:.4g}' for c in fit.coefficients)}")
     print(f"R² {fit.r2:.3f} over {fit.num_pairs} pairs, input change {fit.x_range[0]:.3g}..{fit.x_range[1]:.3g}; "
-          f"wrote {out}")
+          f"wrote {out}" + ("" if out.parent == folder else f" (bench accel and tune read it with --teacache {out})"))
 
 
 def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
@@ -209,5 +212,6 @@ def register(subparsers) -> None:
     common_args(c, num_samples=16, seed=False)
     c.add_argument("--seeds", default="1000,1001", help="comma-separated calibration seeds")
     c.add_argument("--degree", type=int, default=4)
-    c.add_argument("--out", help="JSON to write (default <model>/teacache.json)")
+    c.add_argument("--out", help="JSON to write (default: <model>/teacache.json, where bench accel and tune find it; "
+                                 "for a model in assets/, ./<model folder name>-teacache.json)")
     c.set_defaults(func=cmd_calibrate_teacache)

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli_types import new_output
 from ..cli_types import positive_int as _positive_int
 
 
@@ -34,11 +35,14 @@ def cmd_quantize(args) -> None:
     from ..compress.calibrate import collect_calibration
     from ..compress.files import save_quantized
     from ..compress.quantize import quantize_model
-    from ..pipeline import load_pipeline, source_autoencoder
+    from ..pipelines import load_pipeline
+    from ..pipelines.folder import source_autoencoder
 
+    source = Path(args.model) if args.model else default_model_dir()
+    out = new_output(args.out or f"{source.resolve().name}-{args.scheme}", args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = load_pipeline(args.model or default_model_dir())
+    pipe = load_pipeline(source)
     cfg = pipe.config
     calib = None
     if args.calib_samples > 0:
@@ -60,9 +64,8 @@ def cmd_quantize(args) -> None:
         losses = [(b["loss_before"], b["loss_after"]) for b in vq["blocks"]]
         print("vq calibration (block residual rel. MSE before -> after): "
               + ", ".join(f"{a:.3f}->{b:.3f}" for a, b in losses))
-    source = Path(args.model) if args.model else default_model_dir()
     ae_src, copy_ae = source_autoencoder(source, pipe.info)
-    save_quantized(args.out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
+    save_quantized(out, qmodel, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults,
                    extra={"quantized_from": str(source)}, autoencoder=ae_src, copy_autoencoder=copy_ae)
     b = report["bytes"]
     print(f"{args.scheme}: {len(report['quantized'])} layers quantized, {len(report['kept_fp'])} kept float; "
@@ -74,7 +77,7 @@ def cmd_quantize(args) -> None:
     if report["sensitivity"]:
         top = sorted(report["sensitivity"].items(), key=lambda kv: -kv[1])[:5]
         print("most sensitive: " + ", ".join(f"{n} {v:.2e}" for n, v in top))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
@@ -108,7 +111,7 @@ def cmd_bench_compress(args) -> None:
 
     from ..accel.bench import default_methods, write_report
     from ..compress.bench_models import Variant, compress_table, plot_compress, run_compress_bench
-    from ..pipeline import load_pipeline
+    from ..pipelines import load_pipeline
     from .accel import bench_setup, judge
 
     pipe, setting, folder = bench_setup(args)
@@ -206,7 +209,9 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser("quantize", help="quantize a model folder (W8A8 int8 matmul, packed W4, ...)")
     q.add_argument("--model", help="model folder (default: the bundled shapes model)")
-    q.add_argument("--out", required=True, help="output model folder (written atomically)")
+    q.add_argument("--out", help="output model folder, written atomically (default: ./<model folder name>-<scheme>, "
+                                 "e.g. shapes-dit-w8a8)")
+    q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     q.add_argument("--scheme", default="w8a8", choices=list(SCHEMES))
     q.add_argument("--calib-samples", type=int, default=20, help="samples whose sampling trajectory calibrates "
                                                                   "(0: no calibration, no smoothing)")

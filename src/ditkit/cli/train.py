@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import json
 
+from ..cli_types import UserError
 from ..cli_types import positive_int as _positive_int
 from ..cli_types import threads as _threads
+
+
+def describe_preset(cfg) -> str:
+    """One line on a training recipe: task, model, data, steps."""
+    m = cfg.model
+    task = "text-to-video" if cfg.video is not None else "text-to-image" if getattr(m, "text_dim", None) else "class"
+    space = f"latents of {cfg.autoencoder}" if cfg.autoencoder else "pixels"
+    return (f"{task}, width {m.hidden_size} depth {m.depth}, {space}, {cfg.steps:,} steps of batch {cfg.batch_size}"
+            + (f", from {cfg.init_from}" if cfg.init_from else ""))
+
+
+def cmd_list_presets(args) -> None:
+    from ..train.presets import get_train_preset, train_preset_names
+
+    names = train_preset_names()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {describe_preset(get_train_preset(name))}")
 
 
 def cmd_train(args) -> None:
     import dataclasses
 
-    from ..train.presets import get_train_preset
+    from ..train.presets import get_train_preset, train_preset_names
     from ..train.trainer import Trainer
 
+    if args.list_presets:
+        return cmd_list_presets(args)
+    if not args.preset:
+        raise UserError(f"--preset is required: one of {', '.join(train_preset_names())} (--list-presets describes them)")
+    _threads(args)
     cfg = get_train_preset(args.preset)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                                    ("dataset", args.data), ("init_from", args.init_from)) if v is not None}
@@ -26,7 +50,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from ..pipeline import SamplingDefaults
+    from ..pipelines import SamplingDefaults
     from ..train.export import export_run
 
     defaults = SamplingDefaults(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, shift=args.shift)
@@ -44,8 +68,14 @@ def cmd_train_classifier(args) -> None:
 
 def register(sub) -> None:
     """Add ``train``, ``export`` and ``train-classifier`` to ditkit's subcommands."""
-    t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)")
-    t.add_argument("--preset", required=True, help="training recipe, e.g. shapes-repa")
+    from ..train.presets import train_preset_names
+
+    presets = train_preset_names()
+    t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)",
+                       description=f"Train a model from a named recipe: {', '.join(presets)}. Run the same command "
+                                   "again to resume.")
+    t.add_argument("--preset", metavar="NAME", help=f"training recipe: {', '.join(presets)}")
+    t.add_argument("--list-presets", action="store_true", help="list the training recipes, one line each, and exit")
     t.add_argument("--out", help="run directory (default runs/<preset>)")
     t.add_argument("--steps", type=_positive_int, help="override the total number of steps")
     t.add_argument("--batch-size", type=_positive_int, help="override the global batch size")
@@ -54,13 +84,14 @@ def register(sub) -> None:
     t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
     t.add_argument("--init-from", help="text and video models: start from this class-conditional model folder's shared "
                    "weights; video models also from a video model folder of the same config")
+    t.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="write a run's EMA weights as a model folder")
     x.add_argument("--run", required=True, help="training run directory")
     x.add_argument("--out", required=True, help="model folder to write")
-    x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
     x.add_argument("--sampler", default="euler", choices=["euler", "heun", "dpm++2m"], help="default sampler")
     x.add_argument("--steps", type=_positive_int, default=50, help="default sampler steps")
     x.add_argument("--cfg-scale", type=float, default=1.0, help="default guidance scale")
@@ -69,8 +100,9 @@ def register(sub) -> None:
     x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("train-classifier", help="train the shapes classifier used for evaluation")
-    c.add_argument("--out", default="assets/classifier")
-    c.add_argument("--steps", type=_positive_int, default=1500)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--threads", type=_positive_int, default=1)
+    c.add_argument("--out", default="classifier", help="classifier folder to write (the bundled one is "
+                                                       "assets/classifier)")
+    c.add_argument("--steps", type=_positive_int, default=1500, help="training steps")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
     c.set_defaults(func=cmd_train_classifier)
