@@ -203,3 +203,21 @@ def test_commands(tiny_model_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="matches no method"):
         args = _parse(["bench", "accel", *common, "--no-classifier", "--methods", "nothing"])
         args.func(args)
+
+
+def test_live_lines_and_table_give_each_method_one_figure():
+    """The progress lines carry the seconds the table keeps; the speedup is the table's alone (full compute is
+    timed again at the end, so a speedup printed earlier would disagree with it)."""
+    lines = []
+    result = bench.run_bench(tiny_dit(ROPE), process=ditkit.FlowMatching(), setting=SETTING, methods=METHODS[:2],
+                             progress=lines.append)
+    rows = {r["method"]: r for r in result.rows}
+    assert len(lines) == 4 and lines[0].startswith("full compute: sampled")
+    for line in lines[1:3]:
+        label, _, rest = line.partition(": ")
+        row = rows[label]
+        assert rest == f"{row['seconds']:.2f} s, MACs {row['macs_speedup']:.2f}x, PSNR {row['psnr']:.1f} dB"
+    assert lines[3] == f"full compute: {rows['full compute']['seconds']:.2f} s"
+    table = bench.markdown_table(result)
+    for label, row in rows.items():
+        assert f"| {label} | {row['speedup']:.2f}x |" in table and f"{row['seconds']:.2f} |" in table

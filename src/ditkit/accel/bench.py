@@ -317,18 +317,24 @@ def run_bench(model, *, process, setting: BenchSetting = BenchSetting(), methods
               progress=None, decode=None) -> BenchResult:
     """Full compute and every method (default: `default_methods`) on identical seeds.
 
-    ``progress(str)`` is called with one line per method; ``decode`` turns a latent model's samples
-    into images (e.g. `Pipeline.decode`), inside the timing, before any metric.
+    ``progress(str)`` is called with one line per method and for full compute, each with the seconds
+    the result keeps; the speedups come with the result only, as full compute is timed again at the
+    end and the faster of its two timings is their reference. ``decode`` turns a
+    latent model's samples into images (e.g. `Pipeline.decode`), inside the timing, before any metric.
     """
     bench = Bench(model, process=process, setting=setting, labels=labels, classifier=classifier,
                   reference_images=reference_images, decode=decode)
     if methods is None:
         methods = default_methods(model.config.depth, setting.calls, guided=bench.guided)
+    say = progress or (lambda line: None)
+    say("full compute: sampled (timed again after the methods; the faster timing is the reference)")
     for m in methods:
         row = bench.measure(m)
-        if row is not None and progress is not None:
-            progress(f"{m.label}: {row['speedup']:.2f}x, MACs {row['macs_speedup']:.2f}x, PSNR {row['psnr']:.1f} dB")
-    return bench.finish()
+        if row is not None:
+            say(f"{m.label}: {row['seconds']:.2f} s, MACs {row['macs_speedup']:.2f}x, PSNR {row['psnr']:.1f} dB")
+    result = bench.finish()
+    say(f"full compute: {bench.base_row['seconds']:.2f} s")
+    return result
 
 
 # ----------------------------------------------------------------------------- reports
