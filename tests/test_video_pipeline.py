@@ -39,3 +39,19 @@ def test_the_bar_includes_the_first_frames_and_grows_with_their_redraws(capsys):
     states = bar_states(capsys.readouterr().err)
     assert states[0] == (0, 52)  # the first frames' 50 steps and the video's 2
     assert states[-1] == (102, 102)  # plus one redraw of 50 steps
+
+
+def test_the_folder_loader_reads_every_kind(tmp_path, tiny_model_dir):
+    from ditkit.io.checkpoint import CheckpointError, load_json, save_json
+    from ditkit.pipelines import Pipeline, VideoPipeline, is_video_folder, load, save_video_pipeline
+
+    pipe = _video()
+    save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
+    assert is_video_folder(tmp_path / "video") and not is_video_folder(tiny_model_dir)
+    assert isinstance(load(tmp_path / "video"), VideoPipeline) and isinstance(load(tiny_model_dir), Pipeline)
+    info = load_json(tmp_path / "video" / "config.json")
+    save_json(tmp_path / "video" / "config.json", {**info, "kind": "something-else"})
+    with pytest.raises(CheckpointError, match="something-else"):
+        load(tmp_path / "video")
+    with pytest.raises(CheckpointError, match="not a ditkit model folder"):
+        load(tmp_path)
