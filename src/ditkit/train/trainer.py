@@ -63,6 +63,7 @@ from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..diffusion.forcing import forcing_loss, sample_frame_times
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
+from ..io.progress import RunEta
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
 from ..models.dit import DiT
 from ..models.text_dit import TextToImage, build_model, init_from_class_dit
@@ -148,6 +149,10 @@ def init_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
+
+
+# the progress bar: tqdm's without its remaining-time field; `RunEta` gives the whole-run estimate in the postfix
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -495,7 +500,9 @@ class Trainer:
             with atomic_write(self.out_dir / "train_config.json") as tmp:
                 tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         start, losses, proj_losses = time.time(), [], []
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train")
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train",
+                   bar_format=BAR_FORMAT)
+        eta, loss_text = RunEta(cfg.steps), ""  # whole-run estimate (tqdm's own follows the latest steps)
         last_t = time.time()
         while self.step < cfg.steps:
             losses.append(self.train_step())
@@ -503,13 +510,16 @@ class Trainer:
             now = time.time()
             self.elapsed += now - last_t
             last_t = now
+            eta.step(self.step)
+            bar.set_postfix_str(f"{eta}{loss_text}", refresh=False)
             bar.update(1)
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 rec = {"step": self.step, "loss": sum(losses) / len(losses), "lr": lr_at(cfg, self.step - 1),
                        "elapsed_seconds": round(self.elapsed, 2)}
                 if self.repa is not None:  # the total loss above includes coeff * this
                     rec["proj_loss"] = round(sum(proj_losses) / len(proj_losses), 5)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                loss_text = f", loss {rec['loss']:.4f}"
+                bar.set_postfix_str(f"{eta}{loss_text}", refresh=False)
                 with open(self.out_dir / "train_log.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
                 losses, proj_losses = [], []
