@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check
 CORE := $(VENV)/.ditkit-core
 DEV := $(VENV)/.ditkit-dev
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test setup lint docs clean
 
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(PIP) -e ".[dev,bench,video,interop]" 2>&1 | grep -v "is ignored" || true
-	$(PY) -c "import pytest, ruff" || { echo "setup failed: test tools did not install"; exit 1; }
+	$(PIP) -e ".[dev,bench,video,interop,docs]" 2>&1 | grep -v "is ignored" || true
+	$(PY) -c "import pytest, ruff, mkdocs, material, mkdocstrings" || { echo "setup failed: test or docs tools did not install"; exit 1; }
 	touch $(DEV)
 
 setup: $(DEV)
@@ -31,8 +31,12 @@ demo: $(CORE)
 lint: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint
+# the docs site (site/): strict, so a broken link, a missing page or an API page whose module is gone fails
+docs: $(DEV)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo.png
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo.png site
