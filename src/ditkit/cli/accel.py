@@ -5,7 +5,7 @@ and ``add_bench_accel(bench_subparsers)`` adds ``accel`` to the ``bench`` group 
 wires both). `common_args`, `judge_args`, `bench_setup` and `judge` are shared with ``bench compress``.
 Each command sets ``func(args)``; user errors are ``ValueError``s (one line, exit status 2).
 
-    ditkit calibrate-teacache --steps 50                       # fit TeaCache's polynomial -> <model>/teacache.json
+    ditkit calibrate-teacache --steps 50   # TeaCache polynomial of the bundled model -> ./shapes-dit-teacache.json
     ditkit bench accel --steps 50 --num-samples 200 --out bench-accel
     ditkit tune --budget "psnr>=30" --steps 50 --num-samples 100 --json tuned.json
 """

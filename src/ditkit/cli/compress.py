@@ -4,7 +4,7 @@
 ``add_bench_compress(bench_subparsers)`` adds ``compress`` to the ``bench`` group (``ditkit.cli``
 wires both); each command sets ``func(args)`` and raises ``ValueError`` for user errors (one line, exit 2).
 
-    ditkit quantize --scheme w8a8 --out out/shapes-w8a8                  # calibrate, quantize, save
+    ditkit quantize --scheme w8a8                                        # calibrate, quantize, save ./shapes-dit-w8a8
     ditkit quantize --scheme w4a8 --override adaLN_modulation=w8a16 --override final_layer=w8a16 \\
                     --keep-sensitive 2 --out out/shapes-w4a8 --report out/w4a8.json
     ditkit prune --keep 4 --method learned --group 2 --search-steps 200 --finetune-minutes 20 --out out/shapes-d4

@@ -9,6 +9,7 @@ the other mode; that refusal is one line naming the mode the option belongs to (
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 
 from ..cli_types import UserError
@@ -73,7 +74,7 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None, namespace=None):
         if self.video is None or self._wants_video is None:
             return super().parse_known_args(args, namespace)
-        args = list(args or [])
+        args = list(sys.argv[1:] if args is None else args)
         video = self._wants_video(args)
         parser, other, hint = (self.video, self, self._hints[1]) if video else (self, self.video, self._hints[0])
         ns, extras = argparse.ArgumentParser.parse_known_args(parser, args, namespace)
