@@ -78,3 +78,29 @@ def test_readme_snippet_runs(index: int, fast_sampling: Path, capsys):
     written = set(fast_sampling.iterdir()) - before
     for path in written:  # whatever a snippet writes is a complete file
         assert path.stat().st_size > 0, path
+
+
+def test_cli_reference_page_renders_every_subcommand(monkeypatch):
+    """docs/hooks/cli_reference.py builds the CLI page from the parsers: every subcommand gets a section."""
+    import argparse
+    import importlib
+
+    from ditkit.cli import build_parser
+
+    monkeypatch.syspath_prepend(str(ROOT / "docs" / "hooks"))  # the mkdocs hook, as mkdocs loads it
+    hook = importlib.import_module("cli_reference")
+    page = hook.on_page_markdown(f"# CLI\n\n{hook.MARKER}\n", None, None, None)
+    assert hook.MARKER not in page
+
+    def names(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield " ".join([*path, name])
+                    yield from names(sub, [*path, name])
+
+    expected = list(names(build_parser(), []))
+    assert "bench accel" in expected and "bench compress" in expected
+    for name in expected:
+        assert f"`ditkit {name}`" in page, name
+    assert "`ditkit generate --video`" in page

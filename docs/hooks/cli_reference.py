@@ -1,8 +1,9 @@
 """mkdocs hook: render the `ditkit` command line reference from its argparse parsers at build time.
 
 A page that contains the marker line ``<!-- ditkit-cli -->`` gets, in its place, one section per
-subcommand (nested ones such as ``bench accel`` included) with the usage and options argparse prints
-for ``--help``. Nothing is copied by hand, so the page cannot drift from the parsers.
+subcommand (nested ones such as ``bench accel`` included, and the ``--video`` mode of a command that has
+one) with the usage and options argparse prints for ``--help``.
+Nothing is copied by hand, so the page cannot drift from the parsers.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ def _walk(parser: argparse.ArgumentParser, path: list[str], depth: int) -> list[
         if help_text:
             lines.append(help_text[0].upper() + help_text[1:] + ("" if help_text.endswith(".") else "."))
             lines.append("")
-        lines.append("```text")
-        lines.append(sub.format_help().rstrip())
-        lines.append("```")
-        lines.append("")
+        lines.extend(_help_block(sub))
+        twin = getattr(sub, "video", None)  # a command's --video mode is a twin parser (ditkit.cli.parser)
+        if isinstance(twin, argparse.ArgumentParser):
+            lines.append(f"{'#' * min(depth + 1, 6)} `ditkit {' '.join(full)} --video`")
+            lines.append("")
+            lines.extend(_help_block(twin))
         lines.extend(_walk(sub, full, min(depth + 1, 6)))
     return lines
+
+
+def _help_block(parser: argparse.ArgumentParser) -> list[str]:
+    return ["```text", parser.format_help().rstrip(), "```", ""]
 
 
 def render() -> str:
