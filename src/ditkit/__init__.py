@@ -18,11 +18,11 @@ from .diffusion.guidance import cfg
 from .diffusion.sample import sample
 from .models.dit import DiT
 from .pipelines import Pipeline, VideoPipeline, load_pipeline, load_video_pipeline, save_pipeline
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "DiT", "DiTConfig", "PRESETS", "get_preset",
     "FlowConfig", "FlowMatching", "GaussianConfig", "GaussianDiffusion", "cfg",
     "Pipeline", "VideoPipeline", "load_pipeline", "load_video_pipeline", "sample", "save_pipeline",
+    "__version__",
 ]

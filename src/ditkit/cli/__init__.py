@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
-from .. import __version__
 from ..cli_types import UserError
+from ..version import __version__
 from . import accel, compress, data, evaluate, generate, info, interop, train
 from .parser import ModeError, Parser
 

@@ -127,7 +127,7 @@ def model_card(info: dict) -> str:
 
 
 def _ditkit_version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 
