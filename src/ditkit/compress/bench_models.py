@@ -146,7 +146,8 @@ def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting:
         row["resident_bytes"] = resident_bytes(v.pipe.model)  # after sampling: runtime caches included
         row["kernel_calls"] = kernel_calls(v.pipe.model)  # int8 matmuls that really ran the kernel vs fell back
         row["forward_speedup"] = forward_speedup(reference.model, v.pipe.model, 2 * setting.batch_size)
-        say(f"{v.label}: {row['speedup']:.2f}x speed ({row['forward_speedup']:.2f}x forward), "
+        # seconds, not a speedup: the table divides by the full model timed again at the end (accel.bench)
+        say(f"{v.label}: {row['seconds']:.2f} s ({row['forward_speedup']:.2f}x forward), "
             f"{row['size_ratio']:.2f}x smaller, PSNR {row['psnr']:.1f} dB"
             + (f", accuracy {100 * row['accuracy']:.1f}%" if 'accuracy' in row else ""))
         runs.append((v.label, v.pipe, sizes))
@@ -155,7 +156,7 @@ def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting:
             row = bench.measure(Method(f"{label} + {cache.label}", cache.configs, cache.cfg_every,
                                        group="compressed + cache"), model=pipe.model, extra=sizes)
             if row is not None:
-                say(f"{row['method']}: {row['speedup']:.2f}x speed, PSNR {row['psnr']:.1f} dB")
+                say(f"{row['method']}: {row['seconds']:.2f} s, PSNR {row['psnr']:.1f} dB")
     return bench.finish()
 
 
