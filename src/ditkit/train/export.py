@@ -1,6 +1,6 @@
 """Turn a training run into a model folder (the EMA weights + everything needed to sample).
 
-    ditkit export --run runs/shapes-small --out assets/shapes-dit --dtype float32 --cfg-scale 3
+    ditkit export --run runs/shapes-repa --out shapes-dit --dtype float32 --cfg-scale 3
 
 The folder gets ``model.safetensors`` + ``config.json`` (see `ditkit.pipelines.folder`), with the run's
 training summary (steps, wall time, recipe) in config.json and a copy of ``train_log.jsonl``.
