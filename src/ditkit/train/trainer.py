@@ -61,16 +61,21 @@ from tqdm import tqdm
 from ..config import DiTConfig, config_from_dict, is_text_config
 from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
-from ..diffusion.forcing import forcing_loss, sample_frame_times
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
 from ..io.progress import RunEta
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
 from ..models.dit import DiT
-from ..models.text_dit import TextToImage, build_model, init_from_class_dit
+from ..models.ema import ema_update
+from ..models.text_dit import TextToImage, build_model
 from ..models.text_encoder import WordEncoderConfig, WordTextEncoder
+from .datasets import DATASET_SIZE, build_dataset
+from .losses import Batch, task_of
 from .repa import RepaAlignment, RepaConfig
 from .schedule import warmup_cosine
-from .video import FrameLocalBias, VideoTrainConfig, encode_clips, frame_local_penalty
+from .video import VideoTrainConfig
+from .warm_start import warm_start
+
+__all__ = ["TrainConfig", "Trainer", "build_dataset", "build_run_model", "init_distributed", "lr_at"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class TrainConfig:
     process: str = "flow"  # "flow" (flow matching) or "gaussian" (DDPM eps/VLB objective)
     flow: FlowConfig = field(default_factory=FlowConfig)
     dataset: str = "shapes"  # "shapes" or a path to an image folder
-    dataset_size: int = 1_000_000  # virtual size of the procedural dataset (rendered on the fly)
+    dataset_size: int = DATASET_SIZE  # virtual size of the procedural dataset (rendered on the fly)
     dataset_seed: int = 0
     steps: int = 10_000
     batch_size: int = 64  # global batch (over all processes and accumulation steps)
@@ -160,12 +165,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
                          cosine=cfg.lr_schedule == "cosine")
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach().to(e.dtype), 1 - decay)
-
-
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors, meta = {}, {"param_groups": sd["param_groups"], "scalars": {}}
@@ -227,6 +226,7 @@ class Trainer:
         if cfg.init_from is not None and not self.text:
             raise ValueError("init_from starts a text-conditioned model from a class-conditional one; "
                              "this model is class-conditional")
+        self.task = task_of(cfg)  # what a step draws, conditions on and minimises (train.losses)
         self.drop_prob = (self.video.caption_dropout_prob if self.video is not None else
                           cfg.model.caption_dropout_prob if self.text else cfg.model.class_dropout_prob)
         if self.codec is not None:  # the latent of one dataset image must be what the DiT models
@@ -268,65 +268,11 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
 
     def _init_from_class_model(self) -> None:
-        from ..pipelines import is_video_folder, load_pipeline
-
-        if self.video is not None and is_video_folder(self.cfg.init_from):
-            self._init_from_video_model()
-            return
-        pipe = load_pipeline(self.cfg.init_from)
-        if self.video is not None and pipe.text_encoder is not None:
-            self._init_from_text_image(pipe)
-            return
-        source = pipe.model.float().cpu()
-        if self.video is not None:
-            from ..models.video_init import init_from_image
-
-            if source.config != self.cfg.model:
-                raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
-            init_from_image(self.model.dit, source.state_dict())
-            names = list(source.state_dict())
-        else:
-            names = init_from_class_dit(self.model.dit, source)
+        """Start from the model folder ``init_from`` (`ditkit.train.warm_start`); the EMA starts as the model."""
+        message = warm_start(self.model, self.cfg)
         self.ema.load_state_dict(self.model.state_dict())
         if self.rank == 0:
-            self.log(f"initialised {len(names)} tensors from the class-conditional model {self.cfg.init_from}")
-
-    def _init_from_text_image(self, pipe) -> None:
-        """A video run started from a text-to-image model folder (cross-attention, adaLN-single): its text
-        encoder and the DiT weights (`ditkit.models.video_init.init_from_text_image`), fresh optimiser."""
-        from ..models.text_encoder import transfer_word_encoder
-        from ..models.video_init import init_from_text_image
-
-        trunk, own = pipe.model.config, self.cfg.model
-        same = ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "mlp_type", "qk_norm",
-                "use_rope", "use_abs_pos", "norm_type", "learn_sigma")
-        if any(getattr(trunk, k) != getattr(own, k) for k in same):
-            raise ValueError(f"{self.cfg.init_from} is not a model of this run's trunk config")
-        words = transfer_word_encoder(self.model.encoder, pipe.text_encoder.float().cpu())
-        left, fit = init_from_text_image(self.model.dit, pipe.model.float().cpu().state_dict())
-        self.ema.load_state_dict(self.model.state_dict())
-        if self.rank == 0:
-            self.log(f"initialised the text encoder and video DiT from the text-to-image model {self.cfg.init_from} "
-                     f"({len(words)} new words, e.g. {words[:3]}; {len(left)} video-only tensors start at zero "
-                     f"output; final-layer fit error {fit:.1e})")
-
-    def _init_from_video_model(self) -> None:
-        """A video run started from a video model folder of the same config (up to video-only inputs
-        whose output starts at zero: ``frame_embed``, ``text_dim``): its text encoder and DiT weights,
-        fresh optimiser."""
-        from ..models.video_init import init_from_video
-        from ..pipelines import load_video_pipeline
-
-        pipe = load_video_pipeline(self.cfg.init_from)
-        own = self.model.dit.config
-        if pipe.config.replace(frame_embed=own.frame_embed, text_dim=own.text_dim, frame_text=own.frame_text) != own:
-            raise ValueError(f"{self.cfg.init_from} is not a video model of this run's config")
-        self.model.encoder.load_state_dict(pipe.text_encoder.state_dict())
-        left = init_from_video(self.model.dit, pipe.model.float().cpu().state_dict())
-        self.ema.load_state_dict(self.model.state_dict())
-        if self.rank == 0:
-            zero = f"; {len(left)} new tensors (e.g. {left[0]}) start with zero output" if left else ""
-            self.log(f"initialised the text encoder and video DiT from {self.cfg.init_from}{zero}")
+            self.log(message)
 
     # ------------------------------------------------------------------ data for one step
     def _batch(self, step: int):
@@ -346,11 +292,7 @@ class Trainer:
         g2 = torch.Generator().manual_seed(noise_seed)
         shape = self.latent_shape if self.codec is not None else x.shape[1:]  # noise lives where the DiT works
         noise = torch.randn((cfg.batch_size, *shape), generator=g2)[lo:hi]
-        if self.video is not None:  # per-frame times (B, F): diffusion forcing and clean prefixes
-            s = sample_frame_times(self.process, cfg.batch_size, self.video.frames, self.video.forcing(),
-                                   generator=g2)[lo:hi]
-        else:
-            s = self.process.sample_time(cfg.batch_size, generator=g2)[lo:hi]
+        s = self.task.times(self.process, cfg, cfg.batch_size, g2)[lo:hi]  # (B,), or per frame (B, F) for clips
         drop = (torch.rand(cfg.batch_size, generator=g2) < self.drop_prob).long()[lo:hi]
         return x, y, noise, s, drop
 
@@ -365,6 +307,20 @@ class Trainer:
         lo = self.rank * cfg.batch_size // self.world
         level = torch.rand(cfg.batch_size, generator=g)[lo:lo + cfg.batch_size // self.world]  # (B_local,)
         return (level * self.video.context_noise).to(self.device)
+
+    def _step_batch(self, step: int) -> tuple[Batch, torch.Tensor | None]:
+        """This process's rows of `step` on the device, encoded and conditioned; REPA's targets or None."""
+        cfg = self.cfg
+        x, y, noise, s, drop = self._batch(step)
+        x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
+        level = self._context_level(step)  # (B_local,) or None
+        align = self.repa is not None and cfg.repa.active(step)
+        targets = self.repa.targets(x) if align else None  # (B, T, C) teacher features of clean images
+        if self.codec is not None:
+            with torch.no_grad():
+                x = self.task.encode(self.codec, x)  # latents
+        cond = self.task.conditions(self.model, y, drop, cfg)  # labels or word ids, CFG drop applied
+        return Batch(x, cond, noise, s, level), targets
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path | None:
@@ -424,50 +380,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> float:
-        cfg = self.cfg
+        cfg, task = self.cfg, self.task
         for group in self.opt.param_groups:
             group["lr"] = lr_at(cfg, self.step)
-        x, y, noise, s, drop = self._batch(self.step)
-        x, noise, s, drop = (v.to(self.device) for v in (x, noise, s, drop))
-        level = self._context_level(self.step)  # (B_local,) or None
-        align = self.repa is not None and cfg.repa.active(self.step)
-        targets = self.repa.targets(x) if align else None  # (B, T, C) teacher features of clean images
-        if self.codec is not None:
-            with torch.no_grad():
-                x = encode_clips(self.codec, x) if self.video is not None else self.codec.encode(x).float()  # latents
-        if self.text:  # CFG caption drop to the empty prompt, then word ids (B, L)
-            ids, mask = self.model.encoder.tokenize(["" if d else c for c, d in zip(y, drop.tolist())])
-            cond = {"ids": ids.to(self.device), "ids_mask": mask.to(self.device)}
-        else:
-            y = y.to(self.device)
-            cond = {"y": torch.where(drop.bool(), torch.full_like(y, cfg.model.num_classes), y)}  # CFG label drop
+        batch, targets = self._step_batch(self.step)
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.bf16 and self.device.type == "cuda") else nullcontext()
         )
-        if self.video is not None and self.video.frame_local_steps:  # frame-local warm-up (train.video)
-            penalty = frame_local_penalty(self.video, self.step)
-            self.model.dit.attention_core = FrameLocalBias(penalty) if penalty > 0 else None
+        if task.before_step is not None:  # e.g. the frame-local warm-up of video runs
+            task.before_step(self.model, cfg, self.step)
         self.opt.zero_grad(set_to_none=True)
         total, proj_total = 0.0, 0.0
         for k in range(cfg.grad_accum):
             sl = slice(k * self.micro, (k + 1) * self.micro)
             last = k == cfg.grad_accum - 1
             with (nullcontext() if last or self.world == 1 else self.ddp.no_sync()), autocast:
-                kwargs = {k: v[sl] for k, v in cond.items()}
-                if self.video is not None:
-                    loss = forcing_loss(self.process, self.ddp, x[sl], self.video.forcing(), kwargs,
-                                        noise=noise[sl], s=s[sl],
-                                        context_level=None if level is None else level[sl]).mean()
-                else:
-                    loss = self.process.training_loss(self.ddp, x[sl], kwargs, noise=noise[sl], s=s[sl]).mean()
+                loss = task.loss(self.process, self.ddp, batch.rows(sl), cfg)
                 loss = loss / cfg.grad_accum
-                if align:
+                if targets is not None:
                     proj = self.repa.loss(targets[sl]) / cfg.grad_accum
                     proj_total += float(proj.detach())
                     loss = loss + cfg.repa.coeff * proj
             loss.backward()
             total += float(loss.detach())
-        if align and self.world > 1:  # the projector is outside DDP: average its grads here
+        if targets is not None and self.world > 1:  # the projector is outside DDP: average its grads here
             for p in self.repa.parameters():
                 dist.all_reduce(p.grad)
                 p.grad /= self.world
@@ -550,24 +486,3 @@ def build_run_model(cfg: TrainConfig) -> nn.Module:
         return DiT(cfg.model)
     return TextToImage(WordTextEncoder(cfg.text_encoder or WordEncoderConfig(dim=cfg.model.text_dim), shapes_vocabulary()),
                        build_model(cfg.model))
-
-
-def build_dataset(cfg: TrainConfig, codec=None):
-    from ..data.folder import ImageFolderDataset
-    from ..shapes.data import ShapesDataset
-
-    h, w = cfg.model.hw
-    if codec is not None:  # images at the size whose latent the model sees
-        h, w = h * codec.downsample, w * codec.downsample
-    if cfg.dataset == "shapes":
-        if h != w:
-            raise ValueError("the shapes dataset is square; use a square input_size")
-        if cfg.video is not None:
-            from ..shapes.moving import MovingShapesDataset
-
-            return MovingShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, frames=cfg.video.frames,
-                                       image_size=h, motions=cfg.video.motions, caption_style=cfg.video.caption_style)
-        return ShapesDataset(cfg.dataset_size, seed=cfg.dataset_seed, image_size=h)
-    if cfg.video is not None:
-        raise ValueError("text-to-video trains on the moving-shapes clips (dataset 'shapes'), not an image folder")
-    return ImageFolderDataset(cfg.dataset, image_size=(h, w))
