@@ -4,14 +4,14 @@ attention on identical seeds, and the wall-clock ratio — all measured in one r
     python benchmarks/sparse_video_attention.py --model assets/shapes-t2v --clips 8 --steps 25 \\
         --json docs/results/video/sparse-attention-shapes-t2v.json
 
-Plans compared (`ditkit.models.video_attention`, `ditkit.models.sparse_search`):
+Plans compared (`ditkit.models.video_attention`, `ditkit.accel.sparse_search`):
 
 * fixed patterns on every head of every layer: STA 3D sliding tiles (STA, Zhang et al. 2025) with a
   3-frame window, a token diagonal of two frames' width, and the multi-diagonal (same place in every
   frame) band (Sparse-vDiT, Chen et al. 2025);
 * searched plans: one pattern per (layer, head) picked offline from dense calibration inputs at
   three noise levels (Sparse-vDiT §4), at several error tolerances;
-* far-field caching (`ditkit.models.far_cache`): a local pattern every step, merged with the far
+* far-field caching (`ditkit.accel.far_cache`): a local pattern every step, merged with the far
   part (the keys it leaves out) computed on refresh steps only — dense while the process time
   s > ``--dense-above``, then a refresh every ``--refresh-every`` steps.
 
@@ -36,8 +36,8 @@ import torch
 
 from ditkit.eval.metrics import psnr
 from ditkit.io.checkpoint import CheckpointError, save_json
-from ditkit.models.far_cache import FarCachedAttention, RefreshSchedule
-from ditkit.models.sparse_search import SearchConfig, search_plan
+from ditkit.accel.far_cache import FarCachedAttention, RefreshSchedule
+from ditkit.accel.sparse_search import SearchConfig, search_plan
 from ditkit.models.text_video import null_labels
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
 from ditkit.pipelines import load_video_pipeline

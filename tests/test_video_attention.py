@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ditkit.config import DiTConfig
-from ditkit.models.sparse_search import SearchConfig, default_candidates, head_errors, search_plan
+from ditkit.accel.sparse_search import SearchConfig, default_candidates, head_errors, search_plan
 from ditkit.models.video_attention import (
     Pattern,
     SparsePlan,

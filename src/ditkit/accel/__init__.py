@@ -29,6 +29,9 @@ Token-level:
     RASConfig              region-adaptive sampling with a K/V cache (Liu et al. 2025)  ``ras.py``
 Guidance:
     cfg_reuse              unconditional branch refreshed every k calls (FasterCache's CFG-Cache) ``guidance.py``
+Video attention (an attention core passed per call by ``WithAttention``, ``attention.py``):
+    FarCachedAttention     a sparse pattern every step, the far field every few steps    ``far_cache.py``
+    search_plan            offline search of a sparse pattern per (layer, head) (Sparse-vDiT) ``sparse_search.py``
 
 How it fits together: ``runner.Accelerated`` drives the DiT's stages (embed, condition, trunk,
 final) and hands the trunk to the policy (``policy.py``) through a ``trunk.Trunk``; the identity
@@ -36,13 +39,16 @@ setting of every method (interval 1, threshold 0, sample_ratio 1, every 1) repro
 bit for bit, and ``fast.stats`` counts the multiply-accumulates actually executed.
 """
 
+from .attention import WithAttention
 from .delta import DeltaDiTConfig
+from .far_cache import FarCachedAttention, RefreshSchedule
 from .fbcache import FirstBlockCacheConfig
 from .forecast import FORAConfig, TaylorSeerConfig
 from .gated import GatedTaylorConfig
 from .guidance import GuidanceReuse, cfg_reuse
 from .policy import CacheConfig, Policy
 from .ras import RASConfig
+from .sparse_search import SearchConfig, search_plan
 from .runner import Accelerated, AccelStats, UnsupportedCombination, accelerate, calls_per_generation
 from .steps import Step
 from .teacache import TeaCacheConfig, TeaCacheFit, fit_teacache
@@ -53,4 +59,5 @@ __all__ = [
     "FORAConfig", "DeltaDiTConfig", "FirstBlockCacheConfig", "TeaCacheConfig", "TaylorSeerConfig",
     "GatedTaylorConfig", "RASConfig", "cfg_reuse", "GuidanceReuse", "fit_teacache", "TeaCacheFit",
     "CacheConfig", "Policy", "Step", "Trunk", "View",
+    "WithAttention", "FarCachedAttention", "RefreshSchedule", "SearchConfig", "search_plan",
 ]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .flow import FlowMatching
+from .noise import Generators, randn
 from .samplers import flow_time_grid
 
 ModelFn = Callable[..., torch.Tensor]
@@ -187,11 +188,10 @@ def step_matrix(num_blocks: int, steps: int, ar_step: int = 0, context_blocks: i
 # ----------------------------------------------------------------------------- sampling
 
 
-def _randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
+def _randn(shape, generator: Generators, device=None, dtype=torch.float32) -> torch.Tensor:
     """Noise drawn on the generator's device (the CPU by default) and moved to ``device``: a seed gives
-    the same clips on every device."""
-    where = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+    the same clips on every device. One generator per clip draws each clip's rows (`ditkit.diffusion.noise`)."""
+    return randn(shape, generator, device, dtype)
 
 
 def _check_clip(name: str, x: torch.Tensor) -> None:
@@ -203,7 +203,7 @@ def _check_clip(name: str, x: torch.Tensor) -> None:
 def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching, *, steps: int, shift: float = 1.0,
                    ar_step: int = 0, block_frames: int = 1, context: torch.Tensor | None = None,
                    context_noise: float = 0.0, model_kwargs: dict | None = None,
-                   generator: torch.Generator | None = None, callback: Callable | None = None) -> torch.Tensor:
+                   generator: Generators = None, callback: Callable | None = None) -> torch.Tensor:
     """Generate one window (N, F, C, H, W) from ``noise`` with the `step_matrix` schedule (Euler steps).
 
     ``context`` (N, Fc, C, H, W) are known frames placed before the window (the first frame for
@@ -259,7 +259,7 @@ def _windows(total: int, window: int, overlap: int, block_frames: int) -> int:
 def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int, int], *, total_frames: int,
             window: int, overlap: int, steps: int, shift: float = 1.0, ar_step: int = 0, block_frames: int = 1,
             context_noise: float = 0.0, first_context: torch.Tensor | None = None, model_kwargs: dict | None = None,
-            generator: torch.Generator | None = None, device=None, dtype=torch.float32,
+            generator: Generators = None, device=None, dtype=torch.float32,
             context_fn: Callable[[torch.Tensor], ModelFn] | None = None) -> torch.Tensor:
     """A clip of ``total_frames`` (N, total, C, H, W) by autoregressive windows of ``window`` frames.
 
@@ -296,7 +296,7 @@ def rollout(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int
 @torch.no_grad()
 def chunked_sample(model_fn: ModelFn, process: FlowMatching, shape: tuple[int, int, int, int], *, total_frames: int,
                    window: int, steps: int, shift: float = 1.0, ar_step: int = 0, block_frames: int = 1,
-                   model_kwargs: dict | None = None, generator: torch.Generator | None = None, device=None,
+                   model_kwargs: dict | None = None, generator: Generators = None, device=None,
                    dtype=torch.float32) -> torch.Tensor:
     """The baseline: ``ceil(total / window)`` independent windows from noise, concatenated (no shared context)."""
     if window <= 0 or total_frames <= 0:

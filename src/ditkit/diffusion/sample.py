@@ -2,7 +2,9 @@
 
 It wraps the network with guidance (model-callable wrappers, `ditkit.diffusion.guidance`) and runs any
 sampler of `ditkit.diffusion.samplers` (`run_sampler`) batch by batch. Initial noise is drawn once for
-all samples from ``seed``, so results do not depend on the batch size used to compute them.
+all samples from ``seed``, and the step noise of a stochastic sampler (DDPM, DDIM with eta > 0) of
+sample i from a generator seeded ``seed + i`` (`ditkit.diffusion.noise`), so results do not depend on
+the batch size used to compute them.
 
 A progress bar on stderr counts the sampler steps of the whole call (every batch), so its ETA is the
 time to the last sample (`progress_bar`).
@@ -18,6 +20,7 @@ from .flow import FlowMatching
 from .gaussian import GaussianDiffusion
 from .guidance import autoguidance
 from .guidance import cfg as cfg_wrapper
+from .noise import sample_generators
 from .samplers import Callback, run_sampler
 
 
@@ -112,7 +115,7 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
                     kwargs = {"text": text[0][lo:lo + batch_size].to(device), "text_mask": text[1][lo:lo + batch_size].to(device)}
                 else:
                     kwargs = {"y": labels[lo:lo + batch_size].to(device)} if cfg.num_classes else {}
-                gen = torch.Generator(device=device).manual_seed(seed + lo)
+                gen = sample_generators(seed, lo, lo + x.shape[0], device)  # stochastic samplers' step noise
                 out = run_sampler(fn, x, process=process, sampler=sampler, steps=steps, model_kwargs=kwargs,
                                   generator=gen, callback=step_done, **extra)
                 outs.append(out[:, : cfg.in_channels].float().cpu())

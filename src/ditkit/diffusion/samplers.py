@@ -27,6 +27,7 @@ import torch
 
 from ditkit.diffusion.flow import FlowMatching, shift_time
 from ditkit.diffusion.gaussian import GaussianDiffusion
+from ditkit.diffusion.noise import Generators, randn
 
 ModelFn = Callable[..., torch.Tensor]
 Callback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step_index, network time (N,), x after the step)
@@ -44,8 +45,8 @@ def _steps(n: int, progress: bool):
     return range(n)
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+def _randn_like(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+    return randn(x.shape, generator, x.device, x.dtype)  # one generator per row: each sample's own stream
 
 
 def flow_time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
@@ -59,7 +60,7 @@ def flow_time_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
 @torch.no_grad()
 def ddpm_sample(model_fn: ModelFn, noise: torch.Tensor, process: GaussianDiffusion, *,
                 model_kwargs: dict | None = None, clip_denoised: bool = False,
-                generator: torch.Generator | None = None, progress: bool = False,
+                generator: Generators = None, progress: bool = False,
                 callback: Callback | None = None) -> torch.Tensor:
     """Ancestral sampling: x_{t-1} = mu(x_t, t) + 1[t > 0] exp(½ log var) z (DDPM Alg. 2).
 
@@ -83,7 +84,7 @@ def ddpm_sample(model_fn: ModelFn, noise: torch.Tensor, process: GaussianDiffusi
 @torch.no_grad()
 def ddim_sample(model_fn: ModelFn, noise: torch.Tensor, process: GaussianDiffusion, *, eta: float = 0.0,
                 model_kwargs: dict | None = None, clip_denoised: bool = False,
-                generator: torch.Generator | None = None, progress: bool = False,
+                generator: Generators = None, progress: bool = False,
                 callback: Callback | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12 and 16), stepping between consecutive kept steps.
 
@@ -251,7 +252,7 @@ def heun_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching, *
 
 
 def run_sampler(model_fn: ModelFn, noise: torch.Tensor, *, process: GaussianDiffusion | FlowMatching, sampler: str,
-           steps: int, model_kwargs: dict | None = None, generator: torch.Generator | None = None,
+           steps: int, model_kwargs: dict | None = None, generator: Generators = None,
            progress: bool = False, callback: Callback | None = None, eta: float = 0.0,
            clip_denoised: bool = False, shift: float = 1.0, spacing: str | None = None) -> torch.Tensor:
     """Draw samples starting from ``noise`` (N, C, ...) with the named sampler.
@@ -265,7 +266,7 @@ def run_sampler(model_fn: ModelFn, noise: torch.Tensor, *, process: GaussianDiff
             (DiT's ``create_diffusion(str(steps))``). It must keep exactly ``steps`` timesteps.
         eta: DDIM noise scale (0 = deterministic). clip_denoised: clamp x0 to [-1, 1] (DDPM/DDIM).
         shift: flow only; SD3 time shift of the grid (1 = uniform).
-        generator: random source for DDPM / DDIM with eta > 0.
+        generator: random source for DDPM / DDIM with eta > 0 (or one generator per row of noise).
         callback: ``callback(step_index, t, x)`` after every step, t = network time (N,).
     """
     if sampler not in SAMPLERS:

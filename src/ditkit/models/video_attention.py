@@ -35,7 +35,7 @@ materialises the same mask for SDPA (an explicit softmax when UltraViCo is on); 
 reference the flex path is tested against. Masks are cached per (layer, grid).
 
 `attention_flops` counts what a block-sparse kernel computes (kept blocks x block^2) and the
-exact kept fraction; `ditkit.models.sparse_search` picks a pattern per (layer, head) offline.
+exact kept fraction; `ditkit.accel.sparse_search` picks a pattern per (layer, head) offline.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def attention_flops(patterns: list[Pattern], grid: tuple[int, int, int], head_di
     ``dense``: all pairs; ``kept``: exactly the allowed pairs; ``block``: what a block-sparse kernel
     computes (every block of ``block_size`` x ``block_size`` holding an allowed pair, in the
     sequence order used). Skipped heads cost 0. ``complement``: the same for the pairs the patterns
-    leave out (the far part of `ditkit.models.far_cache`).
+    leave out (the far part of `ditkit.accel.far_cache`).
     """
     layout = make_layout(grid, tile)
     t = len(layout.order)
@@ -382,7 +382,7 @@ def masked_attention(q, k, v, mask: torch.Tensor | None, score_mod=None) -> tupl
 
     Returns (out (N, H, T, hd), lse (N, H, T)), lse the natural-log normaliser of each row. A query
     with no allowed key gets out 0 and lse -inf (FlexAttention's convention). The dense path of
-    UltraViCo and of `ditkit.models.far_cache`."""
+    UltraViCo and of `ditkit.accel.far_cache`."""
     t = q.shape[2]
     scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, H, T, T)
     if score_mod is not None:

@@ -49,8 +49,11 @@ Design, with the papers each choice comes from:
   moving shapes: 500 steps of fine-tuning with and without it taught the direction words equally
   (the true word's loss advantage at s = 0.8: 7 % vs 8 %), so the presets leave it off.
 
-Sampling-time attention options (sparse patterns, UltraViCo) plug in as ``model.attention_core``,
-a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`).
+Sampling-time attention options (sparse patterns, UltraViCo, the far-field cache) are an attention
+core, a callable ``core(q, k, v, *, layer, grid, axes) -> out`` (`ditkit.models.video_attention`),
+passed per call as ``model(x, t, ..., attention=core)`` (the accelerations of `ditkit.accel` wrap the
+model function that way); ``model.attention_core`` is the core of calls that pass none (training's
+frame-local bias), None for SDPA.
 """
 
 from __future__ import annotations
@@ -293,7 +296,7 @@ class VideoDiTBlock(DiTBlock):
 
 class VideoDiT(nn.Module):
     """forward(x (N, F, C, H, W), t (N,) or (N, F), y (N,) long, pooled_text (N, P),
-    text (N, L, D_txt), text_mask (N, L)) -> (N, F, C_out, H, W)."""
+    text (N, L, D_txt), text_mask (N, L), *, attention=core) -> (N, F, C_out, H, W)."""
 
     def __init__(self, config: VideoDiTConfig):
         super().__init__()
@@ -366,16 +369,18 @@ class VideoDiT(nn.Module):
             frame_pe = frame_pe.to(device).unsqueeze(0)  # (1, T, D)
         return VideoTokenContext(grid, pos.to(device), rope, pe, rope_space, rope_time, frame_pe=frame_pe)
 
-    def embed(self, x: torch.Tensor, text: torch.Tensor | None = None,
-              text_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, VideoTokenContext]:
+    def embed(self, x: torch.Tensor, text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+              attention=None) -> tuple[torch.Tensor, VideoTokenContext]:
+        """Tokens (N, T, D) and their context; ``attention``: this call's attention core (default the model's)."""
         cfg, pt = self.config.dit, self.config.temporal_patch
         p = cfg.patch_size
         if x.ndim != 5 or x.shape[2] != cfg.in_channels or x.shape[1] % pt or x.shape[3] % p or x.shape[4] % p:
             raise ValueError(f"expected clips (N, F, {cfg.in_channels}, H, W) with F divisible by {pt} and H, W by {p}, "
                              f"got {tuple(x.shape)}")
         ctx = self.token_context((x.shape[1] // pt, x.shape[3] // p, x.shape[4] // p), x.device)
-        if self.attention_core is not None:
-            ctx = dataclasses.replace(ctx, core=self.attention_core)
+        core = self.attention_core if attention is None else attention
+        if core is not None:
+            ctx = dataclasses.replace(ctx, core=core)
         if self.caption_projection is not None:  # per call: never in the cached context
             check_text(text, text_mask, x.shape[0], self.config.text_dim)
             ctx = dataclasses.replace(ctx, text=self.caption_projection(text.to(self.caption_projection.fc1.weight.dtype)),
@@ -454,8 +459,8 @@ class VideoDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                 pooled_text: torch.Tensor | None = None, text: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        tokens, ctx = self.embed(x, text, text_mask)  # (N, T, D)
+                text_mask: torch.Tensor | None = None, *, attention=None) -> torch.Tensor:
+        tokens, ctx = self.embed(x, text, text_mask, attention)  # (N, T, D)
         c = self.condition(self.frame_times(t, x.shape[0], x.shape[1]), y, pooled_text,
                            frames=x.shape[1] // self.config.temporal_patch)  # (N, D) or (N, f, D)
         for block in self.blocks:

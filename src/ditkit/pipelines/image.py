@@ -4,8 +4,14 @@
 and the writer `save_pipeline` are in `ditkit.pipelines.folder`). A text-to-image model holds its text
 encoder: `Pipeline.generate(prompts=[...])` encodes the prompts and, for guidance, the empty prompt. A
 latent model holds its autoencoder: `Pipeline.generate` decodes the sampled latents to images.
-Sampling is `ditkit.sample`: initial noise is drawn once for all samples from ``seed``, so results do
-not depend on the batch size used to compute them.
+Options are an `ImageOptions` (`ditkit.pipelines.options`), overridable by keyword:
+
+    images = pipe.generate(["circle", "star"], steps=20, seed=3)
+    images = pipe.generate(prompts=["a red circle"], options=ImageOptions(cfg_scale=4.0))
+
+Sampling is `ditkit.sample`: initial noise is drawn once for all samples from ``seed``, and a
+stochastic sampler's step noise of sample i from a generator seeded ``seed + i``, so results do not
+depend on the batch size used to compute them.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from ..models.dit import DiT
 from ..models.text_dit import build_model
 from ..models.text_encoder import TextEncoder, load_text_encoder
 from .folder import NETWORKS, SamplingDefaults, codec_from_info, folder_of, process_from_info, resolve
+from .options import ImageOptions
+from .options import resolve as resolve_options
 
 if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
     from ..models.autoencoder import LatentCodec
@@ -39,6 +47,7 @@ class Pipeline:
     info: dict = field(default_factory=dict)
     codec: LatentCodec | None = None  # latent models: decodes the DiT's samples to images
     text_encoder: TextEncoder | None = None  # text-to-image models: prompts -> tokens
+    last_options: ImageOptions | None = field(default=None, repr=False, compare=False)  # of the last generate
 
     @property
     def config(self) -> DiTConfig:
@@ -64,25 +73,34 @@ class Pipeline:
         names = ", ".join(self.class_names) if self.class_names else f"indices 0-{n - 1}"
         raise ValueError(f"unknown class {name_or_index!r}; this model knows {names}")
 
-    def generate(self, labels=None, *, prompts=None, **kwargs) -> torch.Tensor:
+    def resolve_options(self, options: ImageOptions | None = None, **overrides) -> ImageOptions:
+        """``options`` with ``overrides`` (`ditkit.pipelines.options.resolve`) and the folder's defaults filled in."""
+        return resolve_options(ImageOptions, options, overrides).with_defaults(self.defaults)
+
+    def generate(self, labels=None, options: ImageOptions | None = None, *, prompts=None, callback=None,
+                 model_wrapper=None, **overrides) -> torch.Tensor:
         """Images in [-1, 1], (N, C, H, W), for labels given as names or indices, or for a text model's
         prompts (latents decoded).
 
-        ``kwargs`` are `ditkit.sample`'s (sampler, steps, cfg_scale, shift default to the folder's); among them
-        ``progress`` (a bar over every sampler step on stderr; default: only on a terminal)."""
-        d = self.defaults
-        opts = {"sampler": d.sampler, "steps": d.steps, "cfg_scale": d.cfg_scale, "shift": d.shift}
-        opts.update({k: v for k, v in kwargs.items() if v is not None})
+        ``options`` (an `ImageOptions`; None: the defaults) with ``overrides``, keywords naming its fields;
+        None fields take the folder's defaults, and the result is kept as ``self.last_options``.
+        ``callback(step_index, t, x)`` after every sampler step; ``model_wrapper(fn) -> fn`` wraps the
+        network inside guidance (caches; `ditkit.sample`)."""
+        opts = self.last_options = self.resolve_options(options, **overrides)
+        kw = dict(process=self.process, sampler=opts.sampler, steps=opts.steps, cfg_scale=opts.cfg_scale,
+                  shift=opts.shift, seed=opts.seed, batch_size=opts.batch_size, progress=opts.progress,
+                  guidance_interval=opts.guidance_interval, cfg_channels=opts.cfg_channels, eta=opts.eta,
+                  callback=callback, model_wrapper=model_wrapper)
         if prompts is not None or self.text_encoder is not None:
             if labels is not None:
                 raise ValueError("this model is text-conditioned: pass prompts=[...], not class labels"
                                  if self.text_encoder is not None else "pass class labels or prompts, not both")
             text, null_text = self.encode_prompts(prompts)
-            out = sample(self.model, None, process=self.process, text=text, null_text=null_text, **opts)
+            out = sample(self.model, None, text=text, null_text=null_text, **kw)
         else:
             y = torch.tensor([self.class_index(lab) for lab in labels], dtype=torch.long)
-            out = sample(self.model, y, process=self.process, **opts)
-        return out if self.codec is None else self.decode(out, batch_size=opts.get("batch_size", 64))
+            out = sample(self.model, y, **kw)
+        return out if self.codec is None else self.decode(out, batch_size=opts.batch_size)
 
     def use_vae(self, path: str | Path) -> None:
         """Decode with the autoencoder folder `path` (e.g. a diffusers AutoencoderKL in the sd-vae-ft-ema

@@ -23,8 +23,13 @@ Sampling runs `ditkit.diffusion.forcing.forcing_sample` (Euler steps over per-fr
   beyond the training window (Zhao et al. 2025; `ditkit.models.video_attention.UltraViCoConfig`,
   ``ultravico_alpha``; 1.0 is plain extrapolation of 3D RoPE).
 
-Initial noise: the clips lo..hi of a batch draw theirs from a generator seeded ``seed + lo``, so
-results depend on ``batch_size`` (the evaluations fix it) but not on the other prompts of a batch.
+Options are a `VideoOptions` (`ditkit.pipelines.options`), overridable by keyword:
+
+    clips = pipe.generate(["a red circle moving left"], frames=16, seed=3)
+
+Noise: clip i draws all of its noise from its own generator, seeded ``seed + i``
+(`ditkit.diffusion.noise`), so results depend neither on ``batch_size`` nor on the other prompts of
+a batch.
 
 What depends on the captions a model was trained on — the image caption of a video prompt, the check
 that a drawn first frame suits its prompt — comes from the caller as functions (``caption_for_image``,
@@ -33,24 +38,28 @@ that a drawn first frame suits its prompt — comes from the caller as functions
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..accel.attention import WithAttention
 from ..diffusion.flow import FlowMatching
 from ..diffusion.forcing import chunked_sample, forcing_sample, rollout, step_matrix
 from ..diffusion.guidance import cfg as cfg_wrapper
 from ..diffusion.image_expert import image_expert_guidance
+from ..diffusion.noise import randn, sample_generators
 from ..diffusion.sample import progress_bar
 from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files
 from ..models.text_encoder import TextEncoder, load_text_encoder
 from ..models.text_video import check_text_dims, null_labels, text_conditioning
+from ..models.video_attention import UltraViCoConfig, VideoAttention
 from ..models.video_dit import VideoDiT, VideoDiTConfig
 from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info, folder_of, process_from_info
-
-LONG_MODES = ("rollout", "chunked", "extrapolate")
+from .options import VideoOptions
+from .options import resolve as resolve_options
 
 
 @dataclass
@@ -61,6 +70,7 @@ class VideoPipeline:
     codec: object | None = None  # per-frame autoencoder (a LatentCodec); None = pixel-space clips
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
     info: dict = field(default_factory=dict)
+    last_options: VideoOptions | None = field(default=None, repr=False, compare=False)  # of the last generate
 
     @property
     def device(self) -> torch.device:
@@ -106,7 +116,8 @@ class VideoPipeline:
             cond = text_conditioning(self.config, tokens.float().cpu(), mask.cpu())
         return {k: v[:-1].clone() for k, v in cond.items()}, {k: v[-1:].clone() for k, v in cond.items()}
 
-    def model_fn(self, null_text: dict[str, torch.Tensor], cfg_scale: float, null_context: torch.Tensor | None = None):
+    def model_fn(self, null_text: dict[str, torch.Tensor], cfg_scale: float, null_context: torch.Tensor | None = None,
+                 *, model=None):
         """``fn(x (N, F, C, H, W), t (N, F), **text) -> velocity``, guided when cfg_scale != 1.
 
         ``text`` are the keywords of `encode_prompts`. Guidance is on the text (the empty prompt's
@@ -114,11 +125,13 @@ class VideoPipeline:
         With ``null_context`` (N, Fc, C, H, W) — noise for the first Fc frames, the given frames of
         image-to-video — it is STIV's joint image-text guidance (JIT-CFG): the unconditional pass
         also drops the image, its first Fc frames replaced by that noise at process time 1.
+        ``model``: what is called in place of the bare `VideoDiT` (e.g. a `ditkit.accel.attention.WithAttention`).
         """
-        model = self.model
+        dit = self.model
+        model = dit if model is None else model
 
         def fn(x: torch.Tensor, t: torch.Tensor, **text) -> torch.Tensor:
-            return model(x, t, null_labels(model, x.shape[0], x.device), **text)
+            return model(x, t, null_labels(dit, x.shape[0], x.device), **text)
 
         if cfg_scale == 1.0:
             return fn
@@ -137,7 +150,7 @@ class VideoPipeline:
         return joint
 
     def history_model_fn(self, null_text: dict[str, torch.Tensor], cfg_scale: float, history_scale: float,
-                         noise: torch.Tensor):
+                         noise: torch.Tensor, *, model=None):
         """A rollout window's guided model function with history guidance (Song et al. 2025, "History-Guided
         Video Diffusion", DFoT): the window's first Fc context frames (``noise`` (N, Fc, C, H, W) has their
         shape) are the condition of a second guidance term, composed with the text's:
@@ -148,7 +161,7 @@ class VideoPipeline:
         caption whose context is replaced by ``noise`` at process time 1 (no history). Three passes, one
         batch of 3N rows; ``history_scale`` 0 gives the text guidance alone at that extra cost.
         """
-        fn = self.model_fn(null_text, 1.0)
+        fn = self.model_fn(null_text, 1.0, model=model)
         t_noise = float(self.process.network_time(torch.ones(())))
         pt = self.config.temporal_patch
 
@@ -185,149 +198,123 @@ class VideoPipeline:
         return out.unflatten(0, (n, f))  # (N, F, 3, H, W)
 
     # ------------------------------------------------------------------ sampling
-    def generate(self, prompts, *, frames: int | None = None, image: torch.Tensor | None = None,
-                 steps: int | None = None, cfg_scale: float | None = None, shift: float | None = None,
-                 seed: int = 0, batch_size: int = 16, overlap: int | None = None, context_noise: float = 0.0,
-                 long_mode: str = "rollout", ultravico_alpha: float = 0.9, i2v_guidance: str = "joint",
-                 history_guidance: float = 0.0, attention=None, latents: bool = False, image_expert=None,
-                 image_expert_scale: float = 1.0, image_expert_interval: tuple[float, float] | None = None,
-                 image_prompts=None, ar_step: int = 0, first_frame_model=None, first_frame_redraws: int = 0,
+    def resolve_options(self, options: VideoOptions | None = None, **overrides) -> VideoOptions:
+        """``options`` with ``overrides`` (`ditkit.pipelines.options.resolve`) and every default filled in: the
+        folder's steps, cfg_scale and shift, ``frames`` the training window and ``overlap`` half of it (whole
+        temporal patches). ValueError for history guidance outside a rollout."""
+        opts = resolve_options(VideoOptions, options, overrides)
+        window, pt = self.config.num_frames, self.config.temporal_patch
+        opts = dataclasses.replace(opts, sampler="euler").with_defaults(
+            self.defaults, frames=window if opts.frames is None else opts.frames,
+            overlap=max(pt, (window // 2) // pt * pt) if opts.overlap is None else opts.overlap)
+        if opts.history_guidance and (opts.frames <= window or opts.long_mode != "rollout"):
+            raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
+        return opts
+
+    def generate(self, prompts, options: VideoOptions | None = None, *, image: torch.Tensor | None = None,
+                 image_prompts=None, image_expert=None, first_frame_model=None,
                  first_frame_check: Callable[[torch.Tensor, str], bool] | None = None,
-                 caption_for_image: Callable[[str], str] | None = None, progress: bool | None = None) -> torch.Tensor:
+                 caption_for_image: Callable[[str], str] | None = None, attention=None, **overrides) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
-        ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip, with
-        ``i2v_guidance`` "joint" (STIV's JIT-CFG: the unconditional pass drops image and text) or
-        "text" (the image in both passes).
-        ``frames`` beyond the training window are made by ``long_mode`` (see the module doc): rollout
-        over windows overlapping by ``overlap`` frames (default half the window), independent windows,
-        or one UltraViCo-extrapolated pass. ``history_guidance`` > 0 guides a rollout's later windows on
-        their context frames as well as on the text (`history_model_fn`; three model passes per step).
-        ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
-        or `ditkit.models.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function).
-        ``image_expert``: a text-to-image `ditkit.pipelines.Pipeline` on the same autoencoder that guides every
-        frame with weight ``image_expert_scale`` (`ditkit.diffusion.image_expert`; ``image_expert_interval``
-        (lo, hi) in process time limits it), on ``caption_for_image(p)`` for each ``p`` of ``image_prompts``
-        (default: the prompts; ``caption_for_image`` default: the prompt as it is; e.g.
-        `ditkit.shapes.moving.image_caption`, the prompt without its motion phrase).
-        ``ar_step`` > 0: the asynchronous schedule of SkyReels-V2 (`ditkit.diffusion.forcing.step_matrix`) in
-        every window: each frame block trails the one before by ``ar_step`` steps, so later frames are denoised
-        with the earlier ones nearly clean (how image-to-video and rollouts see their context); 0 moves all
-        frames together.
+        ``options`` (a `VideoOptions`; None: the defaults) with ``overrides``, keywords naming its fields (frames,
+        steps, seed, long_mode, ...; see `VideoOptions`); the resolved options are kept as ``self.last_options``.
+        The other keywords are what a call conditions on or samples with:
+
+        ``image`` (N, 3, H, W) or (3, H, W): image-to-video, the given first frame of every clip (guided by
+        ``i2v_guidance``). ``attention``: an attention core for this call (`ditkit.models.video_attention.VideoAttention`,
+        or `ditkit.accel.far_cache.FarCachedAttention`, whose refresh schedule wraps the model function), applied
+        by `ditkit.accel.attention.WithAttention`. ``image_expert``: a text-to-image `ditkit.pipelines.Pipeline` on
+        the same autoencoder that guides every frame (`ditkit.diffusion.image_expert`) on ``caption_for_image(p)``
+        for each ``p`` of ``image_prompts`` (default: the prompts; ``caption_for_image`` default: the prompt as it
+        is; e.g. `ditkit.shapes.moving.image_caption`, the prompt without its motion phrase).
         ``first_frame_model``: factorized text-to-video (Emu Video, Girdhar et al. 2023, "Factorizing
         Text-to-Video Generation by Explicit Image Conditioning"): a text-to-image `ditkit.pipelines.Pipeline`
-        draws each clip's first frame from the image captions (as for the image expert) with its own
-        steps and guidance and this call's ``seed``, then this model continues it as image-to-video. The
-        image model need not share the autoencoder: its frames are decoded and re-encoded.
-        ``first_frame_redraws`` > 0: each first frame that fails ``first_frame_check(frame, prompt)`` (required
-        then; e.g. `ditkit.shapes.moving.first_frame_fits`: room for the caption's straight motion) is drawn
-        again, with seed + r in round r, up to this many times; a frame that never passes keeps its last draw.
-        ``progress``: a bar on stderr over every model call — all batches, all windows of a long video, the
-        first-frame model's steps and its redraws — so that its ETA is the whole run's (default: only on a
-        terminal).
+        draws each clip's first frame from the image captions (as for the image expert) with its own steps and
+        guidance and this call's ``seed``, then this model continues it as image-to-video (the image model need
+        not share the autoencoder: its frames are decoded and re-encoded). With ``first_frame_redraws`` > 0 each
+        first frame that fails ``first_frame_check(frame, prompt)`` (e.g. `ditkit.shapes.moving.first_frame_fits`:
+        room for the caption's straight motion) is drawn again, with seed + r in round r; a frame that never
+        passes keeps its last draw.
+
+        Clip i's noise comes from a generator seeded ``seed + i`` (`ditkit.diffusion.noise`), so ``batch_size``
+        does not change the clips. The progress bar counts every model call — all batches, all windows of a long
+        video, the first-frame model's steps and its redraws — so that its ETA is the whole run's.
         """
-        if long_mode not in LONG_MODES:
-            raise ValueError(f"long_mode must be one of {', '.join(LONG_MODES)}, got {long_mode!r}")
-        if i2v_guidance not in ("joint", "text"):
-            raise ValueError(f"i2v_guidance must be 'joint' or 'text', got {i2v_guidance!r}")
-        d = self.defaults
-        steps = d.steps if steps is None else steps
-        cfg_scale = d.cfg_scale if cfg_scale is None else cfg_scale
-        shift = d.shift if shift is None else shift
-        window = self.config.num_frames
-        frames = window if frames is None else frames
-        if steps <= 0 or frames <= 0 or batch_size <= 0:
-            raise ValueError("steps, frames and batch_size must be positive")
-        if cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-        if history_guidance < 0:
-            raise ValueError(f"history_guidance must be >= 0, got {history_guidance}")
-        if ar_step < 0:
-            raise ValueError(f"ar_step must be >= 0, got {ar_step}")
-        if first_frame_redraws < 0:
-            raise ValueError(f"first_frame_redraws must be >= 0, got {first_frame_redraws}")
-        if first_frame_redraws and first_frame_model is None:
-            raise ValueError("first_frame_redraws redraws a first-frame model's frames: give first_frame_model")
-        if first_frame_redraws and first_frame_check is None:
-            raise ValueError("first_frame_redraws redraws the frames that fail a check: give first_frame_check")
-        if history_guidance and (frames <= window or long_mode != "rollout"):
-            raise ValueError("history guidance applies to rollouts: frames beyond the window with long_mode 'rollout'")
+        opts = self.last_options = self.resolve_options(options, **overrides)
+        _check_parts(opts, self.config.num_frames, image, first_frame_model, first_frame_check, attention)
         text, null = self.encode_prompts(prompts)
-        dev = self.device
-        text, null = ({k: v.to(dev) for k, v in d.items()} for d in (text, null))
+        text, null = ({k: v.to(self.device) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
-        expert = image_expert is not None and image_expert_scale != 0
+        expert = image_expert is not None and opts.image_expert_scale != 0
         captions = None  # the image model's captions (first-frame model, image expert), one per clip
         if first_frame_model is not None or expert:
             captions = _image_captions(prompts if image_prompts is None else image_prompts, n, caption_for_image)
-        if first_frame_model is not None and image is not None:
-            raise ValueError("give a first frame (image) or a first-frame model, not both")
-        pt = self.config.temporal_patch
-        overlap = max(pt, (window // 2) // pt * pt) if overlap is None else overlap
-        mode = "single" if frames <= window or long_mode == "extrapolate" else long_mode  # single: every frame at once
-        given = image is not None or first_frame_model is not None
-        total = self._model_calls(n, given, mode, frames, overlap, steps, ar_step, batch_size)
+        total = self._model_calls(n, opts, given=image is not None or first_frame_model is not None)
         if total is not None and first_frame_model is not None:
-            total += -(-n // batch_size) * first_frame_model.defaults.steps  # the first frames' sampler steps
-        with progress_bar(total, progress, "video") as bar:
+            total += -(-n // opts.batch_size) * first_frame_model.defaults.steps  # the first frames' sampler steps
+        with progress_bar(total, opts.progress, "video") as bar:
             if first_frame_model is not None:
-                image = self._first_frames(first_frame_model, captions, seed, batch_size, bar)
-                if first_frame_redraws:
-                    image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), seed,
-                                                      batch_size, first_frame_redraws, first_frame_check, bar)
-            first = None
-            if image is not None:
-                image = image.unsqueeze(0) if image.ndim == 3 else image
-                if image.shape[0] not in (1, n):
-                    raise ValueError(f"give one first frame or one per prompt ({n}), got {image.shape[0]}")
-                first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
-                if frames < 2:
-                    raise ValueError("image-to-video needs at least 2 frames")
-            fn = self.model_fn(null, cfg_scale)
-            joint = (lambda noise: self.model_fn(null, cfg_scale, noise)) \
-                if first is not None and i2v_guidance == "joint" else None
-            history = (lambda noise: self.history_model_fn(null, cfg_scale, history_guidance, noise)) \
-                if history_guidance else None
-            if attention is not None and hasattr(attention, "wrap_model_fn"):
-                fn = attention.wrap_model_fn(fn, self.process)
-                joint, history = (None if make is None else
-                                  (lambda noise, make=make: attention.wrap_model_fn(make(noise), self.process))
-                                  for make in (joint, history))
-            if expert:
-                guide = self._image_expert(image_expert, image_expert_scale, image_expert_interval, captions, text)
-                fn = guide(fn)
-                joint, history = (None if make is None else (lambda noise, make=make: guide(make(noise)))
-                                  for make in (joint, history))
-            fn = _counted(fn, bar)
-            joint, history = (None if make is None else (lambda noise, make=make: _counted(make(noise), bar))
-                              for make in (joint, history))
-            self.model.eval()
-            previous_core = self.model.attention_core
-            if attention is not None:
-                if frames > window and long_mode == "extrapolate":
-                    raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
-                if hasattr(attention, "reset"):
-                    attention.reset()
-                self.model.attention_core = attention
-            if frames > window and long_mode == "extrapolate":
-                from ..models.video_attention import UltraViCoConfig, VideoAttention
+                image = self._first_frames(first_frame_model, captions, opts.seed, opts.batch_size, bar)
+                if opts.first_frame_redraws:
+                    image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), opts.seed,
+                                                      opts.batch_size, opts.first_frame_redraws, first_frame_check, bar)
+            first = self._first_latents(image, n, opts.frames)
+            guide = self._image_expert(image_expert, opts, captions, text) if expert else None
+            fns = self._model_functions(opts, null, first is not None, attention, guide, bar)
+            out = torch.cat(self._sample(fns, text, n, first, opts))  # (N, frames, C, h, w)
+            return out.cpu() if opts.latents else self.decode(out)
 
-                self.model.attention_core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames,
-                                                                                     ultravico_alpha), backend="dense")
-            try:
-                outs = self._sample(fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                                    context_noise, history, ar_step)
-            finally:
-                self.model.attention_core = previous_core
-            out = torch.cat(outs)  # (N, frames, C, h, w)
-            return out.cpu() if latents else self.decode(out)
+    def _first_latents(self, image: torch.Tensor | None, n: int, frames: int) -> torch.Tensor | None:
+        """The given first frames (N, 1, C, h, w) of image-to-video from ``image`` (1 or N, 3, H, W) or (3, H, W)."""
+        if image is None:
+            return None
+        image = image.unsqueeze(0) if image.ndim == 3 else image
+        if image.shape[0] not in (1, n):
+            raise ValueError(f"give one first frame or one per prompt ({n}), got {image.shape[0]}")
+        first = self.encode_frames(image).expand(n, -1, -1, -1, -1)  # (N, 1, C, h, w)
+        if frames < 2:
+            raise ValueError("image-to-video needs at least 2 frames")
+        return first
 
-    def _model_calls(self, n: int, given: bool, mode: str, frames: int, overlap: int, steps: int, ar_step: int,
-                     batch_size: int) -> int | None:
+    def _model_functions(self, opts: VideoOptions, null: dict, i2v: bool, attention, guide, bar) -> _ModelFunctions:
+        """The stack the sampler calls, innermost first: the network, called with this run's attention core (the
+        given one, or UltraViCo's for an extrapolated clip; `WithAttention`) <- guidance (text; image-to-video's
+        joint guidance; a rollout's history guidance) <- the core's per-call schedule <- the image expert
+        (``guide``) <- the progress count."""
+        core = attention
+        if opts.frames > self.config.num_frames and opts.long_mode == "extrapolate":
+            core = VideoAttention(ultravico=UltraViCoConfig(self.config.latent_frames, opts.ultravico_alpha),
+                                  backend="dense")
+        net = self.model if core is None else WithAttention(self.model, core)
+        if core is not None:
+            net.reset()
+        self.model.eval()
+        wrappers = [] if core is None else [lambda f: net.schedule(f, self.process)]
+        wrappers += ([] if guide is None else [guide]) + [lambda f: _counted(f, bar)]
+
+        def wrap(f):
+            for w in wrappers:
+                f = w(f)
+            return f
+
+        cfg = opts.cfg_scale
+        joint = history = None
+        if i2v and opts.i2v_guidance == "joint":
+            def joint(noise):
+                return wrap(self.model_fn(null, cfg, noise, model=net))
+        if opts.history_guidance:
+            def history(noise):
+                return wrap(self.history_model_fn(null, cfg, opts.history_guidance, noise, model=net))
+        return _ModelFunctions(wrap(self.model_fn(null, cfg, model=net)), joint, history)
+
+    def _model_calls(self, n: int, opts: VideoOptions, given: bool) -> int | None:
         """How many model calls `_sample` makes (one per `forcing_sample` iteration, `step_matrix`): every
         window of every batch; None when the window layout is invalid (the sampler then says why)."""
         window, pt = self.config.num_frames, self.config.temporal_patch
+        frames, overlap = opts.frames, opts.overlap
         fc = 1 if given else 0  # the given first frame: context of the first window
+        mode = _mode(opts, window)
         if mode == "single":
             windows = [(fc, frames - fc)]
         elif mode == "chunked":
@@ -336,10 +323,11 @@ class VideoPipeline:
             later = max(0, -(-(frames - window) // (window - overlap))) if 0 < overlap < window else 0
             windows = [(fc, window - fc)] + [(overlap, window - overlap)] * later
         try:
-            per_batch = sum(step_matrix((c + f) // pt, steps, ar_step, c // pt).shape[0] - 1 for c, f in windows)
+            per_batch = sum(step_matrix((c + f) // pt, opts.steps, opts.ar_step, c // pt).shape[0] - 1
+                            for c, f in windows)
         except ValueError:
             return None
-        return -(-n // batch_size) * per_batch
+        return -(-n // opts.batch_size) * per_batch
 
     def _first_frames(self, pipe, captions: list[str], seed: int, batch_size: int, bar=None) -> torch.Tensor:
         """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption;
@@ -368,7 +356,7 @@ class VideoPipeline:
             image[bad] = self._first_frames(pipe, [captions[i] for i in bad], seed + r, batch_size, bar)
         return image
 
-    def _image_expert(self, pipe, scale: float, interval, captions: list[str], text: dict):
+    def _image_expert(self, pipe, opts: VideoOptions, captions: list[str], text: dict):
         """Check a text-to-image pipeline against this model, put its encoded ``captions`` (one per clip) into
         ``text`` (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
         if getattr(pipe, "text_encoder", None) is None:
@@ -388,50 +376,74 @@ class VideoPipeline:
         text["image_text"], text["image_text_mask"] = tokens.to(dev), mask.to(dev)
         pipe.model.eval()
         model = pipe.model.to(dev)
-        return lambda fn: image_expert_guidance(fn, model, scale, null_text=null_tokens.to(dev),
+        return lambda fn: image_expert_guidance(fn, model, opts.image_expert_scale, null_text=null_tokens.to(dev),
                                                 null_mask=null_mask.to(dev), video_process=self.process,
-                                                image_process=pipe.process, interval=interval)
+                                                image_process=pipe.process, interval=opts.image_expert_interval)
 
-    def _sample(self, fn, joint, text, n, first, mode, frames, overlap, steps, shift, seed, batch_size,
-                context_noise, history=None, ar_step: int = 0) -> list[torch.Tensor]:
-        """Latent clips per batch; ``mode`` is "single" (one pass over all frames), "chunked" or "rollout".
+    def _sample(self, fns: _ModelFunctions, text: dict, n: int, first: torch.Tensor | None,
+                opts: VideoOptions) -> list[torch.Tensor]:
+        """Latent clips per batch, by `_mode`: "single" (one pass over all frames), "chunked" or "rollout".
 
-        ``joint(noise) -> fn``: image-to-video's joint guidance for one window, built per batch with
-        noise for the given frame from the seed ``seed + lo + 1``; a rollout's later windows have the
-        previous frames as context, so rollouts guide on the text only unless ``history(noise) -> fn``
+        Clip i draws all its noise from its own generator (``seed + i``). ``fns.joint(noise)``: image-to-video's
+        joint guidance for one window, built per batch with noise for the given frame; a rollout's later windows
+        have the previous frames as context, so rollouts guide on the text only unless ``fns.history(noise)``
         (history guidance) builds their model functions."""
         cfg, window = self.config.dit, self.config.num_frames
         dev = self.device
         c, (h, w), pt = cfg.in_channels, cfg.hw, self.config.temporal_patch
+        mode = _mode(opts, window)
         outs = []
         with torch.inference_mode():
-            for lo in range(0, n, batch_size):
-                hi = min(lo + batch_size, n)
-                gen = torch.Generator().manual_seed(seed + lo)
-                kwargs = {k: v[lo:hi] for k, v in text.items()}
+            for lo in range(0, n, opts.batch_size):
+                hi = min(lo + opts.batch_size, n)
+                gens = sample_generators(opts.seed, lo, hi)
                 ctx = None if first is None else first[lo:hi]
-                common = dict(steps=steps, shift=shift, ar_step=ar_step, block_frames=pt, model_kwargs=kwargs,
-                              generator=gen)
+                common = dict(steps=opts.steps, shift=opts.shift, ar_step=opts.ar_step, block_frames=pt,
+                              model_kwargs={k: v[lo:hi] for k, v in text.items()}, generator=gens)
+                shape = (hi - lo, c, h, w)
                 if mode == "single":
-                    new = frames - (0 if ctx is None else 1)
-                    noise = torch.randn((hi - lo, new, c, h, w), generator=gen).to(dev)
-                    step_fn = fn
-                    if joint is not None:
-                        step_fn = joint(torch.randn((hi - lo, 1, c, h, w),
-                                                    generator=torch.Generator().manual_seed(seed + lo + 1)).to(dev))
+                    noise = randn((hi - lo, opts.frames - (0 if ctx is None else 1), c, h, w), gens, dev)
+                    step_fn = fns.fn if fns.joint is None else fns.joint(randn((hi - lo, 1, c, h, w), gens, dev))
                     clip = forcing_sample(step_fn, noise, self.process, context=ctx, **common)
                     clip = clip if ctx is None else torch.cat([ctx, clip], dim=1)
                 elif mode == "chunked":
                     if ctx is not None:
                         raise ValueError("chunk-by-chunk generation is the text-to-video baseline: no first image")
-                    clip = chunked_sample(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
+                    clip = chunked_sample(fns.fn, self.process, shape, total_frames=opts.frames, window=window,
                                           device=dev, **common)
                 else:
-                    clip = rollout(fn, self.process, (hi - lo, c, h, w), total_frames=frames, window=window,
-                                   overlap=overlap, context_noise=context_noise, first_context=ctx, device=dev,
-                                   context_fn=history, **common)
+                    clip = rollout(fns.fn, self.process, shape, total_frames=opts.frames, window=window,
+                                   overlap=opts.overlap, context_noise=opts.context_noise, first_context=ctx,
+                                   device=dev, context_fn=fns.history, **common)
                 outs.append(clip.float())
         return outs
+
+
+@dataclass(frozen=True)
+class _ModelFunctions:
+    """What `VideoPipeline._sample` calls: the model function of a window, and the builders ``noise -> fn`` of
+    image-to-video's joint guidance and of a rollout window's history guidance (None when not used)."""
+
+    fn: Callable
+    joint: Callable | None = None
+    history: Callable | None = None
+
+
+def _mode(opts: VideoOptions, window: int) -> str:
+    """How the clip is sampled: "single" (every frame at once: up to the window, or extrapolated), else the long mode."""
+    return "single" if opts.frames <= window or opts.long_mode == "extrapolate" else opts.long_mode
+
+
+def _check_parts(opts: VideoOptions, window: int, image, first_frame_model, first_frame_check, attention) -> None:
+    """ValueError for options that need a part the call lacks, or parts that exclude each other."""
+    if opts.first_frame_redraws and first_frame_model is None:
+        raise ValueError("first_frame_redraws redraws a first-frame model's frames: give first_frame_model")
+    if opts.first_frame_redraws and first_frame_check is None:
+        raise ValueError("first_frame_redraws redraws the frames that fail a check: give first_frame_check")
+    if first_frame_model is not None and image is not None:
+        raise ValueError("give a first frame (image) or a first-frame model, not both")
+    if attention is not None and opts.frames > window and opts.long_mode == "extrapolate":
+        raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
 
 
 def _image_captions(image_prompts, n: int, caption_for_image: Callable[[str], str] | None = None) -> list[str]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .video_attention import SparsePlan, VideoAttention, dense_mask, masked_attention
+from ..models.video_attention import SparsePlan, VideoAttention, dense_mask, masked_attention
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def merge(out_l: torch.Tensor, lse_l: torch.Tensor, out_f: torch.Tensor, lse_f: 
 
 
 class FarCachedAttention(VideoAttention):
-    """A ``VideoDiT.attention_core``: the plan's patterns as the local part, the far part cached.
+    """An attention core (passed per call, `ditkit.accel.attention.WithAttention`): the plan's patterns as the
+    local part, the far part cached.
 
     ``refresh`` (set by the `wrap_model_fn` wrapper, or by hand) says whether the next calls compute
     the far part; without a kept far part for a layer (or for another batch shape) a call refreshes

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .video_attention import FULL, Pattern, SparsePlan, attention_flops, dense_mask, head_mask_mod, make_layout
+from ..models.video_attention import FULL, Pattern, SparsePlan, attention_flops, dense_mask, head_mask_mod, make_layout
+from .attention import WithAttention
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,10 @@ def search_plan(model, calibration: list[tuple], candidates: list[Pattern] | Non
     """
     cfg = config or SearchConfig()
     recorder = Recorder()
-    previous = model.attention_core
-    model.attention_core = recorder
-    try:
-        with torch.no_grad():
-            for x, t, kwargs in calibration:
-                model(x, t, **kwargs)
-    finally:
-        model.attention_core = previous
+    net = WithAttention(model, recorder)  # the recorder as this run's attention core
+    with torch.no_grad():
+        for x, t, kwargs in calibration:
+            net(x, t, **kwargs)
     if recorder.grid is None:
         raise ValueError("the model has no full-attention layers to search (factorized attention?)")
     grid = recorder.grid
