@@ -32,6 +32,7 @@ from ditkit.compress.prune_folder import LowNoiseMix
 from ditkit.io.checkpoint import atomic_write
 from ditkit.pipelines import load_pipeline, save_pipeline
 from ditkit.pipelines.folder import source_autoencoder
+from ditkit.train.datasets import training_images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     student = copy.deepcopy(pipe.model).float()
     process = LowNoiseMix(pipe.process.config, share=1.0, top=a.top)
-    data_fn = make_data_fn(pipe.config, pipe.codec, batch_size=job["batch_size"], seed=a.seed)
-    eval_fn = make_data_fn(pipe.config, pipe.codec, batch_size=job["batch_size"], seed=a.seed + 1, label_drop=0.0)
+    f = 1 if pipe.codec is None else pipe.codec.downsample
+    size = (pipe.config.hw[0] * f, pipe.config.hw[1] * f)  # the shapes images whose latents the model sees
+    data_fn = make_data_fn(pipe.config, pipe.codec, data=training_images("shapes", a.seed, size),
+                           batch_size=job["batch_size"], seed=a.seed)
+    eval_fn = make_data_fn(pipe.config, pipe.codec, data=training_images("shapes", a.seed + 1, size),
+                           batch_size=job["batch_size"], seed=a.seed + 1, label_drop=0.0)
     before = diffusion_loss(student, process, eval_fn, batches=4, seed=a.seed)
     cfg = DistillConfig(max_seconds=a.minutes * 60, lr=a.lr or job["finetune_lr"], schedule=job["lr_schedule"],
                         hidden_weight=job["hidden_weight"], ema_decay=job["ema_decay"], seed=a.seed)

@@ -21,10 +21,12 @@ from ditkit.compress.prune import (
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
 from ditkit.pipelines import SamplingDefaults
 from ditkit.shapes.data import CLASSES
+from ditkit.train.datasets import training_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = get_preset("shapes-tiny").replace(depth=4, hidden_size=32)
+IMAGES = training_images("shapes", 0, CFG.hw)  # the shapes training images, dataset seed 0
 
 
 def tiny_dit(cfg=CFG, seed: int = 0) -> DiT:
@@ -75,7 +77,7 @@ def test_importance_prune_removes_an_identity_block():
         for lo in (2 * d, 5 * d):
             ada.weight[lo:lo + d] = 0
             ada.bias[lo:lo + d] = 0
-    data = make_data_fn(CFG, batch_size=4, seed=0)
+    data = make_data_fn(CFG, data=IMAGES, batch_size=4, seed=0)
     res = importance_prune(model, 3, FlowMatching(), data, batches=1)
     assert res.kept == [0, 1, 3] and res.scores[2] == 0 and min(res.scores[i] for i in (0, 1, 3)) > 0
     by_loss = importance_prune(model, 3, FlowMatching(), data, metric="loss", batches=1)
@@ -87,7 +89,7 @@ def test_importance_prune_removes_an_identity_block():
 def test_learn_prune_valid_deterministic_and_leaves_model_alone():
     model = tiny_dit()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = make_data_fn(CFG, batch_size=4, seed=0)
+    data = make_data_fn(CFG, data=IMAGES, batch_size=4, seed=0)
     a = learn_prune(model, FlowMatching(), data, (1, 2), steps=6, lr=1e-3, seed=3, log_every=2)
     b = learn_prune(model, FlowMatching(), data, (1, 2), steps=6, lr=1e-3, seed=3, log_every=2)
     assert len(a.kept) == 2 and sum(i in (0, 1) for i in a.kept) == 1 and sum(i in (2, 3) for i in a.kept) == 1
@@ -124,7 +126,8 @@ class MatchPattern:
                                                    ([1, 3], (2, 4), "none")])
 def test_learn_prune_finds_a_planted_pattern(kept, k_of_n, update):
     model = tiny_dit()
-    res = learn_prune(model, MatchPattern(model, kept), make_data_fn(CFG, batch_size=4), k_of_n, steps=15, update=update)
+    res = learn_prune(model, MatchPattern(model, kept), make_data_fn(CFG, data=IMAGES, batch_size=4), k_of_n, steps=15,
+                      update=update)
     assert res.kept == kept
     assert all(max(g["probs"]) > 0.45 for g in res.groups)  # 1/C(n,k) at the start
 
@@ -132,7 +135,7 @@ def test_learn_prune_finds_a_planted_pattern(kept, k_of_n, update):
 def test_distill_fits_the_teacher_within_a_budget():
     teacher = tiny_dit()
     student = build_pruned(teacher, [0, 3])
-    data = make_data_fn(CFG, batch_size=4, seed=0)
+    data = make_data_fn(CFG, data=IMAGES, batch_size=4, seed=0)
     rec = distill(student, teacher, FlowMatching(), data, steps=30, lr=3e-3, warmup_steps=1, log_every=10,
                   hidden_weight=0.1, layer_map=[0, 3])
     assert rec["steps"] == 30 and rec["history"][-1]["output_kd"] < 0.5 * rec["history"][0]["output_kd"]
@@ -165,7 +168,7 @@ def test_distill_fits_the_teacher_within_a_budget():
 
 def test_distill_ema_ends_on_the_average_of_the_weights():
     teacher = tiny_dit()
-    data = make_data_fn(CFG, batch_size=4, seed=0)
+    data = make_data_fn(CFG, data=IMAGES, batch_size=4, seed=0)
     kw = dict(steps=6, lr=3e-3, warmup_steps=1, log_every=3)
     student = build_pruned(teacher, [0, 3])
     trail = []  # the student's weights before each step, then the last weights
@@ -316,7 +319,7 @@ def test_low_kd_time_puts_half_the_draws_below_0_35():
 def test_prune_batches_land_on_the_job_device():
     from ditkit.compress.prune import make_data_fn
 
-    x, y = make_data_fn(CFG, None, batch_size=3, seed=0, device="meta")(0)  # meta: a device other than the CPU
+    x, y = make_data_fn(CFG, None, data=IMAGES, batch_size=3, seed=0, device="meta")(0)  # meta: a device other than the CPU
     assert x.device.type == "meta" and y.device.type == "meta" and x.shape[0] == 3
-    x, y = make_data_fn(CFG, None, batch_size=3, seed=0)(0)
+    x, y = make_data_fn(CFG, None, data=IMAGES, batch_size=3, seed=0)(0)
     assert x.device.type == "cpu" and y.device.type == "cpu"

@@ -89,6 +89,7 @@ def cmd_prune(args) -> None:
     from ..assets import default_model_dir
     from ..cli_types import device as _device
     from ..compress.prune_folder import PruneJob, prune_folder
+    from ..train.datasets import training_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,7 +99,8 @@ def cmd_prune(args) -> None:
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, ema_decay=args.ema, fm_weight=args.fm_weight,
                    hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd,
                    kd_time=args.kd_time, seed=args.seed, device=_device(args))
-    record = prune_folder(args.model or default_model_dir(), args.out, job)
+    record = prune_folder(args.model or default_model_dir(), args.out, job,
+                          images=lambda seed, size: training_images(job.dataset, seed, size))
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
           f"{p['after'] / 1e6:.2f} M; {record['seconds']['total']:.1f} s in all")

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.dit import DiT
-from ..train.trainer import ema_update
+from ..models.ema import ema_update
 from .prune import DataFn
 
 SCHEDULES = ("cosine", "constant")

@@ -27,7 +27,8 @@ batch — the relative change of the network output ("output", always >= 0 and 0
 is the identity) or the increase of the diffusion loss ("loss") — and keeps the top k.
 
 Data is a ``data_fn(step) -> (x0, y)``: clean samples where the DiT works (latents for a latent
-model) and labels; `make_data_fn` builds it from the training data path (`train.trainer`).
+model) and labels; `make_data_fn` draws it from a dataset of (image, label) pairs that the caller
+gives (e.g. `ditkit.train.datasets.training_images`, the images a model was trained on).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,16 @@ from ..config import DiTConfig
 from ..models.dit import DiT
 
 DataFn = Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+class ImageData(Protocol):
+    """A dataset of (image (3, H, W) in [-1, 1], label) pairs."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]: ...
+
+
 UPDATES = ("lora", "full", "none")
 METRICS = ("output", "loss")
 
@@ -56,21 +68,18 @@ METRICS = ("output", "loss")
 # ----------------------------------------------------------------------------- data
 
 
-def make_data_fn(config: DiTConfig, codec=None, *, batch_size: int = 16, seed: int = 0, dataset: str = "shapes",
+def make_data_fn(config: DiTConfig, codec=None, *, data: ImageData, batch_size: int = 16, seed: int = 0,
                  label_drop: float | None = None, device: str | torch.device | None = None) -> DataFn:
-    """``data_fn(step) -> (x0, y)``: a deterministic batch of the model's training data for `step`.
+    """``data_fn(step) -> (x0, y)``: a deterministic batch of `data` for `step`.
 
-    Images come from the trainer's dataset (`train.trainer.build_dataset`: shapes or an image folder,
-    rendered at latent size x f for a latent model) and are encoded by `codec` (frozen, no grad) as
-    the trainer does. Labels are replaced by the null class with probability `label_drop`
+    `data` holds the model's training images (rendered at latent size x f for a latent model, as
+    `ditkit.train.datasets.training_images` gives them); they are encoded by `codec` (frozen, no grad)
+    as the trainer does. Labels are replaced by the null class with probability `label_drop`
     (default: the model's ``class_dropout_prob``), so guidance keeps working after fine-tuning.
     Batches land on ``device`` (default: the codec's, else the CPU).
     """
-    from ..train.trainer import TrainConfig, build_dataset
-
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    data = build_dataset(TrainConfig(model=config, dataset=dataset, dataset_seed=seed), codec)
     drop = config.class_dropout_prob if label_drop is None else label_drop
     drop = drop if config.num_classes > 0 else 0.0
     if device is None:

@@ -1,7 +1,11 @@
 """Prune a model folder into a smaller model folder: search, build, optionally fine-tune, save (``ditkit prune``).
 
     record = prune_folder("assets/shapes-dit", "out/shapes-d4", PruneJob(keep=4, method="learned", group=2,
-                          search_steps=200, finetune_minutes=20))
+                          search_steps=200, finetune_minutes=20),
+                          images=functools.partial(training_images, "shapes"))  # ditkit.train.datasets
+
+The caller gives the images (``images(seed, (H, W))``: a dataset of (image, label) pairs at that
+size, the one named by ``job.dataset``); search, fine-tuning and evaluation draw from three seeds of it.
 
 The output is a normal model folder (`ditkit.pipelines.folder.save_pipeline`: ``config.json`` with
 ``depth = keep``, the source's process, class names and sampling defaults, and its autoencoder for a
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from .distill import DistillConfig, distill
 from .prune import (
     METRICS,
     UPDATES,
+    ImageData,
     LearnPruneConfig,
     build_pruned,
     check_groups,
@@ -36,6 +42,7 @@ from .prune import (
     make_data_fn,
 )
 
+ImagesFn = Callable[[int, tuple[int, int]], ImageData]  # (seed, (H, W)) -> (image, label) pairs at that size
 METHODS = ("learned", "importance")
 KD_TIMES = ("process", "uniform", "low")
 HIDDEN_ALIGNS = ("copied", "next-input")
@@ -79,7 +86,7 @@ class PruneJob:
     guided_weight: float = 0.0  # guided-output KD term, at the model's own guidance scale
     kd_time: str = "process"  # fine-tuning noise levels: the process's training distribution, or "uniform" in s
     eval_batches: int = 4
-    dataset: str = "shapes"
+    dataset: str = "shapes"  # the images' source, recorded (the caller's `images` renders it)
     seed: int = 0
     device: str = "cpu"  # where search and fine-tuning run (minutes are that device's)
 
@@ -112,8 +119,10 @@ class PruneJob:
         return check_groups(depth, (self.keep // groups, self.group))
 
 
-def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=print) -> dict:
-    """Prune the model in `model_dir` to `job.keep` blocks and write `out_dir`; returns the prune.json record."""
+def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=print, *, images: ImagesFn) -> dict:
+    """Prune the model in `model_dir` to `job.keep` blocks and write `out_dir`; returns the prune.json record.
+
+    ``images(seed, (H, W))``: the training images of ``job.dataset`` (at latent size x f for a latent model)."""
     t0 = time.perf_counter()
     folder = Path(model_dir)
     folder = folder.parent if folder.suffix == ".safetensors" else folder
@@ -124,10 +133,12 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
         raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
     model, process, cfg = pipe.model, pipe.process, pipe.config
     k_of_n = job.check(cfg.depth)
-    data_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed, dataset=job.dataset,
+    f = 1 if pipe.codec is None else pipe.codec.downsample
+    size = (cfg.hw[0] * f, cfg.hw[1] * f)  # the images whose latents the model sees
+    data_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed, size), batch_size=job.batch_size, seed=job.seed,
                            device=job.device)
-    eval_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 1, dataset=job.dataset,
-                           label_drop=0.0, device=job.device)
+    eval_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed + 1, size), batch_size=job.batch_size,
+                           seed=job.seed + 1, label_drop=0.0, device=job.device)
     losses = {"teacher": diffusion_loss(model, process, eval_fn, batches=job.eval_batches, seed=job.seed)}
 
     if k_of_n is not None:
@@ -143,8 +154,8 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
 
     finetune = None
     if job.finetune_minutes > 0 or job.finetune_steps is not None:
-        ft_fn = make_data_fn(cfg, pipe.codec, batch_size=job.batch_size, seed=job.seed + 2, dataset=job.dataset,
-                             device=job.device)
+        ft_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed + 2, size), batch_size=job.batch_size,
+                             seed=job.seed + 2, device=job.device)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, ema_decay=job.ema_decay, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
