@@ -34,7 +34,7 @@ def cmd_eval_video(args) -> None:
         if unknown or not long_motions:
             raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
     check_redraws(args)
-    pipe = load_video_pipeline(_video_folder(args.model)).to(_device(args))
+    pipe = load_video_pipeline(_video_folder(args.model), device=_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
     result = evaluate_video(pipe, clf, num_clips=args.num_samples, steps=args.steps, cfg_scale=args.cfg_scale,
@@ -94,8 +94,8 @@ def cmd_eval(args) -> None:
     seconds = time.time() - t0
     ref_images, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
     result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images), class_names=CLASSES)
-    result.update({"sampler": args.sampler or pipe.defaults.sampler, "steps": args.steps or pipe.defaults.steps,
-                   "cfg_scale": pipe.defaults.cfg_scale if args.cfg_scale is None else args.cfg_scale,
+    used = pipe.last_options  # the resolved options, the folder's defaults filled in
+    result.update({"sampler": used.sampler, "steps": used.steps, "cfg_scale": used.cfg_scale, "options": used.as_dict(),
                    "seed": args.seed, "sampling_seconds": round(seconds, 1),
                    "reference": f"{args.reference_samples} held-out shapes (seed {args.reference_seed})"})
     if "prompts" in cond:  # do the drawn colours match the caption's? (ditkit.shapes.colors)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from ..cli_types import UserError
 from ..cli_types import device as _device
@@ -60,6 +61,7 @@ def cmd_generate(args) -> None:
                            progress=not args.no_progress)
     path = save_grid(images, args.out, nrow=args.n_per_class if len(groups) > 1 else None, upscale=args.upscale)
     print(f"wrote {len(images)} samples to {path} in {time.time() - t0:.1f}s")
+    print(f"options: {write_options(path, pipe, model=args.model, vae=args.vae, **cond)}")
 
 
 def cmd_generate_video(args) -> None:
@@ -72,7 +74,7 @@ def cmd_generate_video(args) -> None:
 
     _threads(args)
     folder = video_folder(args.model)
-    pipe = load_video_pipeline(folder).to(_device(args))
+    pipe = load_video_pipeline(folder, device=_device(args))
     texts = prompts(args)
     if not texts:
         raise UserError('--video needs --prompt "a small red circle moving left on a blue background"')
@@ -110,6 +112,19 @@ def cmd_generate_video(args) -> None:
                           caption_for_image=image_caption, progress=not args.no_progress)
     path = save_video(clips, args.out, fps=args.fps, upscale=args.upscale)
     print(f"wrote {len(clips)} clips of {clips.shape[1]} frames to {path} in {time.time() - t0:.1f}s")
+    record = write_options(path, pipe, model=str(folder), prompts=texts, image=args.image,
+                           image_expert=args.image_expert, first_frame_model=args.first_frame_model)
+    print(f"options: {record}")
+
+
+def write_options(out: str | Path, pipe, **inputs) -> Path:
+    """``<out>.json`` beside an output file (e.g. ``samples.png.json``): the model and inputs of the run (those
+    not None) and the options the pipeline resolved, every default filled in (``pipe.last_options``)."""
+    from ..io.checkpoint import save_json
+
+    path = Path(f"{out}.json")
+    save_json(path, {**{k: v for k, v in inputs.items() if v is not None}, "options": pipe.last_options.as_dict()})
+    return path
 
 
 def _prompt_args(p: argparse.ArgumentParser, n_help: str) -> None:
