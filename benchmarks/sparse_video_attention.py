@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from ditkit.eval.metrics import psnr
-from ditkit.io.checkpoint import CheckpointError, save_json
 from ditkit.accel.far_cache import FarCachedAttention, RefreshSchedule
 from ditkit.accel.sparse_search import SearchConfig, search_plan
+from ditkit.eval.metrics import psnr
+from ditkit.io.checkpoint import CheckpointError, save_json
 from ditkit.models.text_video import null_labels
-from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops, with_attention
+from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, attention_flops
 from ditkit.pipelines import load_video_pipeline
 from ditkit.shapes.moving import MovingShapesDataset
 
@@ -100,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         z = pipe.generate(prompts, attention=core, **opts)
         seconds = time.perf_counter() - t0
-        with_attention(model, None)
         return z, seconds
 
     print(f"grid {grid} ({grid[0] * grid[1] * grid[2]} tokens), {len(layers)} full-attention layers x {heads} heads, "

@@ -61,7 +61,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    pipe = load_video_pipeline(a.model).to(a.device)
+    pipe = load_video_pipeline(a.model, device=a.device)
     clf = load_classifier(default_classifier_dir())
     window = pipe.config.num_frames
     data = held_out_clips(8 * a.clips, window, pipe.frame_shape[1])

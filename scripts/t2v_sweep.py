@@ -121,7 +121,7 @@ def main() -> None:
         run = Path(out) / name
         folder = Path(out) / f"{name}-model"
         summary = export_run(run, folder, defaults=SamplingDefaults(cfg_scale=4.0), dtype="float16")
-        pipe = load_video_pipeline(folder).to(a.device)
+        pipe = load_video_pipeline(folder, device=a.device)
         t0 = time.time()
         r = evaluate_video(pipe, clf, num_clips=a.num_samples, long_clips=a.long_clips, context_noise=0.0)
         if a.long_clips:

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ditkit.accel.far_cache import FarCachedAttention, RefreshSchedule, merge
 from ditkit.config import DiTConfig
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
-from ditkit.accel.far_cache import FarCachedAttention, RefreshSchedule, merge
 from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, with_attention
 
 GRID = (4, 4, 6)  # 96 tokens, 24 per frame

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ditkit.config import DiTConfig
 from ditkit.accel.sparse_search import SearchConfig, default_candidates, head_errors, search_plan
+from ditkit.config import DiTConfig
 from ditkit.models.video_attention import (
     Pattern,
     SparsePlan,

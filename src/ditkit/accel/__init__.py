@@ -48,8 +48,8 @@ from .gated import GatedTaylorConfig
 from .guidance import GuidanceReuse, cfg_reuse
 from .policy import CacheConfig, Policy
 from .ras import RASConfig
-from .sparse_search import SearchConfig, search_plan
 from .runner import Accelerated, AccelStats, UnsupportedCombination, accelerate, calls_per_generation
+from .sparse_search import SearchConfig, search_plan
 from .steps import Step
 from .teacache import TeaCacheConfig, TeaCacheFit, fit_teacache
 from .trunk import Trunk, View
