@@ -1,7 +1,8 @@
 """Sampling-time attention for the video DiT: sparse video patterns and UltraViCo length extrapolation.
 
-`VideoAttention` is a ``core(q, k, v, *, layer, grid, axes)`` for ``VideoDiT.attention_core``
-(`ditkit.models.video_dit`); q, k, v are (N, H, T, hd) after RoPE. Two training-free options:
+`VideoAttention` is a ``core(q, k, v, *, layer, grid, axes)`` of the video DiT, passed per call as
+``model(x, t, ..., attention=core)`` (`ditkit.models.video_dit`, `ditkit.accel.attention.WithAttention`);
+q, k, v are (N, H, T, hd) after RoPE. Two training-free options:
 
 **Sparse patterns** (Sparse-vDiT, Chen et al. 2025: per-head patterns of video DiTs are stable
 across prompts; STA, Zhang et al. 2025, "Fast Video Generation with Sliding Tile Attention").
@@ -399,7 +400,9 @@ def masked_attention(q, k, v, mask: torch.Tensor | None, score_mod=None) -> tupl
 
 
 def with_attention(model, core) -> object:
-    """Set ``model.attention_core`` (None restores SDPA); returns the model. Resets a core's cached masks."""
+    """Set ``model.attention_core``, the core of every call that passes none (None restores SDPA); returns the
+    model. Resets a core's cached masks. For one sampling run pass the core instead (``model(..., attention=core)``,
+    `ditkit.accel.attention.WithAttention`, ``VideoPipeline.generate(attention=core)``), which leaves the model as it is."""
     if core is not None and hasattr(core, "reset"):
         core.reset()
     model.attention_core = core
