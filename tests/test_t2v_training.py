@@ -1,7 +1,7 @@
 """Text-to-video training and sampling: a tiny video model trains on moving-shape clips with per-frame
 noise levels, resumes exactly, starts from an image model folder, exports a video model folder that
 generates text-to-video, image-to-video (the given first frame kept) and long clips, also through
-`ditkit generate --video`."""
+`ditkit generate --video`. The tests of the exported model share one run (the module's `exported` fixture)."""
 
 import dataclasses
 import json
@@ -121,15 +121,37 @@ def test_init_from_a_video_model_folder_adds_the_frame_embedding_and_cross_atten
                      video=dataclasses.replace(VIDEO, frames=2))._init_from_class_model()
 
 
-def test_export_and_generate(tmp_path: Path, capsys):
-    make_trainer(tmp_path / "run").run()
-    export_run(tmp_path / "run", tmp_path / "model")
-    assert is_video_folder(tmp_path / "model") and not is_video_folder(tmp_path / "run")
-    pipe = load_video_pipeline(tmp_path / "model")
-    clips = pipe.generate([PROMPT, "a green star bouncing on a white background"], steps=3, cfg_scale=3.0, seed=1)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, one_thread) -> Path:
+    """A 4-step run of TRAIN in ``run/`` and its exported video model folder in ``model/``."""
+    root = tmp_path_factory.mktemp("t2v")
+    make_trainer(root / "run").run()
+    export_run(root / "run", root / "model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipe(exported: Path):
+    return load_video_pipeline(exported / "model")
+
+
+@pytest.fixture(scope="module")
+def clips(pipe) -> torch.Tensor:
+    """Two text-to-video clips of the exported model, seed 1."""
+    return pipe.generate([PROMPT, "a green star bouncing on a white background"], steps=3, cfg_scale=3.0, seed=1)
+
+
+def test_export_writes_a_video_model_folder(exported: Path):
+    assert is_video_folder(exported / "model") and not is_video_folder(exported / "run")
+
+
+def test_generated_clips_are_in_range_and_their_noise_follows_the_seed_not_the_batch(pipe, clips):
     assert clips.shape == (2, 4, 3, 16, 16) and clips.abs().max() <= 1
     again = pipe.generate([PROMPT], steps=3, cfg_scale=3.0, seed=1, batch_size=1)
     torch.testing.assert_close(again[0], clips[0])  # noise by seed, not by batch
+
+
+def test_image_to_video_keeps_the_given_first_frame_under_both_guidance_modes(pipe, clips):
     first = clips[1, 0]
     i2v = pipe.generate([PROMPT], image=first, steps=3, cfg_scale=3.0)
     torch.testing.assert_close(i2v[0, 0], first)  # the given frame is the clip's first (pixel model: exact)
@@ -138,52 +160,69 @@ def test_export_and_generate(tmp_path: Path, capsys):
     assert not torch.equal(text_only, i2v)  # joint guidance drops the image in its unconditional pass
     unguided = [pipe.generate([PROMPT], image=first, steps=3, cfg_scale=1.0, i2v_guidance=g) for g in ("joint", "text")]
     torch.testing.assert_close(unguided[0], unguided[1])  # without guidance the two are the same
+
+
+def test_long_clips_in_every_long_mode(pipe):
     long = pipe.generate([PROMPT], frames=10, steps=2)
     chunked = pipe.generate([PROMPT], frames=10, steps=2, long_mode="chunked")
     extrapolated = pipe.generate([PROMPT], frames=10, steps=2, long_mode="extrapolate")
     plain = pipe.generate([PROMPT], frames=10, steps=2, long_mode="extrapolate", ultravico_alpha=1.0)
     assert long.shape == chunked.shape == extrapolated.shape == (1, 10, 3, 16, 16)
     assert not torch.equal(extrapolated, plain) and pipe.model.attention_core is None  # decay applied, then removed
+
+
+def test_generate_refuses_an_unknown_long_mode_and_a_first_frame_per_clip_mismatch(pipe, clips):
     with pytest.raises(ValueError, match="long_mode"):
         pipe.generate([PROMPT], long_mode="loop")
     with pytest.raises(ValueError, match="one first frame"):
         pipe.generate([PROMPT, PROMPT, PROMPT], image=clips[:2, 0], steps=2)
 
-    # the CLI: text-to-video to a GIF, image-to-video from a PNG, clear errors
+
+def test_cli_writes_text_to_video_gifs_and_image_to_video_from_a_png(exported: Path, tmp_path: Path):
+    model = str(exported / "model")
     png = tmp_path / "first.png"
     Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(png)
-    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--n-per-class", "2",
+    assert main(["generate", "--video", "--model", model, "--prompt", PROMPT, "--n-per-class", "2",
                  "--steps", "2", "--out", str(tmp_path / "v.gif"), "--no-progress"]) == 0
     with Image.open(tmp_path / "v.gif") as gif:
         assert gif.n_frames == 4
-    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--image", str(png),
+    assert main(["generate", "--video", "--model", model, "--prompt", PROMPT, "--image", str(png),
                  "--steps", "2", "--frames", "6", "--out", str(tmp_path / "v.png"), "--no-progress",
                  "--long-mode", "extrapolate"]) == 0
-    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
+    assert main(["generate", "--video", "--model", model, "--prompt", PROMPT, "--steps", "2",
                  "--frames", "6", "--context-noise", "0.1", "--device", "cpu", "--out", str(tmp_path / "r.gif")]) == 0
-    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--steps", "2",
+    assert main(["generate", "--video", "--model", model, "--prompt", PROMPT, "--steps", "2",
                  "--frames", "7", "--history-guidance", "1", "--overlap", "1", "--out", str(tmp_path / "h.gif")]) == 0
-    assert main(["eval", "--model", str(tmp_path / "model"), "--num-samples", "14", "--steps", "1", "--no-i2v",
+
+
+def test_cli_eval_reports_long_clip_rollouts(exported: Path, tmp_path: Path, capsys):
+    model = str(exported / "model")
+    assert main(["eval", "--model", model, "--num-samples", "14", "--steps", "1", "--no-i2v",
                  "--long-clips", "2", "--long-motions", "bounce,rotate,color", "--json", str(tmp_path / "e.json"),
                  "--history-guidance", "0.5", "--overlap", "3"]) == 0
     long = json.loads((tmp_path / "e.json").read_text())["long_video"]
     assert long["clips"] == 2 and set(long["motions"]) <= {"bounce", "rotate", "color"}
     assert len(long["rollout"]["shape_accuracy_by_window"]) == 4 and long["context_noise"] == 0.0
     assert long["history_guidance"] == 0.5 and long["overlap"] == 3
-    assert main(["eval", "--model", str(tmp_path / "model"), "--long-clips", "2", "--long-motions", "fly"]) == 2
+    assert main(["eval", "--model", model, "--long-clips", "2", "--long-motions", "fly"]) == 2
     capsys.readouterr()
-    assert main(["generate", "--video", "--model", str(tmp_path / "model"), "--prompt", PROMPT,
+
+
+def test_cli_bad_video_inputs_are_one_line_errors(exported: Path, tmp_path: Path, capsys):
+    capsys.readouterr()
+    assert main(["generate", "--video", "--model", str(exported / "model"), "--prompt", PROMPT,
                  "--image", str(tmp_path / "nope.png")]) == 2
-    assert main(["generate", "--video", "--model", str(tmp_path / "run"), "--prompt", PROMPT]) == 2
+    assert main(["generate", "--video", "--model", str(exported / "run"), "--prompt", PROMPT]) == 2
     assert main(["generate", "--frames", "3"]) == 2
     assert main(["generate", "--history-guidance", "1"]) == 2
     assert main(["eval", "--overlap", "2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and all(line.startswith(("ditkit generate: error:", "ditkit eval: error:")) for line in err)
 
-    # the sparse-attention benchmark runs on a video model folder and reports every plan
+
+def test_sparse_attention_benchmark_reports_every_plan_on_a_video_model_folder(exported: Path, tmp_path: Path):
     out = tmp_path / "sparse.json"
-    done = run_benchmark("sparse_video_attention", "--model", tmp_path / "model", "--clips", "1", "--steps", "1",
+    done = run_benchmark("sparse_video_attention", "--model", exported / "model", "--clips", "1", "--steps", "1",
                          "--tolerances", "0.5", "--backend", "dense", "--block-size", "16", "--json", out)
     assert done.returncode == 0, done.stderr
     rows = json.loads(out.read_text())["rows"]
@@ -191,22 +230,25 @@ def test_export_and_generate(tmp_path: Path, capsys):
     far = [r for r in rows if "far cache" in r["plan"]]  # one step, in the dense warm-up: a refresh, nothing saved
     assert len(far) == 2 and all(r["refresh_calls"] == 1 and r["local_calls"] == 0 for r in far)
     assert all(r["attention_flops_saved"] == 0 and r["psnr_db"] > 60 for r in far)
-    assert run_benchmark("sparse_video_attention", "--model", tmp_path / "run").returncode == 2
+    assert run_benchmark("sparse_video_attention", "--model", exported / "run").returncode == 2
 
-    # the direction probe: on the run's raw weights and on the model folder
-    done = run_benchmark("video_direction_probe", "--model", tmp_path / "run", "--clips", "4", "--levels", "0.9",
+
+def test_direction_probe_benchmark_runs_on_a_run_and_refuses_bad_input(exported: Path, tmp_path: Path):
+    done = run_benchmark("video_direction_probe", "--model", exported / "run", "--clips", "4", "--levels", "0.9",
                          "--threads", "1")
     assert done.returncode == 0, done.stderr
     assert run_benchmark("video_direction_probe", "--model", tmp_path / "nope").returncode == 2
-    assert run_benchmark("video_direction_probe", "--model", tmp_path / "model", "--levels", "high").returncode == 2
+    assert run_benchmark("video_direction_probe", "--model", exported / "model", "--levels", "high").returncode == 2
+
+
+def test_direction_probe_tells_the_direction_words_apart_and_a_deaf_encoder_cannot(exported: Path, pipe):
     rows = direction_probe(pipe, 4, [0.5, 0.9])
     assert [r["s"] for r in rows] == [0.5, 0.9] and all(r["loss_true"] > 0 and r["loss_wrong"] > 0 for r in rows)
     assert any(abs(r["loss_true"] - r["loss_wrong"]) > 1e-7 for r in rows)  # the captions differ in the direction
-    deaf = load_video_pipeline(tmp_path / "model")
+    deaf = load_video_pipeline(exported / "model")
     with torch.no_grad():  # words all alike: no direction word can be better than another
         deaf.text_encoder.token_embedding.weight.zero_()
     assert all(r["loss_true"] == pytest.approx(r["loss_wrong"], rel=1e-6) for r in direction_probe(deaf, 4, [0.5, 0.9]))
-    capsys.readouterr()
 
 
 def test_shapes_t2v_preset_starts_from_the_bundled_image_trunk():

@@ -45,5 +45,7 @@ def test_image_init_forcing_training_rollout_and_gif(tmp_path):
     with torch.no_grad():
         extrapolated = video(torch.randn(1, 8, 3, 16, 16), torch.tensor([500.0]), torch.tensor([1]))
     assert extrapolated.shape == (1, 8, 3, 16, 16)
-    assert track_motion(long[0].clamp(-1, 1)).direction in ("left", "right", "up", "down", "none")
+    # the motion check reads a rollout as a clip; 8 training steps draw no travelling shape, and the check invents none
+    motions = [track_motion(clip.clamp(-1, 1)) for clip in long]
+    assert [m.direction for m in motions] == ["none", "none"] and all(m.tracked == 1.0 for m in motions)
     assert save_video(long.clamp(-1, 1), tmp_path / "clip.gif", upscale=2).stat().st_size > 0
