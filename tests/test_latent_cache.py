@@ -4,6 +4,8 @@ training from ``latents:DIR``, `ditkit generate --vae`, resumption and one-line 
 The VAE is untrained (widths 8, f=4: 32x32 shapes -> 4x8x8 latents); the file takes a few seconds.
 """
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -58,9 +60,32 @@ def encode_cli(capsys, vae, out, *extra):
                "--batch-size", 4, "--quiet", *extra)
 
 
-def test_encode_train_generate(tmp_path, vae_dir, capsys):
-    cache = tmp_path / "cache"
-    code, out, err = encode_cli(capsys, vae_dir, cache)
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory, vae_dir):
+    """`ditkit encode` of 10 shapes in shards of 4: (cache folder, exit code, stdout, stderr)."""
+    cache = tmp_path_factory.mktemp("encoded") / "cache"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in ("encode", "--data", "shapes", "--vae", vae_dir, "--out", cache, "--num", 10,
+                                      "--shard-size", 4, "--batch-size", 4, "--quiet")])
+    return cache, code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, encoded):
+    """Two training steps from the cache, exported: (trainer, its run() result, model folder)."""
+    cache = encoded[0]
+    root = tmp_path_factory.mktemp("latent-run")
+    cfg = TrainConfig(model=LATENT_DIT, dataset=f"latents:{cache}", steps=2, batch_size=4, warmup_steps=1,
+                      log_every=1, ckpt_every=2, ema_decay=0.9)
+    trainer = Trainer(cfg, root / "run", log=lambda *a: None, progress=False)
+    result = trainer.run()
+    export_run(root / "run", root / "model")
+    return trainer, result, root / "model"
+
+
+def test_encode_writes_shards_and_a_manifest(encoded, vae_dir):
+    cache, code, out, err = encoded
     assert code == 0, err
     assert "10 latents 4x8x8 of shapes" in out and f"latents:{cache}" in out
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -69,8 +94,10 @@ def test_encode_train_generate(tmp_path, vae_dir, capsys):
     assert manifest["vae"]["path"] == str(vae_dir.resolve()) and manifest["source"]["type"] == "shapes"
     assert [s["count"] for s in manifest["shards"]] == [4, 4, 2] and manifest["class_names"] == list(CLASSES)
 
+
+def test_cached_latents_are_the_vae_posterior_mode_times_its_scale(encoded, vae_dir):
     # the cached latents are the VAE's posterior mode times its scale factor, labels those of the data
-    ds = LatentCacheDataset(cache)
+    ds = LatentCacheDataset(encoded[0])
     images, labels = zip(*(ShapesDataset(10, seed=0)[i] for i in range(10)))
     vae = diffusers.AutoencoderKL.from_pretrained(vae_dir).eval()
     with torch.no_grad():
@@ -78,21 +105,24 @@ def test_encode_train_generate(tmp_path, vae_dir, capsys):
     torch.testing.assert_close(ds.latents, want, atol=1e-5, rtol=1e-4)
     assert ds.labels.tolist() == list(labels) and len(ds) == 10 and ds.latent_shape == (4, 8, 8)
 
-    # a couple of training steps from the cache: batches are the cached latents, no VAE in the loop
-    cfg = TrainConfig(model=LATENT_DIT, dataset=f"latents:{cache}", steps=2, batch_size=4, warmup_steps=1,
-                      log_every=1, ckpt_every=2, ema_decay=0.9)
-    trainer = Trainer(cfg, tmp_path / "run", log=lambda *a: None, progress=False)
+
+def test_training_from_the_cache_takes_its_latents_and_its_vae(encoded, trained, vae_dir):
+    # training steps from the cache: batches are the cached latents, no VAE in the loop
+    trainer, result, model_dir = trained
     assert trainer.codec is None and trainer.cfg.autoencoder == str(vae_dir.resolve())
     x, y, noise, _, _ = trainer._batch(0)
     assert x.shape == noise.shape == (4, 4, 8, 8)
+    ds = LatentCacheDataset(encoded[0])
     assert any(torch.equal(x[0], ds.latents[i]) for i in range(10))
-    assert trainer.run()["done"]
-    model_dir = tmp_path / "model"
-    export_run(tmp_path / "run", model_dir)
+    assert result["done"]
     pipe = load_pipeline(model_dir)  # the cache's VAE was copied in; class names came from the manifest
     assert isinstance(pipe.codec, DiffusersVAE) and pipe.class_names == list(CLASSES)
 
+
+def test_generate_decodes_through_a_users_vae_folder(trained, tmp_path, capsys):
     # generate through a user's VAE folder: it, not the folder's own copy, decodes
+    model_dir = trained[2]
+    pipe = load_pipeline(model_dir)
     other = tmp_path / "other-vae"
     other_vae = make_vae(other, seed=1)
     own = pipe.generate([0, 3], steps=2, seed=1)
@@ -148,9 +178,15 @@ def test_encode_resumes_and_is_never_half_written(tmp_path, vae_dir, capsys, mon
     torch.testing.assert_close(LatentCacheDataset(cache).latents, LatentCacheDataset(tmp_path / "fresh").latents,
                                atol=0, rtol=0)
 
+
+def test_a_finished_cache_is_kept_and_other_data_needs_overwrite(tmp_path, vae_dir, capsys):
     # a finished cache: the same command does nothing; other data needs --overwrite, which drops stale shards
+    cache = tmp_path / "cache"
+    assert encode_cli(capsys, vae_dir, cache)[0] == 0
+    first = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     code, out, _ = encode_cli(capsys, vae_dir, cache)
     assert code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == first  # nothing rewritten
     code, _, err = encode_cli(capsys, vae_dir, cache, "--seed", 1)
     assert code == 2 and "already holds a latent cache of other data" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "encode", "--data", "shapes", "--vae", vae_dir, "--out", cache, "--num", 3,
