@@ -94,11 +94,12 @@ def _block_keys(model: DiT) -> set[str]:
     return set(model.state_dict())
 
 
-@pytest.mark.parametrize("flag", ["use_rope", "qk_norm", "rmsnorm", "swiglu", "mixffn", "no_abs_pos"])
-def test_architecture_flag_changes_params_and_forward(flag):
-    base = randomize(DiT(TINY))
-    cfg = flag_configs()[flag]
-    model = DiT(cfg)
+FLAGS = ["use_rope", "qk_norm", "rmsnorm", "swiglu", "mixffn", "no_abs_pos"]
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_architecture_flag_changes_the_parameters_it_names(flag):
+    base, model = DiT(TINY), DiT(flag_configs()[flag])
     base_keys, keys = _block_keys(base), _block_keys(model)
     d, depth = TINY.hidden_size, TINY.depth
     if flag in ("use_rope", "no_abs_pos"):
@@ -123,6 +124,10 @@ def test_architecture_flag_changes_params_and_forward(flag):
         assert keys == base_keys | extra
         assert model.blocks[0].mlp.dwconv.weight.shape == (4 * d, 1, 3, 3)  # depthwise
 
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_architecture_flag_changes_the_forward(flag):
+    base, model = randomize(DiT(TINY)), DiT(flag_configs()[flag])
     # same shared weights (new ones at their init), different network -> different output
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
     assert all(k.startswith("blocks.") and ".mlp." in k for k in unexpected)
