@@ -29,7 +29,7 @@ demo: $(CORE)
 	@echo "demo.png: one row per class ($$($(PY) -c 'from ditkit.shapes.data import CLASSES; print(", ".join(CLASSES))'))"
 
 lint: $(DEV)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts docs/hooks
 
 # the docs site (site/): strict, so a broken link, a missing page or an API page whose module is gone fails
 docs: $(DEV)
