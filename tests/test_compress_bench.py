@@ -19,18 +19,28 @@ def test_bench_linears_and_forward_small():
         bench.parse_variant("w8a8-fast")
 
 
-def test_bench_compress_command(tiny_model_dir, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def variants(tiny_model_dir, tmp_path_factory):
+    """A W8A8 folder (``w8a8``) and a one-block pruned folder (``d1``) of the tiny model, in one folder."""
+    from ditkit.cli import main
+
+    root = tmp_path_factory.mktemp("variants")
+    common = ["--model", str(tiny_model_dir), "--threads", "1"]
+    assert main(["quantize", *common, "--out", str(root / "w8a8"), "--calib-samples", "2", "--calib-steps", "2"]) == 0
+    assert main(["prune", *common, "--out", str(root / "d1"), "--keep", "1", "--method", "importance",
+                 "--calib-batches", "1", "--batch-size", "2"]) == 0
+    return root
+
+
+def test_bench_compress_command(tiny_model_dir, variants, tmp_path, capsys):
     """ditkit bench compress: float vs a W8A8 and a pruned folder, each also with a cache, one table."""
     import json
 
     from ditkit.cli import main
 
     common = ["--model", str(tiny_model_dir), "--threads", "1"]
-    assert main(["quantize", *common, "--out", str(tmp_path / "w8a8"), "--calib-samples", "2", "--calib-steps", "2"]) == 0
-    assert main(["prune", *common, "--out", str(tmp_path / "d1"), "--keep", "1", "--method", "importance",
-                 "--calib-batches", "1", "--batch-size", "2"]) == 0
     capsys.readouterr()
-    rc = main(["bench", "compress", *common, "--variants", f"{tmp_path / 'w8a8'},{tmp_path / 'd1'}",
+    rc = main(["bench", "compress", *common, "--variants", f"{variants / 'w8a8'},{variants / 'd1'}",
                "--cache", "fora n=2", "--steps", "4", "--num-samples", "4", "--batch-size", "4",
                "--reference-samples", "20", "--out", str(tmp_path / "bench")])
     out = capsys.readouterr().out
@@ -47,17 +57,31 @@ def test_bench_compress_command(tiny_model_dir, tmp_path, capsys):
         assert 0 <= r["accuracy"] <= 1 and "psnr" in r and "fd" in r
     assert d1["psnr"] < 100 and base["psnr"] == 100  # (the tiny untrained W8A8 model may round to identical images)
     assert "| w8a8 |" in out and "| model | disk MiB |" in out
-    # --full-samples: a second bench of another variant loads the float model's samples from the first
+
+
+def test_bench_compress_full_samples_are_stored_once_and_loaded_by_the_next_bench(tiny_model_dir, variants, tmp_path):
+    """--full-samples: a second bench of another variant loads the float model's samples from the first."""
+    import json
+
+    from ditkit.cli import main
+
+    common = ["--model", str(tiny_model_dir), "--threads", "1"]
     store = tmp_path / "full.safetensors"
     for variant, out in (("w8a8", "b1"), ("d1", "b2")):
-        assert main(["bench", "compress", *common, "--variants", str(tmp_path / variant), "--steps", "4",
+        assert main(["bench", "compress", *common, "--variants", str(variants / variant), "--steps", "4",
                      "--num-samples", "4", "--batch-size", "2", "--timing-samples", "2", "--reference-samples", "20",
                      "--full-samples", str(store), "--out", str(tmp_path / out)]) == 0
     notes = [json.loads((tmp_path / out / "bench.json").read_text())["notes"] for out in ("b1", "b2")]
     assert store.is_file() and not any("loaded from" in n for n in notes[0]) and any("loaded from" in n for n in notes[1])
-    # user errors: one line, exit 2
+
+
+def test_bench_compress_bad_inputs_are_one_line_errors(tiny_model_dir, variants, tmp_path, capsys):
+    from ditkit.cli import main
+
+    common = ["--model", str(tiny_model_dir), "--threads", "1"]
+    capsys.readouterr()
     assert main(["bench", "compress", *common, "--variants", str(tmp_path / "nope")]) == 2
-    assert main(["bench", "compress", *common, "--variants", str(tmp_path / "d1"), "--cache", "warp drive"]) == 2
-    assert main(["bench", "compress", "--model", str(tmp_path / "w8a8"), "--variants", str(tmp_path / "d1")]) == 2
+    assert main(["bench", "compress", *common, "--variants", str(variants / "d1"), "--cache", "warp drive"]) == 2
+    assert main(["bench", "compress", "--model", str(variants / "w8a8"), "--variants", str(variants / "d1")]) == 2
     err = capsys.readouterr().err
     assert "no such checkpoint" in err and "warp drive" in err and "give the float model" in err
