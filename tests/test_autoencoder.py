@@ -139,10 +139,7 @@ def test_latent_presets():
     cfg = get_train_preset("shapes-latent")
     assert cfg.model == get_preset("shapes-latent") and cfg.model.num_tokens == 64
     assert cfg.autoencoder == "assets/shapes-ae"
-    try:
-        path = resolve_codec_path(cfg.autoencoder)
-    except CheckpointError:
-        pytest.skip("assets/shapes-ae not present")
+    path = resolve_codec_path(cfg.autoencoder)  # the bundled assets/shapes-ae
     ae = load_codec(path)
     assert ae.latent_shape((32, 32)) == (cfg.model.in_channels, *cfg.model.hw)
 

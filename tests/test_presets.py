@@ -34,8 +34,7 @@ def test_registry_lists_the_bundled_recipes_the_latent_one_and_the_tiny_one():
 @pytest.mark.parametrize("asset", sorted(BUNDLED))
 def test_bundled_model_records_the_command_and_recipe_of_its_preset(asset):
     path = ASSETS / asset / "config.json"
-    if not path.is_file():
-        pytest.skip(f"assets/{asset} not present")
+    assert path.is_file(), f"assets/{asset} is bundled with the repository"
     training = json.loads(path.read_text())["training"]
     argv = shlex.split(training["command"])
     assert argv[:3] == ["ditkit", "train", "--preset"] and argv[3] == BUNDLED[asset]
