@@ -7,6 +7,11 @@ the *global* batch, and each rank takes its rows. So a run resumed from a checkp
 the same steps exactly, and N processes over a global batch follow the same trajectory (up to
 float reduction order) as one process over the same global batch.
 
+What a step draws, conditions on and minimises depends on the run's task — class-conditional
+images, text to image, text to video — and lives in `ditkit.train.losses` (one row of plain
+functions per task, chosen once from the config); starting from a model folder (``init_from``) in
+`ditkit.train.warm_start`; the datasets in `ditkit.train.datasets`.
+
 Latent diffusion. With ``TrainConfig.autoencoder`` (an autoencoder folder, see
 `ditkit.models.autoencoder`) the dataset is rendered at the image size (latent size x f) and
 every batch is encoded by the frozen autoencoder (no grad) before the flow loss; the noise has
