@@ -12,7 +12,7 @@ import ddp_worker as worker
 import pytest
 import torch
 
-from ditkit.io.checkpoint import load_tensors, save_model
+from ditkit.io.checkpoint import CheckpointError, load_tensors, save_model
 from ditkit.shapes.classifier import KIND, ClassifierConfig, ShapesClassifier
 from ditkit.train.repa import RepaAlignment, RepaConfig
 from ditkit.train.trainer import TrainConfig
@@ -103,7 +103,7 @@ def test_refusals(tmp_path, teacher_dir, monkeypatch):
     with pytest.raises(ValueError, match="depth 3 is not a block"):
         worker.make_trainer(tmp_path / "d", repa=RepaConfig(encoder=str(teacher_dir), depth=3))
     make(tmp_path / "ok", teacher_dir, steps=2).run()
-    with pytest.raises(Exception, match="different REPA setting"):
+    with pytest.raises(CheckpointError, match="different REPA setting"):
         worker.make_trainer(tmp_path / "ok", steps=4,
                             repa=RepaConfig(encoder=str(teacher_dir), depth=2, proj_hidden=16)).run()
     monkeypatch.setenv("DITKIT_ASSETS", str(tmp_path / "assets"))
