@@ -161,3 +161,16 @@ def test_generate_writes_the_options_it_used_beside_the_image(tiny_model_dir, tm
     assert record["labels"] == [CLASSES.index("circle")] * 2 and record["model"] == str(tiny_model_dir)
     assert record["options"]["steps"] == 2 and record["options"]["seed"] == 3
     assert record["options"]["sampler"] == "euler" and record["options"]["cfg_scale"] == 2.0  # the folder's defaults
+
+
+def test_generate_video_writes_the_options_it_used_beside_the_clip(video, tmp_path, capsys):
+    from ditkit.pipelines import save_video_pipeline
+
+    save_video_pipeline(tmp_path / "video", video.model, video.process, video.text_encoder)
+    out = tmp_path / "clip.gif"
+    assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0], "--steps", "2",
+                 "--n-per-class", "1", "--seed", "4", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((tmp_path / "clip.gif.json").read_text())
+    assert record["prompts"] == [PROMPTS[0]] and record["model"] == str(tmp_path / "video")
+    opts = record["options"]
+    assert (opts["steps"], opts["seed"], opts["frames"], opts["sampler"], opts["long_mode"]) == (2, 4, 4, "euler", "rollout")
