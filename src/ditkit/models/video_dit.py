@@ -315,7 +315,7 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList([VideoDiTBlock(cfg, i, axes, cross) for i, axes in enumerate(config.block_axes())])
         self.final_layer = FinalLayer(cfg)
         self.final_layer.linear = nn.Linear(d, pt * p * p * cfg.out_channels, bias=True)  # (pt, p, p, C_out) per token
-        self.attention_core = None  # sampling-time attention option, see module doc
+        self.attention_core = None  # the core of calls that pass none (training's frame-local bias), see module doc
         self._ctx_cache: dict[tuple, VideoTokenContext] = {}
         self.initialize_weights()
 
