@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
+from video_tiny import PROMPTS, tiny_text_image, tiny_video  # tests/ is on sys.path (rootdir-less test modules)
 
 from ditkit.diffusion.flow import FlowMatching
 from ditkit.pipelines import Pipeline
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_first_frame_model_draws_frame_zero_and_the_video_model_continues_it():
-    pipe, t2i = _video(), _image()
+    pipe, t2i = tiny_video(), tiny_text_image()
     images = t2i.generate(prompts=[image_caption(p) for p in PROMPTS], seed=5).clamp(-1, 1)  # (2, 3, 16, 16)
     out = pipe.generate(PROMPTS, steps=3, seed=5, first_frame_model=t2i, caption_for_image=image_caption)
     assert out.shape == (2, 4, 3, 16, 16) and torch.isfinite(out).all()
@@ -32,7 +32,7 @@ def test_first_frame_model_draws_frame_zero_and_the_video_model_continues_it():
 
 
 def test_first_frame_redraws_replace_only_the_frames_that_fail_the_check():
-    pipe, t2i = _video(), _image()
+    pipe, t2i = tiny_video(), tiny_text_image()
     captions = [image_caption(p) for p in PROMPTS]
     first = t2i.generate(prompts=captions, seed=5).clamp(-1, 1)  # (2, 3, 16, 16)
     seen = []
@@ -65,14 +65,14 @@ def test_first_frame_redraws_replace_only_the_frames_that_fail_the_check():
 
 
 def test_first_frame_model_refusals():
-    pipe, t2i = _video(), _image()
+    pipe, t2i = tiny_video(), tiny_text_image()
     first = torch.zeros(3, 16, 16)
     with pytest.raises(ValueError, match="not both"):
         pipe.generate(PROMPTS, steps=1, image=first, first_frame_model=t2i)
     with pytest.raises(ValueError, match="text-to-image"):
         pipe.generate(PROMPTS, steps=1, first_frame_model=Pipeline(t2i.model, FlowMatching()))
     with pytest.raises(ValueError, match="8x8"):  # wrong frame size
-        pipe.generate(PROMPTS, steps=1, first_frame_model=_image(hw=8))
+        pipe.generate(PROMPTS, steps=1, first_frame_model=tiny_text_image(hw=8))
     with pytest.raises(ValueError, match="one image prompt"):
         pipe.generate(PROMPTS, steps=1, first_frame_model=t2i, image_prompts=PROMPTS[:1])
     with pytest.raises(ValueError, match="2 frames"):
@@ -82,7 +82,7 @@ def test_first_frame_model_refusals():
 def test_eval_gives_the_image_model_each_first_frames_own_caption(monkeypatch):
     import ditkit.eval.video as video_eval
 
-    pipe, t2i = _video(), _image()
+    pipe, t2i = tiny_video(), tiny_text_image()
     calls, generate = [], pipe.generate
 
     def spy(prompts, **kw):
@@ -104,7 +104,7 @@ def test_cli_generate_and_eval_take_a_first_frame_model(tmp_path, capsys):
     from ditkit.cli import main
     from ditkit.pipelines import save_pipeline, save_video_pipeline
 
-    pipe, t2i = _video(), _image()
+    pipe, t2i = tiny_video(), tiny_text_image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
     save_pipeline(tmp_path / "t2i", t2i.model, t2i.process, text_encoder=t2i.text_encoder)
     assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0], "--steps", "2",

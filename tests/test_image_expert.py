@@ -4,44 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from video_tiny import PROMPTS, tiny_text_image, tiny_video  # tests/ is on sys.path (rootdir-less test modules)
 
-from ditkit.config import DiTConfig, TextDiTConfig
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
 from ditkit.diffusion.image_expert import image_expert_guidance
-from ditkit.models.cross_dit import CrossDiT
-from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
-from ditkit.models.video_dit import VideoDiT
-from ditkit.pipelines import Pipeline, VideoPipeline
+from ditkit.pipelines import Pipeline
 from ditkit.shapes.moving import MovingShapesDataset, image_caption
-from ditkit.shapes.prompts import shapes_vocabulary, video_vocabulary
-from ditkit.train.video import VideoTrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PROMPTS = ["a small red circle moving left on a blue background", "a small green star bouncing on a white background"]
 CAPTIONS = {"caption_for_image": image_caption}  # the image model reads each prompt without its motion phrase
-
-
-def _jiggle(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():  # away from the zero-initialised output layers
-            p.add_(0.2 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
-
-def _video(hw: int = 16) -> VideoPipeline:
-    trunk = DiTConfig(input_size=hw, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
-                      num_classes=10, learn_sigma=False, use_rope=True)
-    model = _jiggle(VideoDiT(VideoTrainConfig(frames=4, text_dim=16, cross_attention=True).video_model(trunk)), 0)
-    return VideoPipeline(model, FlowMatching(), WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2),
-                                                                video_vocabulary()))
-
-
-def _image(hw: int = 16) -> Pipeline:
-    cfg = TextDiTConfig(input_size=hw, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
-                        learn_sigma=False, arch="cross", text_dim=16)
-    enc = WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2), shapes_vocabulary())
-    return Pipeline(_jiggle(CrossDiT(cfg), 1), FlowMatching(), text_encoder=enc)
 
 
 def test_image_caption_drops_only_the_motion_phrase():
@@ -96,13 +67,13 @@ def test_the_wrapper_adds_the_image_models_guidance_frame_by_frame():
 
 
 def test_video_pipeline_samples_with_an_image_expert():
-    pipe, expert = _video(), _image()
+    pipe, expert = tiny_video(), tiny_text_image()
     plain = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1)
     off = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=0.0, **CAPTIONS)
     on = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0, **CAPTIONS)
     assert on.shape == plain.shape == (2, 4, 3, 16, 16) and torch.isfinite(on).all()
     assert torch.equal(off, plain) and not torch.allclose(on, plain)
-    # batch slicing keeps each clip's image caption with it (batch lo..hi draws its noise from seed + lo)
+    # batch slicing keeps each clip's image caption with it (clip i draws its noise from seed + i)
     sliced = pipe.generate(PROMPTS, steps=3, cfg_scale=2.0, seed=1, image_expert=expert, image_expert_scale=2.0,
                            batch_size=1, **CAPTIONS)
     alone = pipe.generate(PROMPTS[1:], steps=3, cfg_scale=2.0, seed=2, image_expert=expert, image_expert_scale=2.0,
@@ -119,7 +90,7 @@ def test_video_pipeline_samples_with_an_image_expert():
     long = pipe.generate(PROMPTS[:1], steps=2, frames=8, overlap=2, image_expert=expert, **CAPTIONS)
     assert long.shape == (1, 8, 3, 16, 16)
     with pytest.raises(ValueError, match="latents"):
-        pipe.generate(PROMPTS, steps=1, image_expert=_image(hw=8))
+        pipe.generate(PROMPTS, steps=1, image_expert=tiny_text_image(hw=8))
     with pytest.raises(ValueError, match="text-to-image"):
         pipe.generate(PROMPTS, steps=1, image_expert=Pipeline(expert.model, FlowMatching()))
     with pytest.raises(ValueError, match="one image prompt"):
@@ -132,7 +103,7 @@ def test_cli_generate_and_eval_take_an_image_expert(tmp_path, capsys):
     from ditkit.cli import main
     from ditkit.pipelines import save_pipeline, save_video_pipeline
 
-    pipe, expert = _video(), _image()
+    pipe, expert = tiny_video(), tiny_text_image()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
     save_pipeline(tmp_path / "t2i", expert.model, expert.process, text_encoder=expert.text_encoder)
     assert main(["generate", "--video", "--model", str(tmp_path / "video"), "--prompt", PROMPTS[0], "--steps", "2",

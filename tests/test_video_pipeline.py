@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_image_expert import PROMPTS, _image, _video  # tests/ is on sys.path (rootdir-less test modules)
 from test_pipeline import bar_states
+from video_tiny import PROMPTS, tiny_text_image, tiny_video  # tests/ is on sys.path (rootdir-less test modules)
 
 from ditkit.shapes.moving import image_caption
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_bar_counts_every_window_of_a_long_rollout(capsys):
-    pipe = _video()  # a 4-frame window
+    pipe = tiny_video()  # a 4-frame window
     pipe.generate(PROMPTS[:1], steps=2, frames=8, overlap=2, ar_step=1, progress=True)
     # 3 windows; with ar_step 1 the 4 new frames take 2 + 3 calls, each later window of 2 new frames 2 + 1
     states = bar_states(capsys.readouterr().err)
@@ -27,7 +27,7 @@ def test_the_bar_counts_every_window_of_a_long_rollout(capsys):
 
 
 def test_the_bar_includes_the_first_frames_and_grows_with_their_redraws(capsys):
-    pipe, t2i = _video(), _image()  # the image model samples its default 50 steps
+    pipe, t2i = tiny_video(), tiny_text_image()  # the image model samples its default 50 steps
     seen = []
 
     def check(frame, prompt):  # clip 1's first draw fails
@@ -45,7 +45,7 @@ def test_the_folder_loader_reads_every_kind(tmp_path, tiny_model_dir):
     from ditkit.io.checkpoint import CheckpointError, load_json, save_json
     from ditkit.pipelines import Pipeline, VideoPipeline, is_video_folder, load, save_video_pipeline
 
-    pipe = _video()
+    pipe = tiny_video()
     save_video_pipeline(tmp_path / "video", pipe.model, pipe.process, pipe.text_encoder)
     assert is_video_folder(tmp_path / "video") and not is_video_folder(tiny_model_dir)
     assert isinstance(load(tmp_path / "video"), VideoPipeline) and isinstance(load(tiny_model_dir), Pipeline)
