@@ -1,5 +1,6 @@
 """The shapes demo stays apart from the engine: no engine module (models, diffusion, accel, compress,
-pipelines, interop) imports ditkit.shapes, at the top of a file or inside a function."""
+pipelines, interop) imports ditkit.shapes, at the top of a file or inside a function; nor anything else
+of the layers above it (train, cli, eval, data), except the generic image metrics of ditkit.eval.metrics."""
 
 import ast
 from pathlib import Path
@@ -41,3 +42,25 @@ def test_no_engine_module_imports_the_shapes_package():
             if reached:
                 offenders[name] = reached
     assert offenders == {}
+
+
+# the layers above the engine; the engine's benchmarks report the generic image metrics of eval.metrics
+UPPER = ("train", "cli", "eval", "shapes", "data")
+GENERIC = {"ditkit.eval.metrics"}
+
+
+def test_the_engine_imports_nothing_from_the_layers_above_it():
+    files = {_module_name(p): p for p in (SRC / "ditkit").rglob("*.py")}
+
+    def upper(module: str) -> bool:
+        return module.split(".")[1:2] != [] and module.split(".")[1] in UPPER
+
+    offenders = {}
+    for name, path in files.items():
+        if name.split(".")[1:2] and name.split(".")[1] in (*ENGINE, "io", "config"):
+            reached = sorted(m for m in _imports(path, set(files)) if upper(m) and m not in GENERIC)
+            if reached:
+                offenders[name] = reached
+    assert offenders == {}
+    for name in GENERIC:  # and the generic metrics import nothing of those layers themselves
+        assert not any(upper(m) for m in _imports(files[name], set(files))), name
