@@ -74,6 +74,8 @@ def test_fp_schemes_on_a_tiny_dit_round_trip_and_labels(tmp_path):
         ref = model(x, t, y)
     for scheme in ("fp8_e5m2", "fp4_e2m1_a8"):
         qmodel, report = quantize_model(model, scheme)
+        # every quantized layer names its kernel, and each is a simulated (decode-to-float) one
+        assert set(report["kernels"]) == set(report["quantized"]) != set()
         assert all("simulated" in k for k in report["kernels"].values())
         save_quantized(tmp_path / scheme, qmodel, FlowMatching())
         pipe = load_quantized(tmp_path / scheme)

@@ -73,6 +73,8 @@ def test_vq_layer_and_single_candidate_is_plain_vq():
 
 def test_zero_data_calibration_lowers_block_error(tiny):
     q, report = quantize_model(tiny, "vq2", kmeans_iters=8)
+    # every quantized layer names its kernel, and each is a simulated (decode-to-float) one
+    assert set(report["kernels"]) == set(report["quantized"]) != set()
     assert all("simulated" in k for k in report["kernels"].values())
     q2 = copy.deepcopy(q)
     rep = calibrate_vq(tiny, q2, samples=4, steps=15, n_candidates=2)
