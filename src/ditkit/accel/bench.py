@@ -390,12 +390,37 @@ def write_report(result: BenchResult, out_dir: str | Path, command: str | None =
                  plot=plot) -> dict:
     """Write bench.json, bench.md and (with matplotlib) bench.png into ``out_dir``; return the paths.
 
+    A new folder, an empty one or one of an earlier benchmark is replaced as a whole
+    (`ditkit.io.atomic.atomic_dir`); into a folder holding other files the three are moved one by one,
+    each atomically, and nothing else there is touched.
     ``table(result) -> str`` and ``plot(result, path) -> bool`` default to the acceleration ones."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..io.atomic import atomic_dir, temp_prefix, tidy_dir
+    from ..io.outputs import bench_folder
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = result.to_dict()
     if command:
         data["command"] = command
+    if not out.exists() or bench_folder(out) or (out.is_dir() and not any(out.iterdir())):
+        with atomic_dir(out) as tmp:
+            paths = _write_files(result, tmp, data, command, table, plot)
+    else:
+        tidy_dir(out)
+        staged = Path(tempfile.mkdtemp(prefix=temp_prefix(out / "bench.json"), suffix=".tmp", dir=out))
+        try:
+            paths = _write_files(result, staged, data, command, table, plot)
+            for p in paths.values():
+                os.replace(p, out / Path(p).name)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    return {k: str(out / Path(v).name) for k, v in paths.items()}
+
+
+def _write_files(result: BenchResult, out: Path, data: dict, command: str | None, table, plot) -> dict:
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
     paths["json"].write_text(json.dumps(data, indent=2) + "\n")
     s = result.setting

@@ -109,7 +109,11 @@ class TeaCacheFit:
                 "x_range": list(self.x_range), "setting": self.setting}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the fit as JSON, atomically (a kill leaves the old file or the new one, never a partial one)."""
+        from ..io.atomic import atomic_write
+
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TeaCacheFit:

@@ -1,10 +1,8 @@
 """Files: safetensors + JSON, written atomically, read without executing code.
 
-* ``atomic_write(path)`` — a context manager yielding a temporary path in the same
-  directory; on success it is fsynced and ``os.replace``d onto ``path``; on failure it is
-  removed, so a reader never sees a half-written file and an old file is never lost.
-  ``atomic_dir(path)`` does the same for a folder. Both leave the usual permissions of a new
-  file or folder (0666 / 0777 less the umask).
+* ``atomic_write(path)`` / ``atomic_dir(path)`` (from `ditkit.io.atomic`) — a temporary file or
+  folder beside ``path`` that takes its place only when complete, so a reader never sees a
+  half-written output and an old one stays at the path until the new one is there.
 * ``save_model`` / ``load_model_files`` — a model folder: ``model.safetensors`` (weights) and
   ``config.json`` (``{"kind": ..., "config": {...}, ...}``).
 * ``load_torch_file`` — reads reference ``.pt`` files with ``weights_only=True`` only.
@@ -15,86 +13,23 @@ Every failure to read a user's file raises ``CheckpointError`` with one clear li
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_dir, atomic_write, usual_mode
+
+__all__ = ["CheckpointError", "atomic_dir", "atomic_write", "usual_mode", "save_json", "load_json", "save_tensors",
+           "load_tensors", "check_state_dict", "save_model", "load_model_files", "load_torch_file"]
+
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, unsafe or does not fit the model."""
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
-
-
-def usual_mode(directory: bool = False) -> int:
-    """The permissions ``open()`` / ``mkdir()`` would give a new file (folder): 0666 (0777) less the umask
-    (``mkstemp``/``mkdtemp`` make theirs 0600/0700, private to the user, whatever the umask)."""
-    return (0o777 if directory else 0o666) & ~_umask()
-
-
-def _usual_permissions(folder: Path) -> None:
-    """Give ``folder`` and everything in it the usual permissions (writers such as safetensors' make
-    their files 0600); executable files stay executable."""
-    file_mode, dir_mode = usual_mode(), usual_mode(directory=True)
-    os.chmod(folder, dir_mode)
-    for root, dirs, files in os.walk(folder):
-        for d in dirs:
-            os.chmod(os.path.join(root, d), dir_mode)
-        for f in files:
-            p = os.path.join(root, f)
-            executable = os.stat(p).st_mode & 0o100
-            os.chmod(p, dir_mode if executable else file_mode)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike):
-    """Yield a temp file path next to ``path``; move it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, usual_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temp directory; on success it replaces ``path`` (an old one is removed only after)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield tmp
-        _usual_permissions(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_json(path: str | os.PathLike, obj) -> None:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from tqdm import tqdm
 from ..config import DiTConfig, config_from_dict, is_text_config
 from ..data.latent_cache import open_training_cache
 from ..diffusion.flow import FlowConfig, FlowMatching
+from ..io.atomic import remove_tree, tidy_dir
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
 from ..io.progress import RunEta
 from ..models.autoencoder import check_codec_fits, codec_fingerprint, load_codec, resolve_codec_path
@@ -353,7 +353,7 @@ class Trainer:
             tmp.write_text(name + "\n")
         old = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and p.name != name)
         for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_tree(p)  # renamed away first: a kill never leaves half a checkpoint under its name
         return self.ckpt_dir / name
 
     def load_checkpoint(self, path: Path) -> None:
@@ -375,6 +375,26 @@ class Trainer:
         self.opt.load_state_dict(_optimizer_state(load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
         torch.set_rng_state(load_tensors(path / "rng.safetensors")["torch"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed_seconds"])
+
+    def _trim_log(self) -> None:
+        """Drop the log lines past the step this run starts from (it logs those steps again) and any line a
+        kill cut short, so that a resumed run's log has every step once."""
+        log = self.out_dir / "train_log.jsonl"
+        if not log.is_file():
+            return
+        lines = log.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                step = int(rec["step"])
+            except (ValueError, TypeError, KeyError):
+                continue
+            if step <= self.step:
+                kept.append(line)
+        if kept != lines:
+            with atomic_write(log) as tmp:
+                tmp.write_text("".join(f"{line}\n" for line in kept))
 
     def latest_checkpoint(self) -> Path | None:
         pointer = self.ckpt_dir / "latest"
@@ -430,6 +450,9 @@ class Trainer:
         cfg = self.cfg
         self.model.train()
         resume = self.latest_checkpoint()
+        if self.rank == 0:
+            for folder in (self.out_dir, self.ckpt_dir, self.out_dir / "snapshots"):
+                tidy_dir(folder)  # what a killed run left: temporary files, half-deleted checkpoints
         if resume is not None:
             self.load_checkpoint(resume)
             if self.rank == 0:
@@ -439,6 +462,7 @@ class Trainer:
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with atomic_write(self.out_dir / "train_config.json") as tmp:
+            self._trim_log()
                 tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         start, losses, proj_losses = time.time(), [], []
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train",
