@@ -161,11 +161,16 @@ def test_diffusers_vae(tmp_path):
         z = codec.encode(x)
         torch.testing.assert_close(z, vae.encode(x).latent_dist.mode() * 0.5)  # scaling_factor from the config
         torch.testing.assert_close(codec.decode(z), vae.decode(z / 0.5).sample)
-    # a latent DiT whose model folder refers to the VAE folder by path
+    # a latent DiT whose VAE stays outside its folder: config.json names it (no path), the caller gives it
     dit = DiT(LATENT_DIT.replace(input_size=16))
     save_pipeline(tmp_path / "m", dit, FlowMatching(), autoencoder=tmp_path / "vae", copy_autoencoder=False)
     assert not (tmp_path / "m" / "autoencoder").exists()
-    assert load_pipeline(tmp_path / "m").generate([2, 5], steps=1).shape == (2, 3, 32, 32)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["autoencoder"]["path"] is None
+    pipe = load_pipeline(tmp_path / "m")
+    with pytest.raises(ValueError, match="use_vae"):  # never latents passed off as images
+        pipe.generate([2, 5], steps=1)
+    pipe.use_vae(tmp_path / "vae")
+    assert pipe.generate([2, 5], steps=1).shape == (2, 3, 32, 32)
 
 
 def test_quantized_and_pruned_latent_folders_keep_their_autoencoder(tmp_path, ae_dir, capsys):

@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 
 from ..io.checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors
+from ..io.confined import confined_path
 
 KIND = "ditkit-latent-cache"
 FORMAT = 1
@@ -192,11 +193,21 @@ class LatentCacheDataset(torch.utils.data.Dataset):
             raise CheckpointError(f"{self.root} is not a finished latent cache (no {MANIFEST}); "
                                   f"run the ditkit encode command again to finish it")
         self.manifest = m = load_json(self.root / MANIFEST)
-        if m.get("kind") != KIND or m.get("format") != FORMAT:
+        if not isinstance(m, dict) or m.get("kind") != KIND or m.get("format") != FORMAT:
             raise CheckpointError(f"{self.root}/{MANIFEST} is not a ditkit latent cache manifest (format {FORMAT})")
+        source = self.root / MANIFEST
+        shards = m.get("shards")
+        if not isinstance(shards, list) or not all(isinstance(s, dict) and isinstance(s.get("count"), int)
+                                                   for s in shards):
+            raise CheckpointError(f"{source}: shards must be a list of {{file, start, count}} entries")
+        if not isinstance(m.get("latent_shape"), list):
+            raise CheckpointError(f"{source}: latent_shape must be a list [channels, height, width]")
         latents, labels = [], []
-        for s in m["shards"]:
-            t = load_tensors(self.root / s["file"])  # CheckpointError on a missing or corrupt shard
+        for s in shards:
+            shard = confined_path(self.root, s.get("file"), "shard file", source)  # never outside the cache
+            if not Path(s["file"]).match(SHARD_GLOB):
+                raise CheckpointError(f"{source}: shard file {s['file']!r} is not named like {SHARD_GLOB}")
+            t = load_tensors(shard)  # CheckpointError on a missing or corrupt shard
             z, y = t.get("latents"), t.get("labels")
             if z is None or y is None or len(z) != s["count"] or len(y) != s["count"] or \
                     list(z.shape[1:]) != m["latent_shape"]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .finite import check_finite
 from .flow import FlowMatching
 from .noise import Generators, randn
 from .samplers import flow_time_grid
@@ -242,6 +243,7 @@ def forcing_sample(model_fn: ModelFn, noise: torch.Tensor, process: FlowMatching
         t = process.network_time(block_times(s_old.float()[None], block_frames).to(x.device)).expand(n, -1)  # (N, Fc+F)
         v = model_fn(x, t, **kwargs)[:, :, : x.shape[2]]  # velocity channels, (N, Fc+F, C, H, W)
         x = x + (s_new - s_old).to(x.device, x.dtype).view(1, -1, 1, 1, 1) * v
+        check_finite(x, f"video sampling step {i + 1} of {matrix.shape[0] - 1}")  # never a clip of NaNs
         if callback is not None:
             callback(i, t, x)
     return x[:, fc:]

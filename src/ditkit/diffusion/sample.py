@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import DiTConfig
+from .finite import check_finite
 from .flow import FlowMatching
 from .gaussian import GaussianDiffusion
 from .guidance import autoguidance
@@ -103,6 +104,7 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
     bar = progress_bar(-(-n // batch_size) * steps, progress, "sample")
 
     def step_done(i: int, t: torch.Tensor, x: torch.Tensor) -> None:
+        check_finite(x, f"sampling step {i + 1} of {steps}")  # never an image of NaNs
         bar.update(1)
         if callback is not None:
             callback(i, t, x)
@@ -118,7 +120,8 @@ def sample(model, labels: torch.Tensor | None, *, process: FlowMatching | Gaussi
                 gen = sample_generators(seed, lo, lo + x.shape[0], device)  # stochastic samplers' step noise
                 out = run_sampler(fn, x, process=process, sampler=sampler, steps=steps, model_kwargs=kwargs,
                                   generator=gen, callback=step_done, **extra)
-                outs.append(out[:, : cfg.in_channels].float().cpu())
+                outs.append(check_finite(out[:, : cfg.in_channels], f"sampling samples {lo}-{lo + x.shape[0] - 1}")
+                            .float().cpu())
     finally:
         bar.close()
         if was_training:

@@ -231,11 +231,21 @@ def save_autoencoder(folder, model: Autoencoder, extra: dict | None = None) -> N
 
 def load_autoencoder(path) -> Autoencoder:
     """Load an autoencoder folder written by `save_autoencoder` (eval mode, frozen, CPU)."""
+    from ..pipelines.schema import build_config, check_finite, check_weights_header, expected_state
+
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    info = load_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if not isinstance(info, dict) or info.get("kind") != KIND:
+        kind = info.get("kind") if isinstance(info, dict) else None
+        raise CheckpointError(f"{path} holds a {kind!r} model, not a {KIND!r}")
+    config = build_config(AutoencoderConfig, info.get("config"), folder / "config.json")
+    if (folder / "model.safetensors").is_file():
+        check_weights_header(folder / "model.safetensors", expected_state(lambda: Autoencoder(config)))
     state, info = load_model_files(path)
-    if info.get("kind") != KIND:
-        raise CheckpointError(f"{path} holds a {info.get('kind')!r} model, not a {KIND!r}")
+    check_finite(state, folder / "model.safetensors")
     try:
-        model = Autoencoder(AutoencoderConfig.from_dict(info["config"]))
+        model = Autoencoder(config)
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -286,10 +296,22 @@ class DiffusersVAE(nn.Module):
 
 
 def resolve_codec_path(path, base: Path | None = None) -> Path:
-    """An autoencoder path as given; else relative to `base` (a model folder); else under the assets dir."""
+    """The autoencoder folder ``path``.
+
+    Without ``base`` it is a path the user gave: as given, else under the assets dir. With ``base`` (a
+    model folder) it is the ``autoencoder.path`` of that folder's config.json: relative to ``base`` only,
+    and it must stay inside it (`ditkit.io.confined`; the working directory never takes part)."""
+    if base is not None:
+        from ..io.confined import confined_path
+
+        base = Path(base)
+        found = confined_path(base, path, "autoencoder.path", base / "config.json")
+        if not found.exists():
+            raise CheckpointError(f"{base / 'config.json'}: autoencoder.path {path!r}: no such folder in {base}")
+        return found
     from ..assets import resolve_asset_path
 
-    return resolve_asset_path(path, "autoencoder", base)
+    return resolve_asset_path(path, "autoencoder")
 
 
 def load_codec(path) -> LatentCodec:

@@ -296,15 +296,26 @@ def save_text_encoder(encoder: TextEncoder, folder: str | Path) -> None:
 
 def load_text_encoder(folder: str | Path) -> TextEncoder:
     """A word encoder or a Hugging Face encoder, by what the folder holds. CheckpointError on any problem."""
+    from ..pipelines.schema import build_config, check_finite, check_weights_header, expected_state
+
     folder = Path(folder)
     info = load_json(folder / "config.json")
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{folder / 'config.json'} must hold a JSON object")
     if info.get("kind") == "ditkit-word-encoder":
         vocab = load_json_list(folder / "vocab.json")
+        config = build_config(WordEncoderConfig, info.get("config"), folder / "config.json")
         try:
-            encoder = WordTextEncoder(WordEncoderConfig.from_dict(info["config"]), vocab)
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"bad text encoder in {folder}: {e}") from None
-        state = load_tensors(folder / "model.safetensors")
+            WordTokenizer(vocab, config.max_length)
+        except ValueError as e:
+            raise CheckpointError(f"{folder / 'vocab.json'}: {e}") from None
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise CheckpointError(f"missing checkpoint file: {weights}")
+        check_weights_header(weights, expected_state(lambda: WordTextEncoder(config, vocab)))
+        encoder = WordTextEncoder(config, vocab)
+        state = load_tensors(weights)
+        check_finite(state, weights)
         check_state_dict(state, encoder.state_dict(), folder)
         encoder.load_state_dict({k: v.float() for k, v in state.items()})
         return encoder.eval()

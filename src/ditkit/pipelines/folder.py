@@ -13,8 +13,10 @@ A text-to-image model (a `TextDiTConfig` in config.json: PixArt-α-style `CrossD
 `MMDiT`) holds its text encoder in ``text_encoder/`` (see `ditkit.models.text_encoder`).
 A latent model also holds its autoencoder (a `LatentCodec`, see `ditkit.models.autoencoder`)
 in the subfolder ``autoencoder/``, named in config.json as ``"autoencoder": {"path": "autoencoder",
-"image_size": [H, W], ...}``. ``path`` may also point outside the folder (absolute, or relative to
-the folder).
+"image_size": [H, W], ...}``. Paths in config.json (``autoencoder.path``, ``text_encoder.path``) are
+relative to the folder and must stay inside it (`ditkit.io.confined`); a model that decodes with an
+autoencoder kept elsewhere names it with ``"path": null`` and is given it by the caller
+(``Pipeline.use_vae``, ``--vae DIR``). The fields and their checks are in `ditkit.pipelines.schema`.
 
 `LOADERS` names the function that loads each kind as a pipeline and `NETWORKS` the one that builds an
 image folder's network, as ``"module:function"`` strings resolved on use (`resolve`): this module
@@ -130,15 +132,18 @@ def process_info(process: FlowMatching | GaussianDiffusion) -> dict:
     return {"type": "gaussian", "gaussian": dataclasses.asdict(process.config)}
 
 
-def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | None,
+def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | dict | None,
                       copy: bool = True) -> tuple[dict | None, dict[str, Path]]:
     """(config.json's "autoencoder" entry, subfolders to copy) for a model folder; (None, {}) without one.
 
-    The codec is loaded and checked against the DiT's input; ``copy=False`` references it by its
-    absolute path instead of copying it into the folder as ``autoencoder/``.
+    The codec is loaded and checked against the DiT's input; ``copy=False`` leaves it out of the folder:
+    the entry names it (``"path": null``) and whoever loads the folder gives it (``use_vae``, ``--vae``).
+    An entry dict (of a source folder, `source_autoencoder`) is kept as it is.
     """
     if autoencoder is None:
         return None, {}
+    if isinstance(autoencoder, dict):
+        return dict(autoencoder), {}
     from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
 
     src = resolve_codec_path(autoencoder)
@@ -146,20 +151,23 @@ def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | None,
     f = codec.downsample
     image_hw = [config.hw[0] * f, config.hw[1] * f]
     check_codec_fits(codec, image_hw, config.in_channels, config.hw)
-    entry = {"path": "autoencoder" if copy else str(src.resolve()), "name": codec.name, "image_size": image_hw}
+    entry = {"path": "autoencoder" if copy else None, "name": codec.name, "image_size": image_hw}
     return entry, ({"autoencoder": src} if copy else {})
 
 
-def source_autoencoder(path: str | Path, info: dict) -> tuple[Path | None, bool]:
+def source_autoencoder(path: str | Path, info: dict) -> tuple[Path | dict | None, bool]:
     """(the codec folder, copy it?) of the model folder at ``path`` (or its model.safetensors) with
     config.json ``info``, so that a model derived from it (quantized, pruned) carries the same
-    autoencoder: a copied one is copied again, one referenced by absolute path stays referenced."""
+    autoencoder: one inside the folder is copied again, one kept outside (``"path": null``) stays
+    outside (its entry is returned and written as it is)."""
     ae = info.get("autoencoder")
     if not ae:
         return None, True
+    if ae.get("path") is None:
+        return dict(ae), False
     from ..models.autoencoder import resolve_codec_path
 
-    return resolve_codec_path(ae["path"], base=folder_of(path)), not Path(ae["path"]).is_absolute()
+    return resolve_codec_path(ae["path"], base=folder_of(path)), True
 
 
 def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
@@ -167,11 +175,11 @@ def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
     from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
 
     ae = info.get("autoencoder")
-    if not ae:
+    if not ae or ae.get("path") is None:  # a pixel model, or one whose caller gives the autoencoder
         return None
     folder = folder_of(path)
+    codec = load_codec(resolve_codec_path(ae["path"], base=folder))  # CheckpointError naming the file
     try:
-        codec = load_codec(resolve_codec_path(ae["path"], base=folder))
         config = config_from_dict(info["config"])
         check_codec_fits(codec, ae.get("image_size") or [s * codec.downsample for s in config.hw],
                          config.in_channels, config.hw, where=f"the DiT in {folder}")

@@ -22,17 +22,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .. import budget
 from ..config import DiTConfig, config_from_dict
 from ..diffusion.flow import FlowMatching
 from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.sample import sample
-from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files
+from ..io.checkpoint import CheckpointError, check_state_dict, load_tensors
+from ..io.confined import confined_path
 from ..models.dit import DiT
 from ..models.text_dit import build_model
 from ..models.text_encoder import TextEncoder, load_text_encoder
-from .folder import NETWORKS, SamplingDefaults, codec_from_info, folder_of, process_from_info, resolve
+from .folder import IMAGE_KIND, NETWORKS, QUANTIZED_KIND, SamplingDefaults, codec_from_info, resolve
 from .options import ImageOptions
 from .options import resolve as resolve_options
+from .schema import FolderSpec, check_finite, check_weights_header, expected_state, read_model_folder
 
 if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
     from ..models.autoencoder import LatentCodec
@@ -87,6 +90,11 @@ class Pipeline:
         ``callback(step_index, t, x)`` after every sampler step; ``model_wrapper(fn) -> fn`` wraps the
         network inside guidance (caches; `ditkit.sample`)."""
         opts = self.last_options = self.resolve_options(options, **overrides)
+        if self.codec is None and (self.info.get("autoencoder") or {}).get("name"):
+            raise ValueError(f"this model decodes with an autoencoder kept outside its folder "
+                             f"({self.info['autoencoder']['name']}); give it with use_vae(DIR) (--vae DIR)")
+        n = len(prompts if prompts is not None else labels if labels is not None else [])
+        self.check_budget(n, opts)
         kw = dict(process=self.process, sampler=opts.sampler, steps=opts.steps, cfg_scale=opts.cfg_scale,
                   shift=opts.shift, seed=opts.seed, batch_size=opts.batch_size, progress=opts.progress,
                   guidance_interval=opts.guidance_interval, cfg_channels=opts.cfg_channels, eta=opts.eta,
@@ -101,6 +109,15 @@ class Pipeline:
             y = torch.tensor([self.class_index(lab) for lab in labels], dtype=torch.long)
             out = sample(self.model, y, **kw)
         return out if self.codec is None else self.decode(out, batch_size=opts.batch_size)
+
+    def check_budget(self, n: int, opts: ImageOptions) -> None:
+        """BudgetError (one line) when sampling ``n`` images with ``opts`` would exceed the machine's memory or
+        any reasonable time (`ditkit.budget`), before anything is allocated."""
+        pixels = 3 * self.image_shape[1] * self.image_shape[2] if self.codec is not None else 0
+        device = next(self.model.parameters()).device if isinstance(self.model, torch.nn.Module) else "cpu"
+        budget.check(budget.estimate_sampling(
+            self.config, n, int(opts.steps), int(opts.batch_size), guided=opts.cfg_scale != 1.0, decoded_pixels=pixels,
+            what=f"sampling {n} images x {opts.steps} steps"), device=str(device))
 
     def use_vae(self, path: str | Path) -> None:
         """Decode with the autoencoder folder `path` (e.g. a diffusers AutoencoderKL in the sd-vae-ft-ema
@@ -155,22 +172,40 @@ def float_network(state: dict[str, torch.Tensor], info: dict, path: str | Path) 
 def load_pipeline(path: str | Path, device: str | torch.device = "cpu", **options) -> Pipeline:
     """Load an image model folder, float or quantized (`ditkit.pipelines.folder.NETWORKS`; ``options`` go to
     the network's builder, e.g. ``cache_int8`` of a quantized one). Raises CheckpointError (one clear line)
-    on any problem."""
-    state, info = load_model_files(path)
-    if info.get("kind") not in NETWORKS:
-        raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={info.get('kind')!r})")
-    model = resolve(NETWORKS[info["kind"]])(state, info, path, **options)
+    on any problem, BudgetError when the model would not fit in memory.
+
+    Before any tensor is read: config.json is checked (`ditkit.pipelines.schema`), the model's memory is
+    estimated (`ditkit.budget`) and the weights' shapes and dtypes are checked against the config from the
+    safetensors header; the weights read are checked to be finite."""
+    folder, info, spec = read_model_folder(path)
+    if spec.kind not in NETWORKS:
+        raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={spec.kind!r})")
+    weights = folder / "model.safetensors"
+    budget.check(budget.estimate_load(spec.config, f"loading {folder}", weights.stat().st_size))
+    check_weights_header(weights, expected_state(lambda: _skeleton(spec, info, folder)), float_weights=spec.kind == IMAGE_KIND)
+    state = load_tensors(weights)
+    check_finite(state, weights)
+    model = resolve(NETWORKS[spec.kind])(state, info, path, **options)
     model.to(device).eval()
     config = model.config
-    defaults = SamplingDefaults(**info.get("sampling", {}))
     codec = codec_from_info(path, info)
     if isinstance(codec, torch.nn.Module):
         codec.to(device).eval()
     text_encoder = None
-    if getattr(config, "text_dim", None) is not None:
-        folder = folder_of(path)
-        text_encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).to(device).eval()
+    if spec.text_encoder is not None:
+        where = confined_path(folder, spec.text_encoder, "text_encoder.path", folder / "config.json")
+        text_encoder = load_text_encoder(where).to(device).eval()
         if text_encoder.text_dim != config.text_dim:
             raise CheckpointError(f"{folder}: the text encoder gives {text_encoder.text_dim}-dim tokens, "
                                   f"the model expects {config.text_dim}")
-    return Pipeline(model, process_from_info(info), info.get("class_names", []), defaults, info, codec, text_encoder)
+    return Pipeline(model, spec.process, spec.class_names, spec.defaults, info, codec, text_encoder)
+
+
+def _skeleton(spec: FolderSpec, info: dict, folder: Path) -> torch.nn.Module:
+    """The network a folder's weights must fit (built on the meta device by `expected_state`)."""
+    if spec.kind == QUANTIZED_KIND:
+        qinfo = info.get("quantization")
+        if not isinstance(qinfo, dict) or not isinstance(qinfo.get("layers", {}), dict):
+            raise CheckpointError(f"{folder / 'config.json'}: quantization must be a JSON object with layers")
+        return resolve("ditkit.compress.files:build_quantized")(spec.config, qinfo)
+    return build_model(spec.config)

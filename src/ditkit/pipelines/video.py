@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from .. import budget
 from ..accel.attention import WithAttention
 from ..diffusion.flow import FlowMatching
 from ..diffusion.forcing import chunked_sample, forcing_sample, rollout, step_matrix
@@ -52,14 +53,16 @@ from ..diffusion.guidance import cfg as cfg_wrapper
 from ..diffusion.image_expert import image_expert_guidance
 from ..diffusion.noise import randn, sample_generators
 from ..diffusion.sample import progress_bar
-from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files
+from ..io.checkpoint import CheckpointError, check_state_dict, load_tensors
+from ..io.confined import confined_path
 from ..models.text_encoder import TextEncoder, load_text_encoder
 from ..models.text_video import check_text_dims, null_labels, text_conditioning
 from ..models.video_attention import UltraViCoConfig, VideoAttention
 from ..models.video_dit import VideoDiT, VideoDiTConfig
-from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info, folder_of, process_from_info
+from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info
 from .options import VideoOptions
 from .options import resolve as resolve_options
+from .schema import check_finite, check_weights_header, expected_state, read_model_folder
 
 
 @dataclass
@@ -243,6 +246,10 @@ class VideoPipeline:
         """
         opts = self.last_options = self.resolve_options(options, **overrides)
         _check_parts(opts, self.config.num_frames, image, first_frame_model, first_frame_check, attention)
+        if self.codec is None and (self.info.get("autoencoder") or {}).get("name"):
+            raise ValueError(f"this model decodes with an autoencoder kept outside its folder "
+                             f"({self.info['autoencoder']['name']}); it cannot be loaded from the folder")
+        self.check_budget(len(prompts) if not isinstance(prompts, str) else 1, opts)
         text, null = self.encode_prompts(prompts)
         text, null = ({k: v.to(self.device) for k, v in d.items()} for d in (text, null))
         n = len(prompts)
@@ -264,6 +271,21 @@ class VideoPipeline:
             fns = self._model_functions(opts, null, first is not None, attention, guide, bar)
             out = torch.cat(self._sample(fns, text, n, first, opts))  # (N, frames, C, h, w)
             return out.cpu() if opts.latents else self.decode(out)
+
+    def check_budget(self, n: int, opts: VideoOptions) -> None:
+        """BudgetError (one line) when ``n`` clips with ``opts`` would exceed the machine's memory or any reasonable
+        time (`ditkit.budget`): the window's attention for a long clip, every frame's for an extrapolated one."""
+        window = self.config.num_frames
+        frames = opts.frames if _mode(opts, window) == "single" else window
+        calls = self._model_calls(n, opts, given=False)
+        steps = opts.steps if calls is None else max(1, calls // max(1, -(-n // opts.batch_size)))
+        c, h, w = self.frame_shape
+        est = budget.estimate_sampling(self.config, n, steps, opts.batch_size, guided=opts.cfg_scale != 1.0,
+                                       frames=frames, decoded_pixels=c * h * w * opts.frames,
+                                       what=f"sampling {n} clips of {opts.frames} frames x {opts.steps} steps")
+        # noise, latents and decoded frames of the whole clip, not only the window
+        est = budget.Estimate(est.what, est.memory + n * (opts.frames - frames) * c * h * w * 4 * 3, est.macs)
+        budget.check(est, device=str(self.device))
 
     def _first_latents(self, image: torch.Tensor | None, n: int, frames: int) -> torch.Tensor | None:
         """The given first frames (N, 1, C, h, w) of image-to-video from ``image`` (1 or N, 3, H, W) or (3, H, W)."""
@@ -483,20 +505,25 @@ def _drop_context(x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, t_noise
 
 def load_video_pipeline(path: str | Path, device: str | torch.device = "cpu") -> VideoPipeline:
     """Load a video model folder (written by `ditkit.pipelines.folder.save_video_pipeline`) onto ``device``.
-    Raises CheckpointError (one clear line) on any problem."""
-    state, info = load_model_files(path)
-    if info.get("kind") != VIDEO_KIND:
-        raise CheckpointError(f"{path} is not a ditkit video model folder (kind={info.get('kind')!r})")
-    try:
-        config = VideoDiTConfig.from_dict(info["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"bad video model config in {path}: {e}") from None
+    Raises CheckpointError (one clear line) on any problem, BudgetError when the model would not fit in memory.
+
+    As for image folders (`ditkit.pipelines.image.load_pipeline`), config.json is checked, the memory estimated
+    and the weights checked against the config from the safetensors header before any tensor is read."""
+    folder, info, spec = read_model_folder(path)
+    if spec.kind != VIDEO_KIND:
+        raise CheckpointError(f"{path} is not a ditkit video model folder (kind={spec.kind!r})")
+    config = spec.config
+    weights = folder / "model.safetensors"
+    budget.check(budget.estimate_load(config, f"loading {folder}", weights.stat().st_size))
+    check_weights_header(weights, expected_state(lambda: VideoDiT(config)))
+    state = load_tensors(weights)
+    check_finite(state, weights)
     model = VideoDiT(config)
     check_state_dict(state, model.state_dict(), path)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     model.eval()
-    folder = folder_of(path)
-    encoder = load_text_encoder(folder / info.get("text_encoder", {}).get("path", "text_encoder")).eval()
+    where = confined_path(folder, spec.text_encoder, "text_encoder.path", folder / "config.json")
+    encoder = load_text_encoder(where).eval()
     try:
         check_text_dims(encoder.text_dim, config)
     except ValueError as e:
@@ -505,5 +532,4 @@ def load_video_pipeline(path: str | Path, device: str | torch.device = "cpu") ->
     codec = codec_from_info(path, info_for_codec)
     if isinstance(codec, torch.nn.Module):
         codec.eval()
-    return VideoPipeline(model, process_from_info(info), encoder, codec, SamplingDefaults(**info.get("sampling", {})),
-                         info).to(device)
+    return VideoPipeline(model, spec.process, encoder, codec, spec.defaults, info).to(device)

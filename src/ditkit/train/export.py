@@ -40,7 +40,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.is_file():
         raise CheckpointError(f"{run_dir} has no checkpoint to export (missing checkpoints/latest)")
-    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+    from ..io.confined import read_pointer
+
+    ckpt = read_pointer(pointer, "the latest checkpoint")  # inside checkpoints/, never outside the run
     state = load_json(ckpt / "state.json")
     cfg = TrainConfig.from_dict(state["train_config"])
     if dtype not in DTYPES:

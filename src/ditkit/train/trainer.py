@@ -397,11 +397,12 @@ class Trainer:
                 tmp.write_text("".join(f"{line}\n" for line in kept))
 
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.ckpt_dir / "latest"
-        if not pointer.is_file():
-            return None
-        path = self.ckpt_dir / pointer.read_text().strip()
-        return path if path.is_dir() else None
+        """The checkpoint ``checkpoints/latest`` names: a folder inside ``checkpoints/`` (`ditkit.io.confined`;
+        CheckpointError for a name leading outside), None without one."""
+        from ..io.confined import read_pointer
+
+        path = read_pointer(self.ckpt_dir / "latest", "the latest checkpoint")
+        return path if path is not None and path.is_dir() else None
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> float:
