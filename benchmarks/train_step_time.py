@@ -4,8 +4,8 @@
     python benchmarks/train_step_time.py --temporal-patch 1 --repa 3   # variants of the default preset
 
 Runs the preset's own Trainer for ``--steps`` steps in a temporary folder (logging every step) and
-prints the mean time of the steps after ``--warmup``, from the run's ``elapsed_seconds``; multiply
-by a recipe's step count for its wall-clock budget here.
+prints the mean time of the steps after ``--warmup``, from the run's ``elapsed_seconds``, and the steps
+per hour it gives; ``--budget-hours H`` prints the steps that fit in H hours instead.
 """
 
 from __future__ import annotations
@@ -33,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int)
     p.add_argument("--temporal-patch", type=int, help="video presets: frames per token")
     p.add_argument("--repa", type=int, metavar="DEPTH", help="add REPA at this block (the shapes encoder)")
+    p.add_argument("--budget-hours", type=float, metavar="H",
+                   help="print the steps that fit in H hours (default: steps per hour)")
     a = p.parse_args(argv)
     if not 0 <= a.warmup < a.steps:
         print("train_step_time: need 0 <= --warmup < --steps", file=sys.stderr)
+        return 2
+    if a.budget_hours is not None and not a.budget_hours > 0:
+        print("train_step_time: --budget-hours must be > 0", file=sys.stderr)
         return 2
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -59,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     first = max(a.warmup, min(elapsed))
     per_step = (elapsed[a.steps] - elapsed[first]) / (a.steps - first)
     extra = "".join(f", {k} {v}" for k, v in (("temporal patch", a.temporal_patch), ("REPA at block", a.repa)) if v)
+    if a.budget_hours is None:
+        fit = f"{int(3600 / per_step):,} steps per hour"
+    else:
+        fit = f"{a.budget_hours:g} hours = {int(a.budget_hours * 3600 / per_step):,} steps"
     print(f"{a.preset}{extra}: batch {cfg.batch_size}, {torch.get_num_threads()} threads: {per_step:.2f} s/step "
-          f"(steps {first}-{a.steps}); 4 hours = {int(4 * 3600 / per_step):,} steps")
+          f"(steps {first}-{a.steps}); {fit}")
     return 0
 
 
