@@ -1,5 +1,6 @@
 # The two commands of a fresh clone: `make demo` and `make test`. Each sets itself up first.
-# TORCH_SPEC pins the CPU build available on the project machines; override it for a GPU build.
+# TORCH_SPEC pins torch 2.13.0, the version behind the results pages (measured with its CPU build, 2.13.0+cpu,
+# which pip installs where its index serves the CPU wheels); override TORCH_SPEC for a CUDA build.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
