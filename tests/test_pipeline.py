@@ -1,8 +1,8 @@
 import json
-import re
 
 import pytest
 import torch
+from bars import bar_states  # tests/ is on sys.path (rootdir-less test modules)
 
 import ditkit
 from ditkit.io.checkpoint import CheckpointError
@@ -93,11 +93,6 @@ def test_autoguidance_in_sample(tiny_model_dir):
             p.mul_(0.9)
     guided = sample(pipe.model, [0, 1], guide_model=weak, autoguidance_scale=2.0, **kw)
     assert not torch.allclose(guided, plain)
-
-
-def bar_states(err: str) -> list[tuple[int, int]]:
-    """The (done, total) states a tqdm bar printed, first to last."""
-    return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+)", err)]
 
 
 def test_one_progress_bar_over_every_batch_reaches_its_total(tiny_model_dir, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_pipeline import bar_states
+from bars import bar_states
 from video_tiny import PROMPTS, tiny_text_image, tiny_video  # tests/ is on sys.path (rootdir-less test modules)
 
 from ditkit.shapes.moving import image_caption

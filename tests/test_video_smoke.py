@@ -1,4 +1,8 @@
-"""The video pieces together, tiny: image DiT -> video DiT, diffusion-forcing steps on moving shapes, a rollout, a GIF."""
+"""The video pieces together, tiny: image DiT -> video DiT, diffusion-forcing steps on moving shapes, a rollout, a GIF.
+
+One module-scoped run trains the tiny video model and rolls it out; each test checks one thing of it."""
+
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -17,7 +21,16 @@ from ditkit.shapes.moving import MovingShapesDataset, track_motion
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_image_init_forcing_training_rollout_and_gif(tmp_path):
+@dataclass
+class Run:
+    video: VideoDiT
+    losses: list[float]
+    long: torch.Tensor  # (2, 10, 3, 16, 16): a rollout of 10 frames in windows of 4
+
+
+@pytest.fixture(scope="module")
+def run() -> Run:
+    """An image DiT's weights in a video DiT, 8 diffusion-forcing steps on moving shapes, then a guided rollout."""
     torch.manual_seed(0)
     image = DiT(DiTConfig(input_size=16, patch_size=4, in_channels=3, hidden_size=32, depth=2, num_heads=2,
                           num_classes=10, learn_sigma=False, use_rope=True, qk_norm=True))
@@ -34,18 +47,36 @@ def test_image_init_forcing_training_rollout_and_gif(tmp_path):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert all(torch.isfinite(torch.tensor(losses))) and min(losses[-3:]) < losses[0]
-
     video.eval()
     guided = cfg(video, 2.0, null_label=10)
     long = rollout(guided, process, (2, 3, 16, 16), total_frames=10, window=4, overlap=2, steps=3, ar_step=1,
                    context_noise=0.02, model_kwargs={"y": torch.tensor([0, 3])}, generator=g)
-    assert long.shape == (2, 10, 3, 16, 16) and torch.isfinite(long).all()
-    with_attention(video, VideoAttention(ultravico=UltraViCoConfig(train_frames=4)))
-    with torch.no_grad():
-        extrapolated = video(torch.randn(1, 8, 3, 16, 16), torch.tensor([500.0]), torch.tensor([1]))
+    return Run(video, losses, long)
+
+
+def test_forcing_training_from_image_weights_lowers_the_loss(run):
+    assert all(torch.isfinite(torch.tensor(run.losses))) and min(run.losses[-3:]) < run.losses[0]
+
+
+def test_rollout_makes_the_whole_clip(run):
+    assert run.long.shape == (2, 10, 3, 16, 16) and torch.isfinite(run.long).all()
+
+
+def test_ultravico_attention_runs_past_the_training_window(run):
+    with_attention(run.video, VideoAttention(ultravico=UltraViCoConfig(train_frames=4)))
+    try:
+        with torch.no_grad():
+            extrapolated = run.video(torch.randn(1, 8, 3, 16, 16), torch.tensor([500.0]), torch.tensor([1]))
+    finally:
+        with_attention(run.video, None)  # the model keeps its plain attention for the other tests
     assert extrapolated.shape == (1, 8, 3, 16, 16)
+
+
+def test_motion_check_invents_no_motion_in_an_untrained_rollout(run):
     # the motion check reads a rollout as a clip; 8 training steps draw no travelling shape, and the check invents none
-    motions = [track_motion(clip.clamp(-1, 1)) for clip in long]
+    motions = [track_motion(clip.clamp(-1, 1)) for clip in run.long]
     assert [m.direction for m in motions] == ["none", "none"] and all(m.tracked == 1.0 for m in motions)
-    assert save_video(long.clamp(-1, 1), tmp_path / "clip.gif", upscale=2).stat().st_size > 0
+
+
+def test_rollout_saves_as_a_gif(run, tmp_path):
+    assert save_video(run.long.clamp(-1, 1), tmp_path / "clip.gif", upscale=2).stat().st_size > 0

@@ -16,6 +16,9 @@ and the report gives, all measured in this one process:
   Fréchet distance against reference images;
 * the peak bytes held by caches (and by the guidance cache).
 
+A progress bar on stderr (`ditkit.io.progress.RunBar`) counts every sampler step of a run — full compute
+twice, every method, quality runs and timings (`bench_steps`) — so its estimate is the whole run's.
+
 `write_report` turns the result into ``bench.json``, ``bench.md`` (a Markdown table) and, when
 matplotlib is installed, ``bench.png`` (speedup versus PSNR).
 """
@@ -32,6 +35,7 @@ import torch
 
 from ..diffusion.sample import sample
 from ..eval.metrics import classifier_features, frechet_distance, psnr, ssim
+from ..io.progress import RunBar
 from ..models.dit import macs_per_forward
 from .delta import DeltaDiTConfig
 from .fbcache import FirstBlockCacheConfig
@@ -84,6 +88,26 @@ class BenchSetting:
     @property
     def calls(self) -> int:
         return calls_per_generation(self.sampler, self.steps)
+
+
+def measure_steps(setting: BenchSetting, n: int) -> int:
+    """The sampler steps of one measurement of ``n`` samples: its runs over every sample and its timed ones."""
+    k = setting.timing_samples
+    if k is None or k >= n:
+        return max(1, setting.repeats) * _run_steps(setting, n)
+    return _run_steps(setting, n) + max(1, setting.repeats) * _run_steps(setting, k)
+
+
+def bench_steps(setting: BenchSetting, n: int, methods: int) -> int:
+    """The sampler steps of a benchmark of ``methods`` methods on ``n`` samples: full compute, the methods, and
+    full compute timed again at the end (`Bench.finish`)."""
+    k = setting.timing_samples
+    again = max(1, setting.repeats) * _run_steps(setting, n if k is None or k >= n else k)
+    return (methods + 1) * measure_steps(setting, n) + again
+
+
+def _run_steps(setting: BenchSetting, n: int) -> int:
+    return -(-n // setting.batch_size) * setting.steps
 
 
 def default_methods(depth: int, calls: int, teacache_coefficients: tuple[float, ...] | None = None,
@@ -175,11 +199,13 @@ class Bench:
 
     ``labels`` default to balanced classes. `measure` returns one row (speedups relative to the
     first full-compute timing); `finish` times full compute again and returns the `BenchResult`.
+    ``bar``: a progress bar (e.g. a `RunBar` of `bench_steps`) moved by every sampler step; a measurement
+    that is skipped, or a full compute loaded from ``full_store``, lowers its total by the steps not made.
     """
 
     def __init__(self, model, *, process, setting: BenchSetting = BenchSetting(), labels: torch.Tensor | None = None,
                  classifier=None, reference_images: torch.Tensor | None = None, decode=None,
-                 full_store: str | Path | None = None):
+                 full_store: str | Path | None = None, bar=None):
         cfg = self.cfg = model.config
         self.model, self.setting, self.classifier = model, setting, classifier
         self.decode = decode if decode is not None else (lambda x: x)  # a latent model's samples -> images (timed)
@@ -188,6 +214,9 @@ class Bench:
         self.guided = setting.cfg_scale != 1.0
         self.common = dict(process=process, sampler=setting.sampler, steps=setting.steps, shift=setting.shift,
                            seed=setting.seed, batch_size=setting.batch_size, progress=False)
+        self.bar = bar
+        if bar is not None:
+            self.common["callback"] = lambda *_: bar.update(1)
         self.ref_feats = None
         if classifier is not None and reference_images is not None:
             self.ref_feats = classifier_features(classifier, reference_images)
@@ -221,10 +250,19 @@ class Bench:
         fp = fingerprint(self.model, self.setting, self.labels, codec)
         images = load_full(store, fp)
         if images is not None:
+            self._skip(_run_steps(self.setting, len(self.labels)))  # the untimed run over every sample
             return images, self._best_time(lambda: self._full(self.timed))[1], True
         images, seconds = self._quality_and_time(self._full)
         save_full(store, images, self.labels, fp)
         return images, seconds, False
+
+    def _skip(self, steps: int) -> None:
+        if self.bar is not None:
+            self.bar.skip(steps)
+
+    def skip(self) -> None:
+        """Lower the bar's total by one measurement that will not be made."""
+        self._skip(measure_steps(self.setting, len(self.labels)))
 
     def _timing_labels(self, setting: BenchSetting) -> torch.Tensor | None:
         """The labels timed apart from the quality run (None: the quality run itself is timed)."""
@@ -273,11 +311,13 @@ class Bench:
         setting, cfg = self.setting, self.cfg
         if method.cfg_every > 1 and not self.guided:
             self.result.notes.append(f"skipped {method.label}: guidance reuse needs cfg_scale != 1")
+            self.skip()
             return None
         try:
             fast = accelerate(self.model if model is None else model, *method.configs)
         except UnsupportedCombination as e:
             self.result.notes.append(f"skipped {method.label}: {e}")
+            self.skip()
             return None
         fast.begin(setting.calls)  # lets policies always compute the last call
         guidance = []
@@ -314,19 +354,26 @@ class Bench:
 
 def run_bench(model, *, process, setting: BenchSetting = BenchSetting(), methods: list[Method] | None = None,
               labels: torch.Tensor | None = None, classifier=None, reference_images: torch.Tensor | None = None,
-              progress=None, decode=None) -> BenchResult:
+              progress=None, decode=None, bar: bool | None = None) -> BenchResult:
     """Full compute and every method (default: `default_methods`) on identical seeds.
 
     ``progress(str)`` is called with one line per method and for full compute, each with the seconds
     the result keeps; the speedups come with the result only, as full compute is timed again at the
     end and the faster of its two timings is their reference. ``decode`` turns a
     latent model's samples into images (e.g. `Pipeline.decode`), inside the timing, before any metric.
+    ``bar``: a progress bar on stderr over every sampler step of the run (`bench_steps`; None: only on a terminal).
     """
-    bench = Bench(model, process=process, setting=setting, labels=labels, classifier=classifier,
-                  reference_images=reference_images, decode=decode)
     if methods is None:
-        methods = default_methods(model.config.depth, setting.calls, guided=bench.guided)
-    say = progress or (lambda line: None)
+        methods = default_methods(model.config.depth, setting.calls, guided=setting.cfg_scale != 1.0)
+    n = setting.num_samples if labels is None else len(labels)
+    with RunBar(bench_steps(setting, n, len(methods)), "bench", bar) as run_bar:
+        return _run_bench(model, process, setting, methods, labels, classifier, reference_images,
+                          run_bar.above(progress or (lambda line: None)), decode, run_bar)
+
+
+def _run_bench(model, process, setting, methods, labels, classifier, reference_images, say, decode, bar) -> BenchResult:
+    bench = Bench(model, process=process, setting=setting, labels=labels, classifier=classifier,
+                  reference_images=reference_images, decode=decode, bar=bar)
     say("full compute: sampled (timed again after the methods; the faster timing is the reference)")
     for m in methods:
         row = bench.measure(m)

@@ -19,7 +19,8 @@ import operator
 import re
 from dataclasses import asdict, dataclass, field, replace
 
-from .bench import Bench, BenchSetting, Method, default_methods
+from ..io.progress import RunBar
+from .bench import Bench, BenchSetting, Method, bench_steps, default_methods, measure_steps
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 BUDGET_METRICS = ("psnr", "ssim", "accuracy", "agreement", "fd", "accuracy_drop", "fd_increase", "speedup",
@@ -84,6 +85,12 @@ class TuneResult:
         return asdict(self)
 
 
+def _skip(bench: Bench, measurements: int) -> None:
+    """Lower the bar's total by measurements that will not be made."""
+    if bench.bar is not None and measurements > 0:
+        bench.bar.skip(measurements * measure_steps(bench.setting, len(bench.labels)))
+
+
 def _config_dict(method: Method) -> list[dict]:
     return [{"type": type(c).__name__, **asdict(c)} for c in method.configs] + (
         [{"type": "cfg_reuse", "every": method.cfg_every}] if method.cfg_every > 1 else [])
@@ -92,48 +99,66 @@ def _config_dict(method: Method) -> list[dict]:
 def tune(model, budget: str | list[Budget], *, process, setting: BenchSetting | None = None,
          holdout_seed: int | None = None, holdout_samples: int | None = None, methods: list[Method] | None = None,
          classifier=None, reference_images=None, max_confirm: int = 3, min_speedup: float = 1.1,
-         progress=None, decode=None) -> TuneResult:
+         progress=None, decode=None, bar: bool | None = None) -> TuneResult:
     """The fastest setting meeting ``budget`` on ``setting``'s seeds, confirmed on held-out seeds.
 
     ``holdout_seed`` defaults to ``setting.seed + 10_000``; ``holdout_samples`` to the calibration count.
     ``min_speedup``: below this wall-clock speedup a setting is reported as not worth using.
     ``decode``: a latent model's samples -> images (`Pipeline.decode`), applied before every metric.
+    ``bar``: a progress bar on stderr over every sampler step (None: only on a terminal); its total is that of
+    every method on both seed sets, lowered as ladders stop early and settings are not confirmed.
     """
     setting = setting or BenchSetting()
     budgets = parse_budget(budget) if isinstance(budget, str) else list(budget)
+    methods = methods if methods is not None else default_methods(model.config.depth, setting.calls,
+                                                                  guided=setting.cfg_scale != 1.0)
+    held = replace(setting, seed=setting.seed + 10_000 if holdout_seed is None else holdout_seed,
+                   num_samples=holdout_samples or setting.num_samples)
+    confirms = min(max_confirm, len(methods))
+    total = bench_steps(setting, setting.num_samples, len(methods)) + bench_steps(held, held.num_samples, confirms)
+    with RunBar(total, "tune", bar) as run_bar:
+        return _tune(model, budgets, process, setting, held, methods, classifier, reference_images, max_confirm,
+                     min_speedup, run_bar.above(progress or (lambda _line: None)), decode, run_bar)
+
+
+def _tune(model, budgets, process, setting, held, methods, classifier, reference_images, max_confirm, min_speedup, say,
+          decode, bar) -> TuneResult:
     text = ", ".join(str(b) for b in budgets)
-    say = progress or (lambda _line: None)
     calib = Bench(model, process=process, setting=setting, classifier=classifier, reference_images=reference_images,
-                  decode=decode)
-    methods = methods if methods is not None else default_methods(model.config.depth, setting.calls, guided=calib.guided)
+                  decode=decode, bar=bar)
     quality = [b for b in budgets if b.metric not in ("speedup", "macs_speedup")]
     passed: list[tuple[dict, Method]] = []
     for ladder in ladders(methods):
-        for m in ladder:
+        for i, m in enumerate(ladder):
             row = calib.measure(m)
             if row is None:
+                _skip(calib, len(ladder) - i - 1)
                 break
             ok = meets(row, budgets)
             say(f"calibration {m.label}: {row['speedup']:.2f}x, PSNR {row['psnr']:.1f} dB -> {'ok' if ok else 'over budget'}")
             if ok:
                 passed.append((row, m))
             elif not meets(row, quality):
+                _skip(calib, len(ladder) - i - 1)
                 break  # quality only falls further along a ladder
     calibration = calib.finish().rows
     few = f" ({setting.calls} model calls per sample leave little to reuse)" if setting.calls < 12 else ""
+    confirms = min(max_confirm, len(methods))
     if not passed:
+        bar.skip(bench_steps(held, held.num_samples, confirms))
         return TuneResult(text, None, f"no setting meets {text} on the calibration seeds{few}", calibration)
 
-    hold = Bench(model, process=process, setting=replace(
-        setting, seed=setting.seed + 10_000 if holdout_seed is None else holdout_seed,
-        num_samples=holdout_samples or setting.num_samples), classifier=classifier, reference_images=reference_images,
-        decode=decode)
+    hold = Bench(model, process=process, setting=held, classifier=classifier, reference_images=reference_images,
+                 decode=decode, bar=bar)
     passed.sort(key=lambda rm: rm[0]["speedup"], reverse=True)
-    for row, m in passed[:max_confirm]:
+    tries = passed[:max_confirm]
+    _skip(hold, confirms - len(tries))
+    for i, (row, m) in enumerate(tries):
         hrow = hold.measure(m)
         ok = hrow is not None and meets(hrow, budgets)
         say(f"held-out {m.label}: {hrow['speedup']:.2f}x, PSNR {hrow['psnr']:.1f} dB -> {'ok' if ok else 'over budget'}")
         if ok:
+            _skip(hold, len(tries) - i - 1)
             holdout = hold.finish().rows
             hrow = next(r for r in holdout if r["method"] == m.label)
             chosen = {"method": m.label, "settings": m.describe(), "configs": _config_dict(m),

@@ -41,7 +41,8 @@ import torch
 
 from ..accel.bench import COLUMNS as ACCEL_COLUMNS
 from ..accel.bench import SCALE as ACCEL_SCALE
-from ..accel.bench import Bench, BenchResult, BenchSetting, Method, markdown_table
+from ..accel.bench import Bench, BenchResult, BenchSetting, Method, bench_steps, markdown_table
+from ..io.progress import RunBar
 from .files import quantized_layers
 from .quantize import kernel_calls, kernel_label, resident_bytes, weight_bytes
 
@@ -128,14 +129,23 @@ def check_variant(reference: Pipeline, variant: Variant) -> None:
 def run_compress_bench(reference: Pipeline, variants: list[Variant], *, setting: BenchSetting | None = None,
                        reference_folder: Path | None = None, cache: Method | None = None, classifier=None,
                        reference_images: torch.Tensor | None = None, progress=None,
-                       full_store: str | Path | None = None) -> BenchResult:
-    """The float model, then every variant (and with ``cache``, each also accelerated) on identical seeds."""
+                       full_store: str | Path | None = None, bar: bool | None = None) -> BenchResult:
+    """The float model, then every variant (and with ``cache``, each also accelerated) on identical seeds.
+
+    ``bar``: a progress bar on stderr over every sampler step of the run (`bench_steps`; None: only on a terminal)."""
     setting = setting or BenchSetting()
     for v in variants:
         check_variant(reference, v)
-    say = progress or (lambda _line: None)
+    measurements = len(variants) + (len(variants) + 1 if cache is not None else 0)
+    with RunBar(bench_steps(setting, setting.num_samples, measurements), "bench", bar) as run_bar:
+        return _run(reference, variants, setting, reference_folder, cache, classifier, reference_images,
+                    run_bar.above(progress or (lambda _line: None)), full_store, run_bar)
+
+
+def _run(reference, variants, setting, reference_folder, cache, classifier, reference_images, say, full_store,
+         bar) -> BenchResult:
     bench = Bench(reference.model, process=reference.process, setting=setting, classifier=classifier,
-                  reference_images=reference_images, decode=reference.decode, full_store=full_store)
+                  reference_images=reference_images, decode=reference.decode, full_store=full_store, bar=bar)
     float_bytes = weight_bytes(reference.model)
     base_sizes = _size_columns(reference, reference_folder, float_bytes)
     bench.base_row.update(base_sizes, method="float32", family="float32", resident_bytes=resident_bytes(reference.model))

@@ -17,16 +17,20 @@ import torch
 from torch import nn
 
 from ..diffusion.sample import sample
+from ..io.progress import RunBar
 
+CALIBRATION_BATCH = 64  # samples per batch of the calibration run
 CalibSet = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
 def collect_calibration(model, process, labels: torch.Tensor | Sequence[int], *, steps: int = 10,
-                        sampler: str = "euler", cfg_scale: float = 1.0, seed: int = 0, every: int = 1) -> list[tuple]:
+                        sampler: str = "euler", cfg_scale: float = 1.0, seed: int = 0, every: int = 1,
+                        progress: bool | None = None) -> list[tuple]:
     """Record the (x, t, y) inputs of ``model`` during one sampling run of ``labels``.
 
     ``every`` keeps one call in that many; with ``cfg_scale != 1`` the doubled (cond + null)
-    batches are recorded, so the null class is calibrated too.
+    batches are recorded, so the null class is calibrated too. ``progress``: a bar over the run's
+    sampler steps on stderr (`ditkit.io.progress.RunBar`; None: only on a terminal).
     """
     calls: list[tuple] = []
 
@@ -36,8 +40,10 @@ def collect_calibration(model, process, labels: torch.Tensor | Sequence[int], *,
             return fn(x, t, **kwargs)
         return recording_fn
 
-    sample(model, torch.as_tensor(labels), process=process, sampler=sampler, steps=steps, cfg_scale=cfg_scale,
-           seed=seed, model_wrapper=wrapper, progress=False)
+    labels = torch.as_tensor(labels)
+    with RunBar(-(-len(labels) // CALIBRATION_BATCH) * steps, "calibration", progress) as bar:
+        sample(model, labels, process=process, sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed,
+               batch_size=CALIBRATION_BATCH, model_wrapper=wrapper, progress=False, callback=lambda *_: bar.update(1))
     return calls[::every]
 
 

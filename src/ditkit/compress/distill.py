@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..io.progress import RunBar
 from ..models.dit import DiT
 from ..models.ema import ema_update
 from .prune import DataFn
@@ -113,8 +114,12 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, sigma: float) -> to
 
 
 def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: DistillConfig | None = None,
-            layer_map: Sequence[int] | None = None, averages: dict[float, DiT] | None = None, **overrides) -> dict:
+            layer_map: Sequence[int] | None = None, averages: dict[float, DiT] | None = None,
+            progress: bool | None = None, **overrides) -> dict:
     """Fine-tune `student` in place towards `teacher` (frozen). Returns steps, seconds and losses.
+
+    ``progress``: a bar on stderr over the whole budget (`ditkit.io.progress.RunBar`): its seconds when the
+    loop is bounded by time, else its steps (None: only on a terminal).
 
     `layer_map[j]`: the teacher block whose output student block j is matched to (hidden KD only).
     `averages`: optional {decay: copy of the student} kept as further EMAs alongside (for comparing
@@ -143,6 +148,8 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         if cfg.ema_decay not in emas:
             emas[cfg.ema_decay] = copy.deepcopy(student).requires_grad_(False)
     history, window, step = [], [], 0
+    timed = cfg.max_seconds is not None
+    bar = RunBar(math.ceil(cfg.max_seconds) if timed else cfg.steps, "fine-tune", progress, unit="s" if timed else "step")
     start = time.perf_counter()
     while cfg.steps is None or step < cfg.steps:
         for group in opt.param_groups:
@@ -187,8 +194,13 @@ def distill(student: DiT, teacher: DiT, process, data_fn: DataFn, config: Distil
         if len(window) == cfg.log_every:
             history.append(_mean_row(step, window))
             window = []
-        if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+        elapsed = time.perf_counter() - start
+        bar.note = f", loss {window[-1][0] if window else history[-1]['loss']:.4f}"
+        bar.update(min(bar.total, int(elapsed)) - bar.n if timed else 1)
+        if timed and elapsed >= cfg.max_seconds:
             break
+    bar.finish()
+    bar.close()
     if window:
         history.append(_mean_row(step, window))
     if cfg.ema_decay > 0:

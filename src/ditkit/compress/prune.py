@@ -48,6 +48,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..config import DiTConfig
+from ..io.progress import RunBar
 from ..models.dit import DiT
 
 DataFn = Callable[[int], tuple[torch.Tensor, torch.Tensor | None]]
@@ -202,11 +203,12 @@ class PruneResult:
 
 @torch.no_grad()
 def importance_prune(model: DiT, keep: int, process, data_fn: DataFn, *, metric: str = "output",
-                     batches: int = 2, seed: int = 0) -> PruneResult:
+                     batches: int = 2, seed: int = 0, progress: bool | None = None) -> PruneResult:
     """Keep the `keep` blocks whose removal hurts most on calibration batches (a one-shot baseline).
 
     Block i scores ``mean((f_-i - f)^2) / mean(f^2)`` ("output": f the full network's output, f_-i
     with block i skipped) or ``L_-i - L`` ("loss": diffusion loss), on the same noise and times.
+    ``progress``: a bar over the batches (`ditkit.io.progress.RunBar`; None: only on a terminal).
     """
     depth = len(model.blocks)
     if metric not in METRICS:
@@ -217,6 +219,7 @@ def importance_prune(model: DiT, keep: int, process, data_fn: DataFn, *, metric:
     was_training = model.training
     model.eval()
     scores = [0.0] * depth
+    bar = RunBar(batches, "importance", progress, unit="batch")
     for b in range(batches):
         x0, y = data_fn(b)
         variants = [None] + [[j != i for j in range(depth)] for i in range(depth)]
@@ -236,6 +239,8 @@ def importance_prune(model: DiT, keep: int, process, data_fn: DataFn, *, metric:
         for i in range(depth):
             s = (outs[i + 1] - outs[0]).pow(2).mean() / ref if metric == "output" else losses[i + 1] - losses[0]
             scores[i] += float(s) / batches
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     order = sorted(range(depth), key=lambda i: (-scores[i], i))
     return PruneResult(kept=sorted(order[:keep]), depth=depth, method="importance", scores=scores, metric=metric,
@@ -336,8 +341,10 @@ def sample_gates(logits: torch.Tensor, n: int, tau: float, scaling: float, gener
 
 
 def learn_prune(model: DiT, process, data_fn: DataFn, keep_k_of_n: tuple[int, int] = (1, 2),
-                config: LearnPruneConfig | None = None, **overrides) -> PruneResult:
+                config: LearnPruneConfig | None = None, progress: bool | None = None, **overrides) -> PruneResult:
     """TinyFusion mask search: keep k of every n consecutive blocks, chosen for recoverability.
+
+    ``progress``: a bar over the search steps (`ditkit.io.progress.RunBar`; None: only on a terminal).
 
     `model` is left untouched (a copy is trained). Deterministic for a given seed and `data_fn`.
     Returns the argmax pattern per group; ``result.model`` holds the full-depth copy with the
@@ -359,6 +366,7 @@ def learn_prune(model: DiT, process, data_fn: DataFn, keep_k_of_n: tuple[int, in
         param_groups.append({"params": params, "lr": cfg.lr})
     opt = torch.optim.AdamW(param_groups, weight_decay=0.0)
     losses, window, step = [], [], 0
+    bar = RunBar(cfg.steps, "mask search", progress)
     for step in range(cfg.steps):
         frac = step / max(cfg.steps - 1, 1)
         tau = cfg.tau[0] + (cfg.tau[1] - cfg.tau[0]) * frac
@@ -377,8 +385,11 @@ def learn_prune(model: DiT, process, data_fn: DataFn, keep_k_of_n: tuple[int, in
         if len(window) == cfg.log_every:
             losses.append(sum(window) / len(window))
             window = []
+        bar.update(1)
         if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
             break
+    bar.finish()
+    bar.close()
     if window:
         losses.append(sum(window) / len(window))
     _merge_update(work)

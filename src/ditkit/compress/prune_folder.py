@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ..diffusion.flow import FlowConfig, FlowMatching
-from ..io.checkpoint import atomic_write
+from ..io.checkpoint import atomic_dir
 from ..pipelines.folder import load_image_pipeline, save_pipeline, source_autoencoder
 from .distill import DistillConfig, distill
 from .prune import (
@@ -119,10 +119,13 @@ class PruneJob:
         return check_groups(depth, (self.keep // groups, self.group))
 
 
-def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=print, *, images: ImagesFn) -> dict:
+def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=print, *, images: ImagesFn,
+                 progress: bool | None = None) -> dict:
     """Prune the model in `model_dir` to `job.keep` blocks and write `out_dir`; returns the prune.json record.
 
-    ``images(seed, (H, W))``: the training images of ``job.dataset`` (at latent size x f for a latent model)."""
+    ``images(seed, (H, W))``: the training images of ``job.dataset`` (at latent size x f for a latent model).
+    ``progress``: a bar over the search and one over the fine-tuning budget (its seconds or steps) on stderr
+    (None: only on a terminal)."""
     t0 = time.perf_counter()
     folder = Path(model_dir)
     folder = folder.parent if folder.suffix == ".safetensors" else folder
@@ -143,10 +146,10 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
 
     if k_of_n is not None:
         result = learn_prune(model, process, data_fn, k_of_n,
-                             LearnPruneConfig(steps=job.search_steps, update=job.update, seed=job.seed))
+                             LearnPruneConfig(steps=job.search_steps, update=job.update, seed=job.seed), progress=progress)
     else:
         result = importance_prune(model, job.keep, process, data_fn, metric=job.metric, batches=job.calib_batches,
-                                  seed=job.seed)
+                                  seed=job.seed, progress=progress)
     log(f"{_describe(result, k_of_n)}: kept blocks {result.kept} of {cfg.depth} ({result.seconds:.1f} s)")
     source = result.model if job.keep_update and result.model is not None else model
     student = build_pruned(source, result.kept)
@@ -161,7 +164,8 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
                              guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
         layer_map = hidden_layer_map(result.kept, cfg.depth, job.hidden_align)
-        finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=layer_map)
+        finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=layer_map,
+                           progress=progress)
         if job.hidden_weight > 0:
             finetune["layer_map"] = layer_map
         losses["finetuned"] = diffusion_loss(student, process, eval_fn, batches=job.eval_batches, seed=job.seed)
@@ -232,7 +236,7 @@ def _save(out_dir, folder: Path, pipe, student, record: dict) -> None:
     summary = {k: record[k] for k in ("source", "method", "depth", "kept", "seconds")}
     if pipe.info.get("training") is not None:
         summary["source_training"] = pipe.info["training"]
-    save_pipeline(out_dir, student, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults, dtype=dtype,
-                  extra={"pruning": summary}, autoencoder=ae_src, copy_autoencoder=copy_ae)
-    with atomic_write(Path(out_dir) / "prune.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    with atomic_dir(out_dir) as tmp:  # the folder and its record take the place of out_dir together
+        save_pipeline(tmp, student, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults, dtype=dtype,
+                      extra={"pruning": summary}, autoencoder=ae_src, copy_autoencoder=copy_ae)
+        (tmp / "prune.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -151,7 +151,8 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
                    overrides: Mapping[str, str] | None = None, keep_sensitive: int = 0,
                    sensitivity: bool = True, timestep_groups: int = 1, group_size: int | None = None,
                    cache_int8: bool = False, rotate: int = 0, kmeans_iters: int = 20,
-                   max_batch: int = 64, sensitivity_inputs: int | None = 128) -> tuple[nn.Module, dict]:
+                   max_batch: int = 64, sensitivity_inputs: int | None = 128,
+                   progress: bool | None = None) -> tuple[nn.Module, dict]:
     """A quantized deep copy of ``model`` and a report.
 
     Args:
@@ -175,6 +176,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
         sensitivity_inputs: measure sensitivity on at most this many calibration inputs, evenly
             strided over the set (None: all). It costs one forward over them per candidate layer,
             so it dominates calibration time; ranges and smoothing always use every input.
+        progress: a bar over the sensitivity measurement's layers on stderr (None: only on a terminal).
 
     Report keys: scheme, quantized, kept_fp, kernels, sensitivity, bytes, calibration_s, ...
     """
@@ -214,7 +216,7 @@ def quantize_model(model: nn.Module, scheme: str = "w8a8", calib: CalibSet | Non
     sens, sens_batches = {}, []
     if calib is not None and (sensitivity or keep_sensitive):
         sens_batches = batches if sensitivity_inputs is None else subsample_rows(batches, sensitivity_inputs, max_batch)
-        sens = layer_sensitivity(qmodel, new, sens_batches)
+        sens = layer_sensitivity(qmodel, new, sens_batches, progress=progress)
     keep_measured = most_sensitive(sens, keep_sensitive)
     for n in targets:
         if n not in keep_measured:

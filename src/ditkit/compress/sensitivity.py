@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..io.progress import RunBar
 from .calibrate import run_model
 
 
@@ -29,17 +30,21 @@ def relative_error(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -
 
 
 def layer_sensitivity(model: nn.Module, replacements: Mapping[str, nn.Module], batches: Sequence[tuple],
-                      reference: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
-    """{name: sens} for each ``replacements[name]`` swapped into ``model`` alone (restored afterwards)."""
+                      reference: Sequence[torch.Tensor] | None = None, progress: bool | None = None) -> dict[str, float]:
+    """{name: sens} for each ``replacements[name]`` swapped into ``model`` alone (restored afterwards).
+
+    ``progress``: a bar over the layers on stderr (`ditkit.io.progress.RunBar`; None: only on a terminal)."""
     refs = run_model(model, batches) if reference is None else reference
     out = {}
-    for name, new in replacements.items():
-        old = model.get_submodule(name)
-        model.set_submodule(name, new)
-        try:
-            out[name] = relative_error(run_model(model, batches), refs)
-        finally:
-            model.set_submodule(name, old)
+    with RunBar(len(replacements), "sensitivity", progress, unit="layer") as bar:
+        for name, new in replacements.items():
+            old = model.get_submodule(name)
+            model.set_submodule(name, new)
+            try:
+                out[name] = relative_error(run_model(model, batches), refs)
+            finally:
+                model.set_submodule(name, old)
+            bar.update(1)
     return out
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io.progress import RunBar
 from .vq import VQLinear, nearest
 
 
@@ -80,12 +81,13 @@ def _noise_inputs(model, samples: int, t_range: tuple[float, float], seed: int):
 
 def calibrate_vq(fp_model: nn.Module, q_model: nn.Module, *, samples: int = 8, steps: int = 50,
                  lr_codebook: float = 1e-3, lr_ratio: float = 5e-2, n_candidates: int = 2, lambda_ratio: float = 0.1,
-                 t_range: tuple[float, float] = (0.0, 1000.0), seed: int = 0) -> dict:
+                 t_range: tuple[float, float] = (0.0, 1000.0), seed: int = 0, progress: bool | None = None) -> dict:
     """Tune the `VQLinear` layers of ``q_model``'s blocks in place against ``fp_model``, block by block.
 
     ``t_range`` is in network time (1000-step convention for both processes in ditkit).
     Returns {"blocks": [{"block", "loss_before", "loss_after"}], ...}: relative residual-branch MSE
-    of each hardened block on the calibration inputs.
+    of each hardened block on the calibration inputs. ``progress``: a bar over the blocks on stderr
+    (`ditkit.io.progress.RunBar`; None: only on a terminal).
     """
     if n_candidates < 1 or steps < 0 or samples < 1:
         raise ValueError("calibrate_vq needs n_candidates >= 1, steps >= 0, samples >= 1")
@@ -96,6 +98,7 @@ def calibrate_vq(fp_model: nn.Module, q_model: nn.Module, *, samples: int = 8, s
         tokens, ctx = fp_model.embed(x)  # (S, T, D)
         c = fp_model.condition(t, y)  # (S, D)
     report = []
+    bar = RunBar(len(q_model.blocks), "vq calibration", progress, unit="block")
     for i, (fp_block, q_block) in enumerate(zip(fp_model.blocks, q_model.blocks)):
         with torch.no_grad():
             target = fp_block(tokens, c, ctx) - tokens  # (S, T, D) residual contribution
@@ -121,6 +124,8 @@ def calibrate_vq(fp_model: nn.Module, q_model: nn.Module, *, samples: int = 8, s
             report.append({"block": i, "loss_before": before, "loss_after": _block_loss(q_block, tokens, c, ctx, target)})
         with torch.no_grad():
             tokens = target + tokens  # float block output feeds the next block
+        bar.update(1)
+    bar.close()
     return {"blocks": report, "samples": samples, "steps": steps, "n_candidates": n_candidates}
 
 

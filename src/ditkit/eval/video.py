@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..io.progress import RunBar
 from ..shapes.moving import DIRECTIONS, MovingShapesDataset, first_frame_fits, image_caption, track_motion
 from .metrics import _run, psnr
 
@@ -95,7 +96,9 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     (image-to-video has its given frames, and the long-video baseline, chunk by chunk, takes no first image).
     The image expert and the first-frame model read each clip's first frame described as the text-to-image
     model was trained (`ShapeSpec.caption`, with the size word), whatever the video model's caption style.
-    ``progress``: each generation's bar (`VideoPipeline.generate`)."""
+    ``progress``: one bar on stderr over every generation of the evaluation (the sum of their bars'
+    counts, `VideoPipeline.progress_total`; None: only on a terminal). The resolved options of each generation
+    are recorded (``options``, `VideoPipeline.last_options`)."""
     window = pipe.config.num_frames
     _, h, w = pipe.frame_shape
     data = held_out_clips(num_clips, window, h, data_seed)
@@ -103,9 +106,9 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
     prompts = [s.caption(pipe.caption_style) for s in specs]
     labels = torch.tensor([s.label for s in specs])
     motions = [s.motion for s in specs]
-    opts = dict(steps=steps, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, image_expert=image_expert,
-                image_expert_scale=image_expert_scale, ar_step=ar_step, caption_for_image=image_caption,
-                progress=progress)
+    opts = dict(steps=steps, cfg_scale=cfg_scale, seed=seed, batch_size=batch_size, image_expert_scale=image_expert_scale,
+                ar_step=ar_step)
+    parts = dict(image_expert=image_expert, caption_for_image=image_caption)
     result = {"held_out": f"{num_clips} moving-shape clips (seed {data_seed}), classes balanced",
               "window": window, "steps": steps or pipe.defaults.steps,
               "cfg_scale": pipe.defaults.cfg_scale if cfg_scale is None else cfg_scale}
@@ -117,38 +120,48 @@ def evaluate_video(pipe, classifier, *, num_clips: int = 100, steps: int | None 
         result["factorized"] = "text-to-video's first frames drawn by a text-to-image model, then image-to-video"
         if first_frame_redraws:
             result["first_frame_redraws"] = first_frame_redraws
-    real = torch.stack([data[i][0] for i in range(num_clips)])  # (N, F, 3, H, W): the measures' ceiling
-    result["real_clips"] = adherence(classifier, real, labels, motions)
-    log(f"text-to-video: {num_clips} clips of {window} frames ...")
-    image_prompts = [s.first.caption() for s in specs]
-    clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts,
-                          first_frame_redraws=first_frame_redraws if first_frame_model is not None else 0,
-                          first_frame_check=first_frame_fits, **opts)
-    result["text_to_video"] = adherence(classifier, clips, labels, motions)
-    if i2v:
-        log("image-to-video from the held-out clips' first frames ...")
-        firsts = real[:, 0]  # (N, 3, H, W)
-        out = pipe.generate(prompts, image=firsts, image_prompts=image_prompts, **opts)
-        result["image_to_video"] = {
-            "first_frame_psnr": psnr(out[:, 0], firsts).mean().item(),
-            "autoencoder_round_trip_psnr": psnr(pipe.decode(pipe.encode_frames(firsts))[:, 0], firsts).mean().item(),
-            **adherence(classifier, out, labels, motions),
-        }
+    pick, long_opts = [], {}
     if long_clips:
-        total = long_factor * window
         pick = [i for i, m in enumerate(motions) if long_motions is None or m in long_motions][:long_clips]
         if not pick:
             raise ValueError(f"no held-out clip among the first {num_clips} has a motion in {long_motions}")
-        n = len(pick)
-        log(f"long video: {n} clips of {total} frames, rollout and chunk by chunk ...")
-        long = {}
-        for name in ("rollout", "chunked"):
-            extra = {"context_noise": context_noise, "history_guidance": history_guidance,
-                     "overlap": overlap} if name == "rollout" else {}
-            out = pipe.generate([prompts[i] for i in pick], frames=total, long_mode=name,
-                                image_prompts=[image_prompts[i] for i in pick], **opts, **extra)
-            long[name] = consistency(classifier, out, labels[pick], window)
-        result["long_video"] = {"frames": total, "clips": n, "context_noise": context_noise,
-                                "history_guidance": history_guidance, "overlap": overlap,
-                                "motions": [motions[i] for i in pick], **long}
+        long_opts = {name: dict(opts, frames=long_factor * window, long_mode=name,
+                                **({"context_noise": context_noise, "history_guidance": history_guidance,
+                                    "overlap": overlap} if name == "rollout" else {}))
+                     for name in ("rollout", "chunked")}
+    t2v_opts = dict(opts, first_frame_redraws=first_frame_redraws if first_frame_model is not None else 0)
+    totals = [pipe.progress_total(num_clips, first_frame_model=first_frame_model, **t2v_opts)]
+    totals += [pipe.progress_total(num_clips, image=True, **opts)] if i2v else []
+    totals += [pipe.progress_total(len(pick), **o) for o in long_opts.values()]
+    total = None if None in totals else sum(totals)
+    real = torch.stack([data[i][0] for i in range(num_clips)])  # (N, F, 3, H, W): the measures' ceiling
+    result["real_clips"] = adherence(classifier, real, labels, motions)
+    image_prompts = [s.first.caption() for s in specs]
+    with RunBar(total, "eval video", progress) as bar:
+        say = bar.above(log)
+        say(f"text-to-video: {num_clips} clips of {window} frames ...")
+        clips = pipe.generate(prompts, first_frame_model=first_frame_model, image_prompts=image_prompts,
+                              first_frame_check=first_frame_fits, bar=bar, **parts, **t2v_opts)
+        result["options"] = pipe.last_options.as_dict()
+        result["text_to_video"] = adherence(classifier, clips, labels, motions)
+        if i2v:
+            say("image-to-video from the held-out clips' first frames ...")
+            firsts = real[:, 0]  # (N, 3, H, W)
+            out = pipe.generate(prompts, image=firsts, image_prompts=image_prompts, bar=bar, **parts, **opts)
+            result["image_to_video"] = {
+                "first_frame_psnr": psnr(out[:, 0], firsts).mean().item(),
+                "autoencoder_round_trip_psnr": psnr(pipe.decode(pipe.encode_frames(firsts))[:, 0], firsts).mean().item(),
+                **adherence(classifier, out, labels, motions), "options": pipe.last_options.as_dict(),
+            }
+        if long_clips:
+            frames = long_factor * window
+            say(f"long video: {len(pick)} clips of {frames} frames, rollout and chunk by chunk ...")
+            long = {}
+            for name, o in long_opts.items():
+                out = pipe.generate([prompts[i] for i in pick], image_prompts=[image_prompts[i] for i in pick], bar=bar,
+                                    **parts, **o)
+                long[name] = {**consistency(classifier, out, labels[pick], window), "options": pipe.last_options.as_dict()}
+            result["long_video"] = {"frames": frames, "clips": len(pick), "context_noise": context_noise,
+                                    "history_guidance": history_guidance, "overlap": overlap,
+                                    "motions": [motions[i] for i in pick], **long}
     return result

@@ -38,6 +38,7 @@ that a drawn first frame suits its prompt — comes from the caller as functions
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -217,7 +218,8 @@ class VideoPipeline:
     def generate(self, prompts, options: VideoOptions | None = None, *, image: torch.Tensor | None = None,
                  image_prompts=None, image_expert=None, first_frame_model=None,
                  first_frame_check: Callable[[torch.Tensor, str], bool] | None = None,
-                 caption_for_image: Callable[[str], str] | None = None, attention=None, **overrides) -> torch.Tensor:
+                 caption_for_image: Callable[[str], str] | None = None, attention=None, bar=None,
+                 **overrides) -> torch.Tensor:
         """Clips (N, frames, 3, H, W) in [-1, 1] for the prompts (latents (N, frames, C, h, w) with ``latents``).
 
         ``options`` (a `VideoOptions`; None: the defaults) with ``overrides``, keywords naming its fields (frames,
@@ -242,7 +244,8 @@ class VideoPipeline:
 
         Clip i's noise comes from a generator seeded ``seed + i`` (`ditkit.diffusion.noise`), so ``batch_size``
         does not change the clips. The progress bar counts every model call — all batches, all windows of a long
-        video, the first-frame model's steps and its redraws — so that its ETA is the whole run's.
+        video, the first-frame model's steps and its redraws — so that its ETA is the whole run's. ``bar``: a
+        caller's bar (a tqdm) counted on instead, e.g. one over several calls (`progress_total` sizes each).
         """
         opts = self.last_options = self.resolve_options(options, **overrides)
         _check_parts(opts, self.config.num_frames, image, first_frame_model, first_frame_check, attention)
@@ -257,10 +260,8 @@ class VideoPipeline:
         captions = None  # the image model's captions (first-frame model, image expert), one per clip
         if first_frame_model is not None or expert:
             captions = _image_captions(prompts if image_prompts is None else image_prompts, n, caption_for_image)
-        total = self._model_calls(n, opts, given=image is not None or first_frame_model is not None)
-        if total is not None and first_frame_model is not None:
-            total += -(-n // opts.batch_size) * first_frame_model.defaults.steps  # the first frames' sampler steps
-        with progress_bar(total, opts.progress, "video") as bar:
+        total = self._progress_total(n, opts, image is not None, first_frame_model)
+        with progress_bar(total, opts.progress, "video") if bar is None else contextlib.nullcontext(bar) as bar:
             if first_frame_model is not None:
                 image = self._first_frames(first_frame_model, captions, opts.seed, opts.batch_size, bar)
                 if opts.first_frame_redraws:
@@ -271,6 +272,18 @@ class VideoPipeline:
             fns = self._model_functions(opts, null, first is not None, attention, guide, bar)
             out = torch.cat(self._sample(fns, text, n, first, opts))  # (N, frames, C, h, w)
             return out.cpu() if opts.latents else self.decode(out)
+
+    def progress_total(self, n: int, options: VideoOptions | None = None, *, image: bool = False, first_frame_model=None,
+                       **overrides) -> int | None:
+        """The count of `generate`'s bar for ``n`` clips (given first frames with ``image``): every model call, plus
+        the first-frame model's sampler steps before any redraw; None when not known up front."""
+        return self._progress_total(n, self.resolve_options(options, **overrides), image, first_frame_model)
+
+    def _progress_total(self, n: int, opts: VideoOptions, image: bool, first_frame_model) -> int | None:
+        total = self._model_calls(n, opts, given=image or first_frame_model is not None)
+        if total is not None and first_frame_model is not None:
+            total += -(-n // opts.batch_size) * first_frame_model.defaults.steps  # the first frames' sampler steps
+        return total
 
     def check_budget(self, n: int, opts: VideoOptions) -> None:
         """BudgetError (one line) when ``n`` clips with ``opts`` would exceed the machine's memory or any reasonable

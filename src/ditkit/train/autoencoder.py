@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..assets import default_classifier_dir
 from ..eval.metrics import class_accuracy, psnr, ssim
+from ..io.progress import RunBar
 from ..models.autoencoder import KIND, Autoencoder, AutoencoderConfig, save_autoencoder
 from ..shapes.classifier import load_classifier
 from ..shapes.data import ShapesDataset, to_tensor
@@ -58,13 +59,14 @@ def evaluate_autoencoder(model: Autoencoder, images: torch.Tensor, labels: torch
 def train_autoencoder(out_dir, steps: int = 12_000, batch_size: int = 8, lr: float = 1e-3, seed: int = 0, log=print, *,
                       config: AutoencoderConfig | None = None, num_train: int = 50_000, num_eval: int = 2_000,
                       num_stats: int = 4_000, classifier: str | Path | None = "default", warmup_frac: float = 0.03,
-                      command: str | None = None) -> dict:
+                      command: str | None = None, progress: bool | None = None) -> dict:
     """Train an `Autoencoder` on fresh shapes renders, measure its latent statistics, evaluate, save; return its info.
 
     AdamW (no weight decay) with linear warm-up then cosine decay to zero; MSE + ``latent_l2``.
     Latent statistics from `num_stats` images of seed 4500; evaluation on `num_eval` held-out images
     of seed 5000, judged by the bundled classifier (``classifier="default"``; None skips it).
-    ``config`` defaults to `AutoencoderConfig()`.
+    ``config`` defaults to `AutoencoderConfig()`. ``progress``: a bar over the steps on stderr with the
+    whole-run estimate (`ditkit.io.progress.RunBar`; None: only on a terminal).
     """
     config = config or AutoencoderConfig()
     start = time.time()
@@ -81,6 +83,8 @@ def train_autoencoder(out_dir, steps: int = 12_000, batch_size: int = 8, lr: flo
 
     model.train()
     running, log_every = [0.0, 0.0], max(1, steps // 20)
+    bar = RunBar(steps, "train autoencoder", progress)
+    say = bar.above(log)
     for step in range(steps):
         idx = torch.randint(num_train, (batch_size,), generator=g)
         x = to_tensor(train_pixels[idx])  # (B, 3, 32, 32) in [-1, 1]
@@ -95,12 +99,15 @@ def train_autoencoder(out_dir, steps: int = 12_000, batch_size: int = 8, lr: flo
         opt.step()
         running[0] += rec.item()
         running[1] += z.detach().pow(2).mean().item()
+        bar.note = f", mse {rec.item():.5f}"
+        bar.update(1)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
             mse = running[0] / n
-            log(f"step {step + 1}/{steps}  mse {mse:.5f} (~{10 * math.log10(4 / mse):.1f} dB)  "
+            say(f"step {step + 1}/{steps}  mse {mse:.5f} (~{10 * math.log10(4 / mse):.1f} dB)  "
                 f"z^2 {running[1] / n:.3f}  lr {lr_at(step):.2e}  {time.time() - start:.0f}s")
             running = [0.0, 0.0]
+    bar.close()
     train_seconds = time.time() - start
 
     model.eval()
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--res-blocks", type=int, default=AutoencoderConfig.num_res_blocks)
     parser.add_argument("--latent-l2", type=float, default=AutoencoderConfig.latent_l2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = AutoencoderConfig(downsample=args.downsample, latent_channels=args.latent_channels,
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                f"--latent-l2 {args.latent_l2} --threads {args.threads}")
     log = functools.partial(print, flush=True)
     return train_autoencoder(args.out, args.steps, args.batch_size, args.lr, args.seed, log=log, config=config,
-                             command=command)
+                             command=command, progress=False if args.no_progress else None)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..io.progress import RunBar
 from ..shapes.classifier import (
     EVAL_SEED,
     KIND,
@@ -155,13 +156,15 @@ def train_classifier(
     config: ClassifierConfig | None = None,
     augment_config: AugmentConfig = AugmentConfig(),
     train_seed: int = TRAIN_SEED,
+    progress: bool | None = None,
 ) -> dict:
     """Train a `ShapesClassifier` on fresh renders (dataset seed 1000), save it to `out_dir`; return its info.
 
     AdamW (Loshchilov & Hutter 2019) with linear warmup then cosine decay to zero. The
     held-out set is `ShapesDataset(num_eval, seed=2000)`, measured clean and after
     `noisy_eval_images`. The folder gets ``model.safetensors`` + ``config.json`` (atomically);
-    ``config`` defaults to `ClassifierConfig()`.
+    ``config`` defaults to `ClassifierConfig()`. ``progress``: a bar over the steps on stderr with the
+    whole-run estimate (`ditkit.io.progress.RunBar`; None: only on a terminal).
     """
     config = config or ClassifierConfig()
     start = time.time()
@@ -183,6 +186,8 @@ def train_classifier(
 
     model.train()
     running, log_every = 0.0, max(1, steps // 10)
+    bar = RunBar(steps, "train classifier", progress)
+    say = bar.above(log)
     for step in range(steps):
         idx = torch.randint(num_train, (batch_size,), generator=g)
         x = augment(to_tensor(train_pixels[idx].numpy()), g, augment_config)  # (B, 3, 32, 32)
@@ -193,10 +198,13 @@ def train_classifier(
         loss.backward()
         opt.step()
         running += loss.item()
+        bar.note = f", loss {loss.item():.4f}"
+        bar.update(1)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
-            log(f"step {step + 1}/{steps}  loss {running / n:.4f}  lr {lr_at(step):.2e}  {time.time() - start:.0f}s")
+            say(f"step {step + 1}/{steps}  loss {running / n:.4f}  lr {lr_at(step):.2e}  {time.time() - start:.0f}s")
             running = 0.0
+    bar.close()
 
     eval_images = to_tensor(eval_pixels.numpy())
     metrics = {
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--widths", default=None, help="channels per stage, e.g. 32,64,96,128 (default 24,48,96,128)")
     parser.add_argument("--train-seed", type=int, default=TRAIN_SEED,
                         help="dataset seed of the training renders (a REPA teacher uses its own, e.g. 6000)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     log = functools.partial(print, flush=True)
@@ -254,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         except ValueError:
             parser.error(f"--widths must be comma-separated integers, got {args.widths!r}")
     return train_classifier(args.out, args.steps, args.batch_size, args.lr, args.seed, log=log, config=config,
-                            train_seed=args.train_seed)
+                            train_seed=args.train_seed, progress=False if args.no_progress else None)
 
 
 if __name__ == "__main__":
