@@ -18,40 +18,46 @@ import shlex
 import sys
 from pathlib import Path
 
+from .. import cli_types as T
 from ..cli_types import in_assets
-from ..cli_types import positive_int as _positive_int
 
 
 def common_args(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:
-    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
+    p.add_argument("--model", type=T.text, help="model folder (default: the bundled shapes model)")
     p.add_argument("--sampler", choices=["euler", "heun", "dpm++2m", "ddim", "ddpm"], help="default: the model's")
-    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
-    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--shift", type=float, help="flow timestep shift (default: the model's)")
-    p.add_argument("--num-samples", type=_positive_int, default=num_samples, help="samples, classes balanced")
+    p.add_argument("--steps", type=T.sampler_steps, help="sampler steps (default: the model's)")
+    p.add_argument("--cfg-scale", type=T.guidance, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--shift", type=T.shift, help="flow timestep shift (default: the model's)")
+    p.add_argument("--num-samples", type=T.samples, default=num_samples, help="samples, classes balanced")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="seed of the samples' noise")
-    p.add_argument("--batch-size", type=_positive_int, default=100)
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+        p.add_argument("--seed", type=T.seed, default=0, help="seed of the samples' noise")
+    p.add_argument("--batch-size", type=T.batch_size, default=100)
+    p.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
 
 
 def _quality_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", help="comma-separated method names to keep (substring match, e.g. 'FORA,TaylorSeer')")
-    p.add_argument("--teacache", help="TeaCache fit (JSON from calibrate-teacache; default <model>/teacache.json "
-                                      "when it matches the sampler, steps and guidance, else fitted now)")
+    p.add_argument("--methods", type=T.text,
+                   help="comma-separated method names to keep (substring match, e.g. 'FORA,TaylorSeer')")
+    p.add_argument("--teacache", type=T.text,
+                   help="TeaCache fit (JSON from calibrate-teacache; default <model>/teacache.json when it matches "
+                        "the sampler, steps and guidance, else fitted now)")
+    p.check(lambda a, given: None if a.teacache is None or Path(a.teacache).is_file() else
+            f"--teacache {a.teacache}: no such file (ditkit calibrate-teacache writes one)")
     judge_args(p)
 
 
 def judge_args(p: argparse.ArgumentParser) -> None:
     """Timing repeats and the classifier/reference options of every quality benchmark."""
-    p.add_argument("--repeats", type=_positive_int, default=1, help="timed runs per setting (the best counts)")
-    p.add_argument("--timing-samples", type=_positive_int,
+    p.add_argument("--repeats", type=T.positive(1_000), default=1, help="timed runs per setting (the best counts)")
+    p.add_argument("--timing-samples", type=T.samples,
                    help="time each setting on the first this many samples, after one untimed run over all "
                         "(default: time the runs over all samples)")
-    p.add_argument("--classifier", help="classifier folder for accuracy/FD (default: the bundled one)")
+    p.add_argument("--classifier", type=T.text, help="classifier folder for accuracy/FD (default: the bundled one)")
     p.add_argument("--no-classifier", action="store_true", help="PSNR/SSIM only")
-    p.add_argument("--reference-samples", type=_positive_int, default=1000, help="held-out shapes for FD")
-    p.add_argument("--reference-seed", type=int, default=3000)
+    p.add_argument("--reference-samples", type=T.samples, default=1000, help="held-out shapes for FD")
+    p.add_argument("--reference-seed", type=T.seed, default=3000)
+    p.conflicts("--no-classifier", "--classifier", "--reference-samples", "--reference-seed",
+                why="--no-classifier measures PSNR/SSIM only")
 
 
 def bench_setup(args):
@@ -174,7 +180,7 @@ def cmd_calibrate_teacache(args) -> None:
     from ..accel.teacache import fit_teacache
 
     pipe, setting, folder = bench_setup(args)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     labels = torch.arange(args.num_samples) % max(pipe.config.num_classes, 1)
     fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
                        seeds=seeds, cfg_scale=setting.cfg_scale, shift=setting.shift, degree=args.degree,
@@ -202,16 +208,18 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("tune", help="fastest acceleration setting within a quality budget")
     common_args(t, num_samples=100)
     _quality_args(t)
-    t.add_argument("--budget", required=True, help="e.g. 'psnr>=30' or 'accuracy_drop<=2, fd_increase<=10'")
-    t.add_argument("--holdout-seed", type=int, help="seed of the held-out check (default seed + 10000)")
-    t.add_argument("--holdout-samples", type=_positive_int, help="held-out samples (default --num-samples)")
-    t.add_argument("--json", help="write the full result to this JSON file")
+    t.add_argument("--budget", type=T.text, required=True, help="e.g. 'psnr>=30' or 'accuracy_drop<=2, fd_increase<=10'")
+    t.add_argument("--holdout-seed", type=T.seed, help="seed of the held-out check (default seed + 10000)")
+    t.add_argument("--holdout-samples", type=T.samples, help="held-out samples (default --num-samples)")
+    t.add_argument("--json", type=T.text, help="write the full result to this JSON file")
     t.set_defaults(func=cmd_tune)
 
     c = subparsers.add_parser("calibrate-teacache", help="fit TeaCache's rescaling polynomial for a model")
     common_args(c, num_samples=16, seed=False)
-    c.add_argument("--seeds", default="1000,1001", help="comma-separated calibration seeds")
-    c.add_argument("--degree", type=int, default=4)
-    c.add_argument("--out", help="JSON to write (default: <model>/teacache.json, where bench accel and tune find it; "
-                                 "for a model in assets/, ./<model folder name>-teacache.json)")
+    c.add_argument("--seeds", type=T.int_list(0, T.MAX_SEED, "seeds"), default="1000,1001",
+                   help="comma-separated calibration seeds")
+    c.add_argument("--degree", type=T.int_in(1, 10), default=4, help="degree of the polynomial")
+    c.add_argument("--out", type=T.text,
+                   help="JSON to write (default: <model>/teacache.json, where bench accel and tune find it; "
+                        "for a model in assets/, ./<model folder name>-teacache.json)")
     c.set_defaults(func=cmd_calibrate_teacache)

@@ -17,8 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import cli_types as T
 from ..cli_types import new_output
-from ..cli_types import positive_int as _positive_int
+from .parser import Parser
 
 
 def _override(s: str) -> tuple[str, str]:
@@ -152,10 +153,10 @@ def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
                                                      "identical seeds: bytes, speed, PSNR, accuracy, FD")
     common_args(p, num_samples=100)
     judge_args(p)
-    p.add_argument("--variants", required=True, help="comma-separated model folders from ditkit quantize/prune")
-    p.add_argument("--cache", help="also run the float model and every variant with this acceleration method "
+    p.add_argument("--variants", type=T.text, required=True, help="comma-separated model folders from ditkit quantize/prune")
+    p.add_argument("--cache", type=T.text, help="also run the float model and every variant with this acceleration method "
                                    "of ditkit bench accel, e.g. 'TaylorSeer N=3 m=1'")
-    p.add_argument("--full-samples", metavar="FILE",
+    p.add_argument("--full-samples", type=T.text, metavar="FILE",
                    help="float model's samples: loaded from FILE when it holds this very setting's, else "
                         "computed and written there (lets benchmarks of other variants run side by side; "
                         "needs --timing-samples)")
@@ -164,44 +165,87 @@ def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _schemes(args) -> set[str]:
+    """The schemes a quantize command uses: --scheme and those of its --override patterns."""
+    return {args.scheme, *(scheme for _, scheme in args.override)}
+
+
+def _quantize_rules(q: Parser) -> None:
+    """Options of quantize that do nothing in some setups are refused there instead of dropped."""
+    q.conflicts("--no-smooth", "--alpha", why="--no-smooth turns the smoothing of --alpha off")
+    for option in ("--alpha", "--calib-steps", "--timestep-groups", "--keep-sensitive", "--sensitivity-inputs"):
+        q.requires(option, lambda a: a.calib_samples > 0, "calibration: --calib-samples > 0")
+    q.requires("--vq-steps", lambda a: any(s.startswith("vq") for s in _schemes(a)), "a vq scheme (--scheme vq...)")
+    q.requires("--vq-samples", lambda a: any(s.startswith("vq") for s in _schemes(a)), "a vq scheme (--scheme vq...)")
+    q.requires("--rotate", lambda a: a.rotate == 0 or bool({"w8a8", "w4a8"} & _schemes(a)),
+               "a w8a8 or w4a8 scheme (it rotates their inputs)")
+    q.requires("--group-size", lambda a: any(s.startswith(("w4", "fp4")) for s in _schemes(a)),
+               "a 4-bit scheme (w4a8, w4a16, fp4_...)")
+
+
+_LEARNED_ONLY = ("--group", "--search-steps", "--update", "--keep-update")
+_IMPORTANCE_ONLY = ("--metric", "--calib-batches")
+_FINETUNE_ONLY = ("--lr", "--lr-schedule", "--ema", "--fm-weight", "--hidden-kd", "--hidden-align", "--guided-kd",
+                  "--kd-time")
+
+
+def _finetunes(args) -> bool:
+    return args.finetune_minutes > 0 or args.finetune_steps is not None
+
+
+def _prune_rules(p: Parser) -> None:
+    """Options of one prune method, or of fine-tuning, are refused where they would be dropped."""
+    p.check(lambda a, given: None if 0.0 <= a.ema < 1.0 else f"--ema must lie in [0, 1), got {a.ema}")
+    for option in _LEARNED_ONLY:
+        p.requires(option, lambda a: a.method == "learned", "--method learned")
+    for option in _IMPORTANCE_ONLY:
+        p.requires(option, lambda a: a.method == "importance", "--method importance")
+    for option in _FINETUNE_ONLY:
+        p.requires(option, _finetunes, "fine-tuning: --finetune-minutes > 0 or --finetune-steps")
+    p.requires("--hidden-align", lambda a: a.hidden_kd > 0, "--hidden-kd > 0 (it aligns the hidden-state KD)")
+
+
 def _add_prune(subparsers) -> None:
     p = subparsers.add_parser("prune", help="depth-prune a model folder (TinyFusion learned masks or importance)")
-    p.add_argument("--model", help="model folder (default: the bundled shapes model)")
-    p.add_argument("--out", required=True, help="output model folder (written atomically)")
-    p.add_argument("--keep", type=int, required=True, help="blocks of the pruned model")
+    p.add_argument("--model", type=T.text, help="model folder (default: the bundled shapes model)")
+    p.add_argument("--out", type=T.text, required=True, help="output model folder (written atomically)")
+    p.add_argument("--keep", type=T.nonneg(T.MAX_COUNT), required=True, help="blocks of the pruned model")
     p.add_argument("--method", default="learned", choices=["learned", "importance"])
-    p.add_argument("--group", type=int, default=2, help="learned: keep --keep/(depth/N) of every N consecutive blocks")
-    p.add_argument("--search-steps", type=_positive_int, default=100, help="learned: mask search steps")
+    p.add_argument("--group", type=T.positive(T.MAX_COUNT), default=2,
+                   help="learned: keep --keep/(depth/N) of every N consecutive blocks")
+    p.add_argument("--search-steps", type=T.train_steps, default=100, help="learned: mask search steps")
     p.add_argument("--update", default="lora", choices=["lora", "full", "none"],
                    help="learned: weight update trained with the masks (recoverability)")
     p.add_argument("--keep-update", action="store_true", help="learned: prune the adapted weights, not the original")
     p.add_argument("--metric", default="output", choices=["output", "loss"], help="importance: what skipping a block changes")
-    p.add_argument("--calib-batches", type=_positive_int, default=2, help="importance: calibration batches")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--finetune-minutes", type=float, default=0.0, help="distillation fine-tuning budget (0: none)")
-    p.add_argument("--finetune-steps", type=_positive_int, help="at most this many fine-tuning steps")
-    p.add_argument("--lr", type=float, default=2e-4, help="fine-tuning learning rate")
+    p.add_argument("--calib-batches", type=T.positive(T.MAX_COUNT), default=2, help="importance: calibration batches")
+    p.add_argument("--batch-size", type=T.batch_size, default=16)
+    p.add_argument("--finetune-minutes", type=T.nonneg_float_upto(T.MAX_MINUTES), default=0.0,
+                   help="distillation fine-tuning budget (0: none)")
+    p.add_argument("--finetune-steps", type=T.train_steps, help="at most this many fine-tuning steps")
+    p.add_argument("--lr", type=T.learning_rate, default=2e-4, help="fine-tuning learning rate")
     p.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"],
                    help="fine-tuning: cosine to zero over the budget (steps or minutes) after warm-up, or constant")
-    p.add_argument("--ema", type=float, default=0.0,
+    p.add_argument("--ema", type=T.finite, default=0.0,
                    help="fine-tuning: keep an EMA of the weights with this decay (e.g. 0.999) and save it (0: last weights); "
                         "the decay is capped by the warm-up (1+k)/(10+k) at step k, so below about 9,000 steps "
                         "every decay >= 0.999 gives the same average")
-    p.add_argument("--fm-weight", type=float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
-    p.add_argument("--hidden-kd", type=float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
+    p.add_argument("--fm-weight", type=T.nonneg_float, default=0.0, help="fine-tuning: weight of the diffusion loss on data")
+    p.add_argument("--hidden-kd", type=T.nonneg_float, default=0.0, help="fine-tuning: weight of masked hidden-state KD")
     p.add_argument("--hidden-align", default="copied", choices=["copied", "next-input"],
                    help="hidden KD: match each student block to the teacher block it was copied from, or to the "
                         "teacher state the next kept block reads (the end of its group)")
-    p.add_argument("--guided-kd", type=float, default=0.0,
+    p.add_argument("--guided-kd", type=T.nonneg_float, default=0.0,
                    help="fine-tuning: weight of KD on the guided output at the model's cfg scale (Meng et al. 2023)")
     p.add_argument("--kd-time", default="process", choices=["process", "uniform", "low"],
                    help="fine-tuning noise levels: the model's training distribution, uniform in time "
                         "(more of both ends of the noise range), or low: half of them uniform below s = 0.35, "
                         "where a pruned student loses its accuracy")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
+    p.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
+    p.add_argument("--device", type=T.text, default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=T.seed, default=0)
+    _prune_rules(p)
     p.set_defaults(func=cmd_prune)
 
 
@@ -210,33 +254,38 @@ def register(subparsers) -> None:
     from ..compress.quantize import SCHEMES
 
     q = subparsers.add_parser("quantize", help="quantize a model folder (W8A8 int8 matmul, packed W4, ...)")
-    q.add_argument("--model", help="model folder (default: the bundled shapes model)")
-    q.add_argument("--out", help="output model folder, written atomically (default: ./<model folder name>-<scheme>, "
+    q.add_argument("--model", type=T.text, help="model folder (default: the bundled shapes model)")
+    q.add_argument("--out", type=T.text, help="output model folder, written atomically (default: ./<model folder name>-<scheme>, "
                                  "e.g. shapes-dit-w8a8)")
     q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     q.add_argument("--scheme", default="w8a8", choices=list(SCHEMES))
-    q.add_argument("--calib-samples", type=int, default=20, help="samples whose sampling trajectory calibrates "
-                                                                  "(0: no calibration, no smoothing)")
-    q.add_argument("--calib-steps", type=_positive_int, default=10,
+    q.add_argument("--calib-samples", type=T.nonneg(T.MAX_SAMPLES), default=20,
+                   help="samples whose sampling trajectory calibrates "
+                        "(0: no calibration, no smoothing)")
+    q.add_argument("--calib-steps", type=T.sampler_steps, default=10,
                    help="sampler steps of the calibration run (its inputs span every timestep range)")
-    q.add_argument("--sensitivity-inputs", type=_positive_int, default=128,
+    q.add_argument("--sensitivity-inputs", type=T.positive(T.MAX_COUNT), default=128,
                    help="calibration inputs on which each layer's sensitivity is measured (the costly part)")
-    q.add_argument("--alpha", type=float, default=0.5, help="SmoothQuant migration strength")
+    q.add_argument("--alpha", type=T.probability, default=0.5, help="SmoothQuant migration strength")
     q.add_argument("--no-smooth", action="store_true", help="no channel smoothing")
     q.add_argument("--keep-fp", help="comma-separated layer-name patterns kept in float "
                                      "(default: t_embedder,adaLN_modulation,final_layer; '' quantizes them too)")
     q.add_argument("--override", type=_override, action="append", default=[], metavar="PATTERN=SCHEME",
                    help="another scheme for matching layers, e.g. adaLN_modulation=w8a16 (repeatable)")
-    q.add_argument("--keep-sensitive", type=int, default=0, help="also keep the N most sensitive layers in float")
-    q.add_argument("--timestep-groups", type=_positive_int, default=1, help="smoothing factors per timestep range (w8a8)")
-    q.add_argument("--rotate", type=int, default=0, help="block Hadamard rotation size for w8a8/w4a8 inputs "
-                                                         "(a power of two, e.g. 256; 0: none)")
-    q.add_argument("--group-size", type=_positive_int, help="K-group size of 4-bit schemes (default 128; 32 for fp4)")
-    q.add_argument("--vq-steps", type=int, default=100, help="zero-data calibration steps per block for vq schemes "
-                                                              "(0: k-means only)")
-    q.add_argument("--vq-samples", type=_positive_int, default=16, help="Gaussian-noise inputs of the vq calibration")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--report", help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
-    q.add_argument("--threads", type=_positive_int, help="torch CPU threads")
+    q.add_argument("--keep-sensitive", type=T.nonneg(T.MAX_COUNT), default=0,
+                   help="also keep the N most sensitive layers in float")
+    q.add_argument("--timestep-groups", type=T.positive(1_000), default=1, help="smoothing factors per timestep range (w8a8)")
+    q.add_argument("--rotate", type=T.power_of_two_or_zero(65_536), default=0,
+                   help="block Hadamard rotation size for w8a8/w4a8 inputs "
+                        "(a power of two, e.g. 256; 0: none)")
+    q.add_argument("--group-size", type=T.positive(65_536), help="K-group size of 4-bit schemes (default 128; 32 for fp4)")
+    q.add_argument("--vq-steps", type=T.nonneg(T.MAX_TRAIN_STEPS), default=100,
+                   help="zero-data calibration steps per block for vq schemes "
+                        "(0: k-means only)")
+    q.add_argument("--vq-samples", type=T.positive(T.MAX_SAMPLES), default=16, help="Gaussian-noise inputs of the vq calibration")
+    q.add_argument("--seed", type=T.seed, default=0)
+    q.add_argument("--report", type=T.text, help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
+    q.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
+    _quantize_rules(q)
     q.set_defaults(func=cmd_quantize)
     _add_prune(subparsers)

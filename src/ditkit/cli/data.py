@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from ..cli_types import positive_int
+from .. import cli_types as T
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -37,17 +37,20 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "scaled latents, cached as safetensors shards + manifest.json. Interrupted runs resume when "
                     "the same command is run again.",
     )
-    p.add_argument("--data", required=True, help="'shapes' or an image folder (one sub-folder per class, or flat)")
-    p.add_argument("--vae", required=True, help="autoencoder folder: ditkit's (e.g. assets/shapes-ae) or a diffusers "
-                                                "AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors)")
-    p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--num", type=positive_int, help="images to encode (default: 50000 for shapes, all of a folder)")
-    p.add_argument("--image-size", type=positive_int, default=32, help="image side fed to the VAE (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed of the shapes renders")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per VAE forward")
-    p.add_argument("--shard-size", type=positive_int, default=4096, help="latents per shard file")
+    p.add_argument("--data", type=T.text, required=True, help="'shapes' or an image folder (one sub-folder per class, or flat)")
+    p.add_argument("--vae", type=T.text, required=True,
+                   help="autoencoder folder: ditkit's (e.g. assets/shapes-ae) or a diffusers "
+                        "AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors)")
+    p.add_argument("--out", type=T.text, required=True,
+                   help="cache folder to write (new, empty or a cache of ditkit encode; never "
+                        "inside --data or --vae)")
+    p.add_argument("--num", type=T.positive(10**8), help="images to encode (default: 50000 for shapes, all of a folder)")
+    p.add_argument("--image-size", type=T.positive(T.MAX_IMAGE_SIZE), default=32, help="image side fed to the VAE (default 32)")
+    p.add_argument("--seed", type=T.seed, default=0, help="dataset seed of the shapes renders")
+    p.add_argument("--batch-size", type=T.batch_size, default=64, help="images per VAE forward")
+    p.add_argument("--shard-size", type=T.positive(T.MAX_COUNT), default=4096, help="latents per shard file")
     p.add_argument("--overwrite", action="store_true", help="replace a finished cache of other data or another VAE")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    p.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_encode)
     return p

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
+from .. import cli_types as T
 from ..cli_types import UserError
 from ..cli_types import device as _device
 from ..cli_types import load_image_model as _load
-from ..cli_types import positive_int as _positive_int
 from ..cli_types import threads as _threads
 from .parser import mode_flags
 from .sampling import check_redraws, common_args, first_frame_model, image_args, image_expert, is_video_model, video_args
@@ -124,8 +124,8 @@ def per_class_order(labels, num_classes: int, k: int):
 
 
 def _shared_args(e) -> None:
-    e.add_argument("--classifier", help="classifier folder (default: the bundled one)")
-    e.add_argument("--json", help="write the metrics to this JSON file")
+    e.add_argument("--classifier", type=T.text, help="classifier folder (default: the bundled one)")
+    e.add_argument("--json", type=T.text, help="write the metrics to this JSON file")
 
 
 def register(sub) -> None:
@@ -136,12 +136,12 @@ def register(sub) -> None:
                                    "(or --video) selects the video metrics ('ditkit eval --video --help').")
     common_args(e, "model folder (default: the bundled shapes model); a video model folder selects the video mode")
     image_args(e)
-    e.add_argument("--num-samples", type=_positive_int, default=500, help="samples, classes balanced")
+    e.add_argument("--num-samples", type=T.samples, default=500, help="samples, classes balanced")
     _shared_args(e)
-    e.add_argument("--reference-samples", type=_positive_int, default=2000, help="held-out images for FD")
-    e.add_argument("--reference-seed", type=int, default=3000, help="seed of the held-out images (their captions: "
+    e.add_argument("--reference-samples", type=T.samples, default=2000, help="held-out images for FD")
+    e.add_argument("--reference-seed", type=T.seed, default=3000, help="seed of the held-out images (their captions: "
                                                                      "this seed + 1)")
-    e.add_argument("--grid", help="also write a PNG grid of 8 samples per class")
+    e.add_argument("--grid", type=T.text, help="also write a PNG grid of 8 samples per class")
     e.add_argument("--video", action="store_true", help="evaluate a video model (default: the bundled "
                                                         "assets/shapes-t2v); 'ditkit eval --video --help' lists "
                                                         "the video options")
@@ -158,10 +158,12 @@ def register(sub) -> None:
                                      "optionally long clips.")
     common_args(v, "video model folder (default: the bundled assets/shapes-t2v)")
     video_args(v)
-    v.add_argument("--num-samples", type=_positive_int, default=500, help="clips")
+    v.add_argument("--num-samples", type=T.samples, default=500, help="clips")
     _shared_args(v)
-    v.add_argument("--long-clips", type=int, default=0, help="also this many 4x-length clips (rollout vs chunk by chunk)")
+    v.add_argument("--long-clips", type=T.nonneg(T.MAX_SAMPLES), default=0,
+                   help="also this many 4x-length clips (rollout vs chunk by chunk)")
     v.add_argument("--no-i2v", action="store_true", help="skip the image-to-video measurement")
-    v.add_argument("--long-motions", help="the long clips only of these motions, e.g. bounce,rotate,color "
-                                          "(shapes that stay in view however long the clip)")
+    v.add_argument("--long-motions", type=T.text, help="the long clips only of these motions, e.g. bounce,rotate,color "
+                                                        "(shapes that stay in view however long the clip)")
+    v.requires("--long-motions", lambda a: a.long_clips > 0, "--long-clips N > 0 (it picks the motions of the long clips)")
     v.set_defaults(func=cmd_eval_video)

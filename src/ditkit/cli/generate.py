@@ -9,10 +9,10 @@ import argparse
 import time
 from pathlib import Path
 
+from .. import cli_types as T
 from ..cli_types import UserError
 from ..cli_types import device as _device
 from ..cli_types import load_image_model as _load
-from ..cli_types import positive_int as _positive_int
 from ..cli_types import threads as _threads
 from .parser import mode_flags
 from .sampling import (
@@ -128,44 +128,50 @@ def write_options(out: str | Path, pipe, **inputs) -> Path:
 
 
 def _prompt_args(p: argparse.ArgumentParser, n_help: str) -> None:
-    p.add_argument("--prompt", action="append", help="a prompt (repeat the option, or separate prompts with |); "
+    p.add_argument("--prompt", action="append", type=T.text, help="a prompt (repeat the option, or separate prompts with |); "
                                                       f"--n-per-class {n_help} each")
-    p.add_argument("--n-per-class", type=_positive_int, default=8, help=f"{n_help} per class or prompt")
+    p.add_argument("--n-per-class", type=T.positive(T.MAX_PER_CLASS), default=8, help=f"{n_help} per class or prompt")
 
 
 def _image_parser(g: argparse.ArgumentParser) -> None:
     common_args(g, "model folder (default: the bundled shapes model; with --prompt the bundled text-to-image model)")
     image_args(g)
-    g.add_argument("--classes", default="all", help="comma-separated class names or indices, or 'all'")
+    g.add_argument("--classes", type=T.text, default="all", help="comma-separated class names or indices, or 'all'")
     _prompt_args(g, "samples")
-    g.add_argument("--out", default="samples.png", help="output PNG grid")
-    g.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the grid")
-    g.add_argument("--vae", help="decode with this autoencoder folder (diffusers AutoencoderKL or ditkit) "
+    g.add_argument("--out", type=T.text, default="samples.png", help="output PNG grid")
+    g.add_argument("--upscale", type=T.positive(T.MAX_UPSCALE), default=2, help="nearest-neighbour upscaling of the grid")
+    g.add_argument("--vae", type=T.text, help="decode with this autoencoder folder (diffusers AutoencoderKL or ditkit) "
                                  "instead of the model folder's own")
     g.add_argument("--video", action="store_true", help="sample clips from a video model instead (default: the bundled "
                                                         "assets/shapes-t2v); 'ditkit generate --video --help' lists "
                                                         "the video options")
+    g.conflicts("--prompt", "--classes", why="a model is either text- or class-conditioned")
     g.set_defaults(func=cmd_generate)
 
 
 def _video_parser(v: argparse.ArgumentParser) -> None:
     common_args(v, "video model folder (default: the bundled assets/shapes-t2v)")
     video_args(v)
-    v.add_argument("--shift", type=float, help="flow timestep shift at sampling (default: the model's)")
+    v.add_argument("--shift", type=T.shift, help="flow timestep shift at sampling (default: the model's)")
     _prompt_args(v, "clips")
-    v.add_argument("--out", default="samples.gif", help="output clips: .gif, .mp4, or .png (a frame grid)")
-    v.add_argument("--upscale", type=_positive_int, default=2, help="nearest-neighbour upscaling of the frames")
-    v.add_argument("--image", help="image-to-video from this first frame (PNG/JPEG)")
+    v.add_argument("--out", type=T.text, default="samples.gif", help="output clips: .gif, .mp4, or .png (a frame grid)")
+    v.add_argument("--upscale", type=T.positive(T.MAX_UPSCALE), default=2,
+                   help="nearest-neighbour upscaling of the frames")
+    v.add_argument("--image", type=T.text, help="image-to-video from this first frame (PNG/JPEG)")
     v.add_argument("--i2v-guidance", choices=["joint", "text"], default="joint",
                    help="--image: STIV's joint image-text guidance, or guidance on the text only")
-    v.add_argument("--frames", type=_positive_int, help="clip length (default: the model's window; longer "
+    v.add_argument("--frames", type=T.positive(T.MAX_FRAMES), help="clip length (default: the model's window; longer "
                                                         "clips are rolled out with diffusion forcing)")
     v.add_argument("--long-mode", choices=["rollout", "chunked", "extrapolate"], default="rollout",
                    help="clips longer than the model's window: diffusion-forcing rollout over overlapping "
                         "windows, independent windows (baseline), or one pass with UltraViCo attention decay")
-    v.add_argument("--ultravico-alpha", type=float, default=0.9, help="--long-mode extrapolate: UltraViCo's factor "
-                                                                      "on distant attention logits (1 = none)")
-    v.add_argument("--fps", type=float, default=8.0, help="frames per second of the GIF/MP4")
+    v.add_argument("--ultravico-alpha", type=T.float_in(0.0, 1.0, lo_open=True), default=0.9,
+                   help="--long-mode extrapolate: UltraViCo's factor on distant attention logits (1 = none)")
+    v.add_argument("--fps", type=T.float_in(0.1, 100.0), default=8.0, help="frames per second of the GIF/MP4")
+    v.conflicts("--image", "--first-frame-model", why="--first-frame-model draws the first frame: give it or "
+                                                        "--image, not both")
+    v.requires("--i2v-guidance", "--image", "--image (it is the guidance of image-to-video)")
+    v.requires("--ultravico-alpha", lambda a: a.long_mode == "extrapolate", "--long-mode extrapolate")
     v.set_defaults(func=cmd_generate_video)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import cli_types as T
+
 
 class _Tokens:
     """A trunk config seen over ``tokens`` tokens of ``channels`` input channels each (a video model's
@@ -115,7 +117,8 @@ def cmd_info(args) -> None:
 def register(sub) -> None:
     """Add ``info`` to ditkit's subcommands."""
     i = sub.add_parser("info", help="parameters, tokens and FLOPs of a model folder (any kind) or a preset")
-    i.add_argument("--model", help="model folder: class, text-to-image, quantized, pruned or video (default: the "
+    i.add_argument("--model", type=T.text, help="model folder: class, text-to-image, quantized, pruned or video (default: the "
                                    "bundled shapes model)")
-    i.add_argument("--preset", help="a named preset instead of a model folder, e.g. DiT-XL/2")
+    i.add_argument("--preset", type=T.text, help="a named preset instead of a model folder, e.g. DiT-XL/2")
+    i.conflicts("--preset", "--model", why="give a model folder or a preset")
     i.set_defaults(func=cmd_info)

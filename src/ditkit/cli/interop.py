@@ -14,6 +14,9 @@ import argparse
 import shlex
 import sys
 
+from .. import cli_types as T
+from .parser import Parser
+
 FORMATS = ("ditkit", "diffusers", "reference")
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -42,17 +45,21 @@ def register(subparsers) -> argparse.ArgumentParser:
                     "file (read without executing code), a diffusers DiTTransformer2DModel folder (or pipeline root), "
                     "or a ditkit model folder.",
     )
-    p.add_argument("src", help="source checkpoint file or model folder")
-    p.add_argument("dst", help="destination: a folder (ditkit, diffusers) or a .safetensors/.pt file (reference)")
+    p.add_argument("src", type=T.text, help="source checkpoint file or model folder")
+    p.add_argument("dst", type=T.text, help="destination: a folder (ditkit, diffusers) or a .safetensors/.pt file (reference)")
     p.add_argument("--to", required=True, choices=FORMATS, help="target format")
     p.add_argument("--source-format", choices=FORMATS, help="skip detection and read SRC as this format")
     p.add_argument("--allow-numerics-change", action="store_true",
                    help="allow a target that computes the model with slightly different numerics "
                         "(reference <-> diffusers: timestep-frequency divisor, pre-MLP LayerNorm eps)")
-    p.add_argument("--num-heads", type=int, help="head count of a reference checkpoint that is not a DiT-S/B/L/XL size")
+    p.add_argument("--num-heads", type=T.positive(4_096),
+                   help="head count of a reference checkpoint that is not a DiT-S/B/L/XL size")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--dtype", choices=DTYPES, help="weights dtype to write (default: float32)")
     p.add_argument("--no-record-command", dest="record_command", action="store_false",
                    help="do not record this command line in the model card")
+    if isinstance(p, Parser):  # ditkit's parser (a plain argparse one takes the options alone)
+        p.requires("--num-heads", lambda a: a.source_format in (None, "reference"),
+                   "a reference checkpoint (other formats record their head count)")
     p.set_defaults(func=cmd_convert)
     return p

@@ -5,25 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import cli_types as T
 from ..cli_types import UserError
-from ..cli_types import interval as _interval
-from ..cli_types import nonneg_float as _nonneg_float
-from ..cli_types import nonneg_int as _nonneg_int
-from ..cli_types import positive_int as _positive_int
-from ..cli_types import unit_float as _unit_float
+from .parser import Parser
 
 IMAGE_SAMPLERS = ["euler", "heun", "dpm++2m", "ddim", "ddpm"]
 
 
 def common_args(p: argparse.ArgumentParser, model_help: str) -> None:
     """The options of both modes."""
-    p.add_argument("--model", help=model_help)
-    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the model's)")
-    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per model batch")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (samples come back to the CPU; seeds give the "
+    p.add_argument("--model", type=T.text, help=model_help)
+    p.add_argument("--steps", type=T.sampler_steps, help="sampler steps (default: the model's)")
+    p.add_argument("--cfg-scale", type=T.guidance, help="classifier-free guidance scale (1 = none; default: the model's)")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the noise")
+    p.add_argument("--batch-size", type=T.batch_size, default=100, help="samples per model batch")
+    p.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
+    p.add_argument("--device", type=T.text, default="cpu", help="cpu or cuda[:N] (samples come back to the CPU; seeds give the "
                                                    "same noise on every device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -31,35 +28,37 @@ def common_args(p: argparse.ArgumentParser, model_help: str) -> None:
 def image_args(p: argparse.ArgumentParser) -> None:
     """The sampler options of image models."""
     p.add_argument("--sampler", choices=IMAGE_SAMPLERS, help="default: the model's")
-    p.add_argument("--guidance-interval", type=_interval, help="LO,HI network time where guidance applies")
-    p.add_argument("--shift", type=float, help="flow timestep shift at sampling (default: the model's)")
+    p.add_argument("--guidance-interval", type=T.interval, help="LO,HI network time where guidance applies")
+    p.add_argument("--shift", type=T.shift, help="flow timestep shift at sampling (default: the model's)")
 
 
-def video_args(p: argparse.ArgumentParser) -> None:
+def video_args(p: Parser) -> None:
     """The sampling options of video models."""
     p.add_argument("--video", action="store_true", help=argparse.SUPPRESS)  # the flag that chose this mode
     p.add_argument("--sampler", choices=["euler"], help="video models sample with Euler steps over per-frame times")
-    p.add_argument("--context-noise", type=_unit_float, default=0.0,
+    p.add_argument("--context-noise", type=T.unit_float, default=0.0,
                    help="rollouts: re-noise each window's context frames to this process time (SkyReels-V2's "
                         "addnoise_condition; 0.3 keeps the bundled model's shapes over 4x its window)")
-    p.add_argument("--history-guidance", type=_nonneg_float, default=0.0,
+    p.add_argument("--history-guidance", type=T.guidance, default=0.0,
                    help="rollouts: guide each later window on its context frames too (DFoT history "
                         "guidance, this scale; 0 = text only; three model passes per step)")
-    p.add_argument("--overlap", type=_positive_int, help="rollouts: context frames per window (default: half "
+    p.add_argument("--overlap", type=T.positive(T.MAX_FRAMES), help="rollouts: context frames per window (default: half "
                                                            "the window)")
-    p.add_argument("--image-expert", help="a text-to-image model folder on the same autoencoder that "
+    p.add_argument("--image-expert", type=T.text, help="a text-to-image model folder on the same autoencoder that "
                                           "guides every frame (VideoElevator-style; e.g. assets/shapes-t2i)")
-    p.add_argument("--image-expert-scale", type=_nonneg_float, default=1.0,
+    p.add_argument("--image-expert-scale", type=T.guidance, default=1.0,
                    help="--image-expert: the weight of its guidance term (0 = off)")
-    p.add_argument("--ar-step", type=_nonneg_int, default=0,
+    p.add_argument("--ar-step", type=T.nonneg(T.MAX_SAMPLER_STEPS), default=0,
                    help="asynchronous schedule, each frame block this many steps behind the one "
                         "before (SkyReels-V2 diffusion forcing; 0 = all frames together)")
-    p.add_argument("--first-frame-model", metavar="DIR",
+    p.add_argument("--first-frame-model", type=T.text, metavar="DIR",
                    help="factorized text-to-video (Emu Video): this text-to-image model folder draws "
                         "each clip's first frame, the video model continues it (e.g. assets/shapes-t2i)")
-    p.add_argument("--first-frame-redraws", type=_nonneg_int, default=0, metavar="N",
+    p.add_argument("--first-frame-redraws", type=T.nonneg(1_000), default=0, metavar="N",
                    help="--first-frame-model: draw again, up to N times, each first frame whose shape lacks room "
                         "for the caption's motion (\"moving left\": the moving-shapes clips' start rule)")
+    p.requires("--image-expert-scale", "--image-expert", "--image-expert, whose guidance it weighs")
+    p.requires("--first-frame-redraws", "--first-frame-model", "--first-frame-model, whose frames it redraws: give that too")
 
 
 def prompts(args) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .. import cli_types as T
 from ..cli_types import UserError
-from ..cli_types import positive_int as _positive_int
 from ..cli_types import threads as _threads
 
 
@@ -74,35 +74,37 @@ def register(sub) -> None:
     t = sub.add_parser("train", help="train a model from a named recipe (resumes automatically)",
                        description=f"Train a model from a named recipe: {', '.join(presets)}. Run the same command "
                                    "again to resume.")
-    t.add_argument("--preset", metavar="NAME", help=f"training recipe: {', '.join(presets)}")
+    t.add_argument("--preset", type=T.text, metavar="NAME", help=f"training recipe: {', '.join(presets)}")
     t.add_argument("--list-presets", action="store_true", help="list the training recipes, one line each, and exit")
-    t.add_argument("--out", help="run directory (default runs/<preset>)")
-    t.add_argument("--steps", type=_positive_int, help="override the total number of steps")
-    t.add_argument("--batch-size", type=_positive_int, help="override the global batch size")
-    t.add_argument("--lr", type=float, help="override the learning rate")
-    t.add_argument("--data", help="image folder to train on instead of the shapes dataset")
-    t.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this many minutes")
-    t.add_argument("--init-from", help="text and video models: start from this class-conditional model folder's shared "
-                   "weights; video models also from a video model folder of the same config")
-    t.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--out", type=T.text, help="run directory (default runs/<preset>): a new or empty folder, or a run to resume")
+    t.add_argument("--steps", type=T.train_steps, help="override the total number of steps")
+    t.add_argument("--batch-size", type=T.batch_size, help="override the global batch size")
+    t.add_argument("--lr", type=T.learning_rate, help="override the learning rate")
+    t.add_argument("--data", type=T.text, help="image folder to train on instead of the shapes dataset")
+    t.add_argument("--max-minutes", type=T.minutes, help="stop (with a checkpoint) after this many minutes")
+    t.add_argument("--init-from", type=T.text, help="text and video models: start from this class-conditional model "
+                   "folder's shared weights; video models also from a video model folder of the same config")
+    t.add_argument("--threads", type=T.threads_arg, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.conflicts("--list-presets", "--preset", "--out", "--steps", "--batch-size", "--lr", "--data", "--max-minutes",
+                "--init-from", "--threads", "--no-progress", why="--list-presets only lists the recipes")
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="write a run's EMA weights as a model folder")
-    x.add_argument("--run", required=True, help="training run directory")
-    x.add_argument("--out", required=True, help="model folder to write")
+    x.add_argument("--run", type=T.text, required=True, help="training run directory")
+    x.add_argument("--out", type=T.text, required=True, help="model folder to write")
     x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
     x.add_argument("--sampler", default="euler", choices=["euler", "heun", "dpm++2m"], help="default sampler")
-    x.add_argument("--steps", type=_positive_int, default=50, help="default sampler steps")
-    x.add_argument("--cfg-scale", type=float, default=1.0, help="default guidance scale")
-    x.add_argument("--shift", type=float, default=1.0, help="default flow timestep shift")
+    x.add_argument("--steps", type=T.sampler_steps, default=50, help="default sampler steps")
+    x.add_argument("--cfg-scale", type=T.guidance, default=1.0, help="default guidance scale")
+    x.add_argument("--shift", type=T.shift, default=1.0, help="default flow timestep shift")
     x.add_argument("--command-line", help="the training command, recorded in config.json")
     x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("train-classifier", help="train the shapes classifier used for evaluation")
-    c.add_argument("--out", default="classifier", help="classifier folder to write (the bundled one is "
+    c.add_argument("--out", type=T.text, default="classifier", help="classifier folder to write (the bundled one is "
                                                        "assets/classifier)")
-    c.add_argument("--steps", type=_positive_int, default=1500, help="training steps")
-    c.add_argument("--seed", type=int, default=0, help="random seed")
-    c.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads")
+    c.add_argument("--steps", type=T.train_steps, default=1500, help="training steps")
+    c.add_argument("--seed", type=T.seed, default=0, help="random seed")
+    c.add_argument("--threads", type=T.threads_arg, default=1, help="torch CPU threads")
     c.set_defaults(func=cmd_train_classifier)
