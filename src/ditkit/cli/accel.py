@@ -56,6 +56,7 @@ def judge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-classifier", action="store_true", help="PSNR/SSIM only")
     p.add_argument("--reference-samples", type=T.samples, default=1000, help="held-out shapes for FD")
     p.add_argument("--reference-seed", type=T.seed, default=3000)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
     p.conflicts("--no-classifier", "--classifier", "--reference-samples", "--reference-seed",
                 why="--no-classifier measures PSNR/SSIM only")
 
@@ -137,7 +138,7 @@ def cmd_bench_accel(args) -> None:
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
     result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
-                       reference_images=ref, progress=_say, decode=pipe.decode)
+                       reference_images=ref, progress=_say, decode=pipe.decode, bar=False if args.no_progress else None)
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     paths = write_report(result, args.out, command=command)
     print(markdown_table(result))
@@ -165,7 +166,7 @@ def cmd_tune(args) -> None:
         raise ValueError(f"the budget uses {', '.join(sorted(needs))}, which needs the classifier")
     result = tune(pipe.model, budgets, process=pipe.process, setting=setting, holdout_seed=args.holdout_seed,
                   holdout_samples=args.holdout_samples, methods=methods, classifier=clf, reference_images=ref,
-                  progress=_say, decode=pipe.decode)
+                  progress=_say, decode=pipe.decode, bar=False if args.no_progress else None)
     print(result.message)
     if result.chosen:
         print(f"settings: {_configs_text(result.chosen['configs'])}")

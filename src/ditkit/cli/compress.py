@@ -50,17 +50,20 @@ def cmd_quantize(args) -> None:
         labels = torch.arange(args.calib_samples) % max(cfg.num_classes, 1)
         d = pipe.defaults
         calib = collect_calibration(pipe.model, pipe.process, labels, steps=args.calib_steps,
-                                    sampler=d.sampler, cfg_scale=d.cfg_scale, seed=args.seed)
+                                    sampler=d.sampler, cfg_scale=d.cfg_scale, seed=args.seed,
+                                    progress=False if args.no_progress else None)
     keep_fp = tuple(p for p in args.keep_fp.split(",") if p) if args.keep_fp is not None else None
     kwargs = {} if keep_fp is None else {"keep_fp": keep_fp}
     qmodel, report = quantize_model(
         pipe.model, args.scheme, calib, alpha=None if args.no_smooth else args.alpha, overrides=dict(args.override),
         keep_sensitive=args.keep_sensitive, sensitivity=calib is not None, timestep_groups=args.timestep_groups,
-        group_size=args.group_size, rotate=args.rotate, sensitivity_inputs=args.sensitivity_inputs, **kwargs)
+        group_size=args.group_size, rotate=args.rotate, sensitivity_inputs=args.sensitivity_inputs,
+        progress=False if args.no_progress else None, **kwargs)
     if args.vq_steps and any(v.startswith("vq") for v in report["schemes"].values()):
         from ..compress.vq_calibrate import calibrate_vq
 
-        vq = calibrate_vq(pipe.model, qmodel, samples=args.vq_samples, steps=args.vq_steps, seed=args.seed)
+        vq = calibrate_vq(pipe.model, qmodel, samples=args.vq_samples, steps=args.vq_steps, seed=args.seed,
+                          progress=False if args.no_progress else None)
         report["vq_calibration"] = vq
         losses = [(b["loss_before"], b["loss_after"]) for b in vq["blocks"]]
         print("vq calibration (block residual rel. MSE before -> after): "
@@ -101,7 +104,8 @@ def cmd_prune(args) -> None:
                    hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd,
                    kd_time=args.kd_time, seed=args.seed, device=_device(args))
     record = prune_folder(args.model or default_model_dir(), args.out, job,
-                          images=lambda seed, size: training_images(job.dataset, seed, size))
+                          images=lambda seed, size: training_images(job.dataset, seed, size),
+                          progress=False if args.no_progress else None)
     p = record["parameters"]
     print(f"depth {record['depth']} -> {len(record['kept'])}, parameters {p['before'] / 1e6:.2f} M -> "
           f"{p['after'] / 1e6:.2f} M; {record['seconds']['total']:.1f} s in all")
@@ -138,7 +142,8 @@ def cmd_bench_compress(args) -> None:
 
     clf, ref = judge(args, pipe)
     result = run_compress_bench(pipe, variants, setting=setting, reference_folder=folder, cache=cache,
-                                classifier=clf, reference_images=ref, progress=say, full_store=args.full_samples)
+                                classifier=clf, reference_images=ref, progress=say, full_store=args.full_samples,
+                                bar=False if args.no_progress else None)
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
     written = write_report(result, args.out, command=command, table=compress_table, plot=plot_compress)
     print(compress_table(result))
@@ -245,6 +250,7 @@ def _add_prune(subparsers) -> None:
     p.add_argument("--device", type=T.text, default="cpu", help="cpu or cuda[:N]: where search and fine-tuning run (the "
                                                    "budget in minutes is that device's)")
     p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (shown only on a terminal)")
     _prune_rules(p)
     p.set_defaults(func=cmd_prune)
 
@@ -286,6 +292,7 @@ def register(subparsers) -> None:
     q.add_argument("--seed", type=T.seed, default=0)
     q.add_argument("--report", type=T.text, help="write the full report (sensitivity per layer, bytes, kernels) as JSON")
     q.add_argument("--threads", type=T.threads_arg, help="torch CPU threads")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars (shown only on a terminal)")
     _quantize_rules(q)
     q.set_defaults(func=cmd_quantize)
     _add_prune(subparsers)

@@ -43,7 +43,8 @@ def cmd_eval_video(args) -> None:
                             history_guidance=args.history_guidance, overlap=args.overlap,
                             image_expert=image_expert(args, pipe.device), image_expert_scale=args.image_expert_scale,
                             ar_step=args.ar_step, first_frame_model=first_frame_model(args, pipe.device),
-                            first_frame_redraws=args.first_frame_redraws, progress=not args.no_progress)
+                            first_frame_redraws=args.first_frame_redraws,
+                            progress=False if args.no_progress else None)
     result["seconds"] = round(time.time() - t0, 1)
     if args.image_expert:
         result["image_expert"] = args.image_expert
@@ -90,7 +91,7 @@ def cmd_eval(args) -> None:
     t0 = time.time()
     images = pipe.generate(**cond, sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale,
                            seed=args.seed, batch_size=args.batch_size, shift=args.shift,
-                           guidance_interval=args.guidance_interval, progress=not args.no_progress)
+                           guidance_interval=args.guidance_interval, progress=False if args.no_progress else None)
     seconds = time.time() - t0
     ref_images, _ = ShapesDataset(args.reference_samples, seed=args.reference_seed).materialize()
     result = evaluate_samples(clf, images, labels, reference_images=to_tensor(ref_images), class_names=CLASSES)

@@ -62,7 +62,7 @@ def cmd_train_classifier(args) -> None:
     from ..train.classifier import train_classifier
 
     _threads(args)
-    info = train_classifier(args.out, steps=args.steps, seed=args.seed)
+    info = train_classifier(args.out, steps=args.steps, seed=args.seed, progress=False if args.no_progress else None)
     print(json.dumps(info.get("metrics", {}), indent=2))
 
 
@@ -107,4 +107,5 @@ def register(sub) -> None:
     c.add_argument("--steps", type=T.train_steps, default=1500, help="training steps")
     c.add_argument("--seed", type=T.seed, default=0, help="random seed")
     c.add_argument("--threads", type=T.threads_arg, default=1, help="torch CPU threads")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar (shown only on a terminal)")
     c.set_defaults(func=cmd_train_classifier)
