@@ -67,6 +67,14 @@ def fast_sampling(monkeypatch, tmp_path):
     # the reference checkpoint snippet: a DiT-S/8 in the reference's file format stands in for the download
     torch.manual_seed(0)
     torch.save(to_reference_state_dict(DiT(ditkit.get_preset("DiT-S/8"))), tmp_path / "DiT-XL-2-256x256.pt")
+    try:  # and a tiny random diffusers AutoencoderKL (SD-VAE layout: 4 latent channels, 8x down) for the SD-VAE folder
+        from diffusers import AutoencoderKL
+    except ImportError:
+        pass  # the snippet's `if vae_dir.exists()` then skips decoding
+    else:
+        AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                      block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                      sample_size=32).save_pretrained(tmp_path / "sd-vae-ft-ema")
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
