@@ -85,7 +85,9 @@ class RunBar(tqdm):
     def __init__(self, total: int | None, desc: str, progress: bool | None = None, unit: str = "step",
                  warmup: int = 2, **kwargs):
         super().__init__(total=total, desc=desc, unit=unit, disable=None if progress is None else not progress,
-                         dynamic_ncols=True, leave=True, bar_format=BAR_FORMAT, **kwargs)
+                         dynamic_ncols=True, leave=True,
+                         bar_format=BAR_FORMAT.replace("{total_fmt}", "{total_fmt} s") if unit == "s" else BAR_FORMAT,
+                         **kwargs)
         self.eta = RunEta(total or 0, warmup=warmup)
         self.note = ""
 
