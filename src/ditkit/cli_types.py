@@ -212,11 +212,15 @@ def in_assets(path) -> bool:
     return True
 
 
-def new_output(path, overwrite: bool):
-    """``path`` as a `Path`, refused (`UserError`) when something is there already and ``overwrite`` is off."""
-    from pathlib import Path
+def new_output(path, overwrite: bool, *, inputs=(), ditkit_wrote=None, ask: bool = False, flag: str = "--out",
+               folder: bool | None = None):
+    """``path`` as a `Path` once `ditkit.io.outputs.claim`'s rules allow writing it (never an input, never an
+    existing output ditkit did not write unless ``overwrite``; ``ask``: every existing one needs ``overwrite``),
+    else `UserError`."""
+    from .io.outputs import OutputError, claim
 
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists: give --overwrite to replace it, or another --out")
-    return path
+    try:
+        return claim(path, overwrite=overwrite, inputs=inputs, ditkit_wrote=ditkit_wrote, ask=ask, flag=flag,
+                     folder=folder)
+    except OutputError as e:
+        raise UserError(str(e)) from None

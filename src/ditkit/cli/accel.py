@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import cli_types as T
-from ..cli_types import in_assets
+from ..cli_types import new_output
 
 
 def common_args(p: argparse.ArgumentParser, num_samples: int, seed: bool = True) -> None:
@@ -131,9 +131,18 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _inputs(args) -> list:
+    """The input paths of a benchmark command (an output may be none of them, nor lie inside one)."""
+    from ..assets import default_model_dir
+
+    return [args.model or default_model_dir(), getattr(args, "classifier", None), getattr(args, "teacache", None)]
+
+
 def cmd_bench_accel(args) -> None:
     from ..accel.bench import markdown_table, run_bench, write_report
+    from ..io.outputs import bench_folder
 
+    new_output(args.out, args.overwrite, inputs=_inputs(args), ditkit_wrote=bench_folder, folder=True)
     pipe, setting, folder = bench_setup(args)
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
@@ -156,8 +165,12 @@ def _configs_text(configs: list[dict]) -> str:
 
 def cmd_tune(args) -> None:
     from ..accel.tune import parse_budget, tune
+    from ..io.atomic import atomic_write
+    from ..io.outputs import json_with
 
     budgets = parse_budget(args.budget)  # fail before any sampling
+    out = new_output(args.json, args.overwrite, inputs=_inputs(args), ditkit_wrote=json_with("budget", "message"),
+                     flag="--json", folder=False) if args.json else None
     pipe, setting, folder = bench_setup(args)
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
@@ -170,25 +183,32 @@ def cmd_tune(args) -> None:
     print(result.message)
     if result.chosen:
         print(f"settings: {_configs_text(result.chosen['configs'])}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}")
+    if out is not None:
+        with atomic_write(out) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"wrote {out}")
 
 
 def cmd_calibrate_teacache(args) -> None:
     import torch
 
     from ..accel.teacache import fit_teacache
+    from ..assets import default_model_dir
+    from ..io.outputs import json_with
 
+    folder = Path(args.model) if args.model else default_model_dir()
+    # by default into the working directory: no command writes into its input folder unless told to; the one
+    # file of the model folder it may write when told is the folder's own teacache.json (bench accel reads it)
+    out = Path(args.out) if args.out else Path(f"{folder.resolve().name}-teacache.json")
+    own = out.resolve() == (folder / "teacache.json").resolve()
+    out = new_output(out, args.overwrite, inputs=[] if own else [folder], ditkit_wrote=json_with("coefficients", "r2"),
+                     folder=False)
     pipe, setting, folder = bench_setup(args)
     seeds = args.seeds
     labels = torch.arange(args.num_samples) % max(pipe.config.num_classes, 1)
     fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
                        seeds=seeds, cfg_scale=setting.cfg_scale, shift=setting.shift, degree=args.degree,
                        batch_size=args.batch_size)
-    out = Path(args.out) if args.out else folder / "teacache.json"
-    if not args.out and in_assets(out):  # the bundled model's fit stays as shipped
-        out = Path(f"{folder.resolve().name}-teacache.json")
     fit.save(out)
     print(f"TeaCache polynomial (degree {args.degree}, highest first): {', '.join(f'{c:.4g}' for c in fit.coefficients)}")
     print(f"R² {fit.r2:.3f} over {fit.num_pairs} pairs, input change {fit.x_range[0]:.3g}..{fit.x_range[1]:.3g}; "
@@ -199,7 +219,10 @@ def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
     p = bench_subparsers.add_parser("accel", help="full compute vs caching/forecasting/RAS on identical seeds")
     common_args(p, num_samples=100)
     _quality_args(p)
-    p.add_argument("--out", default="bench-accel", help="folder for bench.json, bench.md, bench.png")
+    p.add_argument("--out", default="bench-accel", help="folder for bench.json, bench.md, bench.png (replaced as a "
+                                                        "whole; an existing folder not from ditkit bench needs "
+                                                        "--overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if ditkit bench did not write it")
     p.set_defaults(func=cmd_bench_accel)
     return p
 
@@ -212,7 +235,9 @@ def register(subparsers) -> None:
     t.add_argument("--budget", type=T.text, required=True, help="e.g. 'psnr>=30' or 'accuracy_drop<=2, fd_increase<=10'")
     t.add_argument("--holdout-seed", type=T.seed, help="seed of the held-out check (default seed + 10000)")
     t.add_argument("--holdout-samples", type=T.samples, help="held-out samples (default --num-samples)")
-    t.add_argument("--json", type=T.text, help="write the full result to this JSON file")
+    t.add_argument("--json", type=T.text, help="write the full result to this JSON file (an existing file needs --overwrite "
+                                  "unless it is a result of ditkit tune)")
+    t.add_argument("--overwrite", action="store_true", help="replace --json even if ditkit tune did not write it")
     t.set_defaults(func=cmd_tune)
 
     c = subparsers.add_parser("calibrate-teacache", help="fit TeaCache's rescaling polynomial for a model")
@@ -220,7 +245,8 @@ def register(subparsers) -> None:
     c.add_argument("--seeds", type=T.int_list(0, T.MAX_SEED, "seeds"), default="1000,1001",
                    help="comma-separated calibration seeds")
     c.add_argument("--degree", type=T.int_in(1, 10), default=4, help="degree of the polynomial")
-    c.add_argument("--out", type=T.text,
-                   help="JSON to write (default: <model>/teacache.json, where bench accel and tune find it; "
-                        "for a model in assets/, ./<model folder name>-teacache.json)")
+    c.add_argument("--out", type=T.text, help="JSON to write (default: ./<model folder name>-teacache.json; give "
+                                 "--out <model>/teacache.json to put it where bench accel and tune look by default). "
+                                 "An existing file needs --overwrite unless it is a fit of calibrate-teacache")
+    c.add_argument("--overwrite", action="store_true", help="replace --out even if calibrate-teacache did not write it")
     c.set_defaults(func=cmd_calibrate_teacache)

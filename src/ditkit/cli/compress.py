@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import cli_types as T
 from ..cli_types import new_output
+from ..io.atomic import atomic_write
 from .parser import Parser
 
 
@@ -40,7 +41,10 @@ def cmd_quantize(args) -> None:
     from ..pipelines.folder import source_autoencoder
 
     source = Path(args.model) if args.model else default_model_dir()
-    out = new_output(args.out or f"{source.resolve().name}-{args.scheme}", args.overwrite)
+    out = new_output(args.out or f"{source.resolve().name}-{args.scheme}", args.overwrite, inputs=[source], ask=True,
+                     folder=True)
+    report_path = new_output(args.report, args.overwrite, inputs=[source, out], ask=True, flag="--report",
+                             folder=False) if args.report else None
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline(source)
@@ -82,9 +86,9 @@ def cmd_quantize(args) -> None:
         top = sorted(report["sensitivity"].items(), key=lambda kv: -kv[1])[:5]
         print("most sensitive: " + ", ".join(f"{n} {v:.2e}" for n, v in top))
     print(f"wrote {out}")
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if report_path is not None:
+        with atomic_write(report_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def cmd_prune(args) -> None:
@@ -93,8 +97,11 @@ def cmd_prune(args) -> None:
     from ..assets import default_model_dir
     from ..cli_types import device as _device
     from ..compress.prune_folder import PruneJob, prune_folder
+    from ..io.outputs import model_folder
     from ..train.datasets import training_images
 
+    source = args.model or default_model_dir()
+    new_output(args.out, args.overwrite, inputs=[source], ditkit_wrote=model_folder, folder=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     job = PruneJob(keep=args.keep, method=args.method, group=args.group, search_steps=args.search_steps,
@@ -103,7 +110,7 @@ def cmd_prune(args) -> None:
                    finetune_lr=args.lr, lr_schedule=args.lr_schedule, ema_decay=args.ema, fm_weight=args.fm_weight,
                    hidden_weight=args.hidden_kd, hidden_align=args.hidden_align, guided_weight=args.guided_kd,
                    kd_time=args.kd_time, seed=args.seed, device=_device(args))
-    record = prune_folder(args.model or default_model_dir(), args.out, job,
+    record = prune_folder(source, args.out, job,
                           images=lambda seed, size: training_images(job.dataset, seed, size),
                           progress=False if args.no_progress else None)
     p = record["parameters"]
@@ -117,14 +124,18 @@ def cmd_bench_compress(args) -> None:
     import sys
 
     from ..accel.bench import default_methods, write_report
+    from ..assets import default_model_dir
     from ..compress.bench_models import Variant, compress_table, plot_compress, run_compress_bench
+    from ..io.outputs import bench_folder
     from ..pipelines import load_pipeline
     from .accel import bench_setup, judge
 
+    paths = [Path(v.strip()) for v in args.variants.split(",") if v.strip()]
+    new_output(args.out, args.overwrite, inputs=[args.model or default_model_dir(), args.classifier, *paths],
+               ditkit_wrote=bench_folder, folder=True)
     pipe, setting, folder = bench_setup(args)
     if pipe.info.get("kind") != "ditkit-dit":
         raise ValueError(f"--model {folder} is a {pipe.info.get('kind')!r} folder; give the float model")
-    paths = [Path(v.strip()) for v in args.variants.split(",") if v.strip()]
     if not paths:
         raise ValueError("--variants needs at least one model folder")
     labels = [p.name for p in paths]
@@ -165,7 +176,10 @@ def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
                    help="float model's samples: loaded from FILE when it holds this very setting's, else "
                         "computed and written there (lets benchmarks of other variants run side by side; "
                         "needs --timing-samples)")
-    p.add_argument("--out", default="bench-compress", help="folder for bench.json, bench.md, bench.png")
+    p.add_argument("--out", default="bench-compress", help="folder for bench.json, bench.md, bench.png (replaced as a "
+                                                           "whole; an existing folder not from ditkit bench needs "
+                                                           "--overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if ditkit bench did not write it")
     p.set_defaults(func=cmd_bench_compress)
     return p
 
@@ -213,7 +227,9 @@ def _prune_rules(p: Parser) -> None:
 def _add_prune(subparsers) -> None:
     p = subparsers.add_parser("prune", help="depth-prune a model folder (TinyFusion learned masks or importance)")
     p.add_argument("--model", type=T.text, help="model folder (default: the bundled shapes model)")
-    p.add_argument("--out", type=T.text, required=True, help="output model folder (written atomically)")
+    p.add_argument("--out", type=T.text, required=True, help="output model folder (written atomically; a model folder of ditkit "
+                                                "there is replaced, anything else needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a ditkit model folder")
     p.add_argument("--keep", type=T.nonneg(T.MAX_COUNT), required=True, help="blocks of the pruned model")
     p.add_argument("--method", default="learned", choices=["learned", "importance"])
     p.add_argument("--group", type=T.positive(T.MAX_COUNT), default=2,
@@ -263,7 +279,7 @@ def register(subparsers) -> None:
     q.add_argument("--model", type=T.text, help="model folder (default: the bundled shapes model)")
     q.add_argument("--out", type=T.text, help="output model folder, written atomically (default: ./<model folder name>-<scheme>, "
                                  "e.g. shapes-dit-w8a8)")
-    q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    q.add_argument("--overwrite", action="store_true", help="replace --out (and --report) if it exists")
     q.add_argument("--scheme", default="w8a8", choices=list(SCHEMES))
     q.add_argument("--calib-samples", type=T.nonneg(T.MAX_SAMPLES), default=20,
                    help="samples whose sampling trajectory calibrates "

@@ -19,8 +19,11 @@ from .. import cli_types as T
 def cmd_encode(args: argparse.Namespace) -> None:
     import torch
 
+    from ..cli_types import new_output
     from ..data.latent_cache import EncodeConfig, describe, encode_dataset
 
+    inputs = [None if args.data == "shapes" else args.data, args.vae]
+    new_output(args.out, True, inputs=inputs, folder=True)  # never inside an input; a folder there: the cache's rules
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = EncodeConfig(data=args.data, vae=args.vae, out=args.out, num=args.num, image_size=args.image_size,

@@ -34,6 +34,7 @@ def cmd_eval_video(args) -> None:
         if unknown or not long_motions:
             raise UserError(f"--long-motions: unknown motion(s) {unknown}; choose from {', '.join(MOTIONS)}")
     check_redraws(args)
+    _claim_outputs(args, _video_folder(args.model), "text_to_video")
     pipe = load_video_pipeline(_video_folder(args.model), device=_device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     t0 = time.time()
@@ -78,6 +79,9 @@ def cmd_eval(args) -> None:
     from ..shapes.data import CLASSES, ShapesDataset, to_tensor
 
     _threads(args)
+    from ..assets import default_model_dir
+
+    _claim_outputs(args, args.model or default_model_dir(), "accuracy", "fd")
     pipe = _load(args.model, _device(args))
     clf = load_classifier(args.classifier or default_classifier_dir())
     n_cls = pipe.config.num_classes
@@ -117,6 +121,19 @@ def cmd_eval(args) -> None:
         save_grid(images[per_class_order(labels, n_cls, 8)], args.grid, nrow=8, upscale=2)
 
 
+def _claim_outputs(args, model, *keys: str) -> None:
+    """Refuse, before any sampling, an output that is an input or that ditkit did not write (without --overwrite):
+    --json (a report of eval holds ``keys``) and --grid (replaced only with --overwrite)."""
+    from ..cli_types import new_output
+    from ..io.outputs import json_with
+
+    inputs = [model, args.classifier]
+    if args.json:
+        new_output(args.json, args.overwrite, inputs=inputs, ditkit_wrote=json_with(*keys), flag="--json", folder=False)
+    if getattr(args, "grid", None):
+        new_output(args.grid, args.overwrite, inputs=inputs, ask=True, flag="--grid", folder=False)
+
+
 def per_class_order(labels, num_classes: int, k: int):
     """Indices of the first ``k`` samples of each class, class by class (one grid row per class)."""
     import torch
@@ -126,7 +143,9 @@ def per_class_order(labels, num_classes: int, k: int):
 
 def _shared_args(e) -> None:
     e.add_argument("--classifier", type=T.text, help="classifier folder (default: the bundled one)")
-    e.add_argument("--json", type=T.text, help="write the metrics to this JSON file")
+    e.add_argument("--json", type=T.text, help="write the metrics to this JSON file (an existing file needs --overwrite unless "
+                                  "it is a report of ditkit eval)")
+    e.add_argument("--overwrite", action="store_true", help="replace --json (or --grid) whatever is there")
 
 
 def register(sub) -> None:

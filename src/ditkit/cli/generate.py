@@ -36,9 +36,12 @@ def cmd_generate(args) -> None:
         from ..assets import default_text_model_dir
 
         args.model = str(default_text_model_dir())
+    from ..assets import default_model_dir
+
     pipe = _load(args.model, _device(args))
     if args.vae:  # a user's VAE folder decodes instead of the model folder's own codec
         pipe.use_vae(args.vae)
+    claim_outputs(args, [args.model or default_model_dir(), args.vae])  # before any sampling
     if pipe.text_encoder is not None or args.prompt:
         if pipe.text_encoder is None:
             raise UserError("this model is class-conditional: choose --classes, not --prompt")
@@ -74,6 +77,7 @@ def cmd_generate_video(args) -> None:
 
     _threads(args)
     folder = video_folder(args.model)
+    claim_outputs(args, [folder, args.image, getattr(args, "image_expert", None), getattr(args, "first_frame_model", None)])
     pipe = load_video_pipeline(folder, device=_device(args))
     texts = prompts(args)
     if not texts:
@@ -117,6 +121,16 @@ def cmd_generate_video(args) -> None:
     print(f"options: {record}")
 
 
+def claim_outputs(args, inputs: list) -> None:
+    """Refuse, before any sampling, an --out that is an input, or (without --overwrite) an existing file that
+    ditkit generate did not write (it writes the options record ``<out>.json`` beside each file)."""
+    from ..cli_types import new_output
+    from ..io.outputs import json_with, with_options_record
+
+    new_output(args.out, args.overwrite, inputs=inputs, ditkit_wrote=with_options_record, folder=False)
+    new_output(f"{args.out}.json", args.overwrite, inputs=inputs, ditkit_wrote=json_with("options"), folder=False)
+
+
 def write_options(out: str | Path, pipe, **inputs) -> Path:
     """``<out>.json`` beside an output file (e.g. ``samples.png.json``): the model and inputs of the run (those
     not None) and the options the pipeline resolved, every default filled in (``pipe.last_options``)."""
@@ -138,7 +152,9 @@ def _image_parser(g: argparse.ArgumentParser) -> None:
     image_args(g)
     g.add_argument("--classes", type=T.text, default="all", help="comma-separated class names or indices, or 'all'")
     _prompt_args(g, "samples")
-    g.add_argument("--out", type=T.text, default="samples.png", help="output PNG grid")
+    g.add_argument("--out", type=T.text, default="samples.png", help="output PNG grid (an earlier output of ditkit generate is "
+                                                        "replaced; any other existing file needs --overwrite)")
+    g.add_argument("--overwrite", action="store_true", help="replace --out whatever is there")
     g.add_argument("--upscale", type=T.positive(T.MAX_UPSCALE), default=2, help="nearest-neighbour upscaling of the grid")
     g.add_argument("--vae", type=T.text, help="decode with this autoencoder folder (diffusers AutoencoderKL or ditkit) "
                                  "instead of the model folder's own")
@@ -154,9 +170,11 @@ def _video_parser(v: argparse.ArgumentParser) -> None:
     video_args(v)
     v.add_argument("--shift", type=T.shift, help="flow timestep shift at sampling (default: the model's)")
     _prompt_args(v, "clips")
-    v.add_argument("--out", type=T.text, default="samples.gif", help="output clips: .gif, .mp4, or .png (a frame grid)")
-    v.add_argument("--upscale", type=T.positive(T.MAX_UPSCALE), default=2,
-                   help="nearest-neighbour upscaling of the frames")
+    v.add_argument("--out", type=T.text, default="samples.gif",
+                   help="output clips: .gif, .mp4, or .png (a frame grid); an earlier output of ditkit generate is "
+                        "replaced, any other existing file needs --overwrite")
+    v.add_argument("--overwrite", action="store_true", help="replace --out whatever is there")
+    v.add_argument("--upscale", type=T.positive(T.MAX_UPSCALE), default=2, help="nearest-neighbour upscaling of the frames")
     v.add_argument("--image", type=T.text, help="image-to-video from this first frame (PNG/JPEG)")
     v.add_argument("--i2v-guidance", choices=["joint", "text"], default="joint",
                    help="--image: STIV's joint image-text guidance, or guidance on the text only")

@@ -24,8 +24,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 def cmd_convert(args: argparse.Namespace) -> None:
     import torch
 
+    from ..cli_types import new_output
     from ..interop.convert import convert
 
+    new_output(args.dst, True, inputs=[args.src], flag="DST")  # never onto or inside SRC (existing DST: convert's rule)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     command = "ditkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.record_command else None
     result = convert(args.src, args.dst, to=args.to, allow_numerics_change=args.allow_numerics_change,

@@ -43,15 +43,35 @@ def cmd_train(args) -> None:
                                    ("dataset", args.data), ("init_from", args.init_from)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides)
     out = args.out or f"runs/{args.preset}"
+    _check_run_dir(out, [args.data.removeprefix("latents:") if args.data and args.data != "shapes" else None,
+                         args.init_from])
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
     result = Trainer(cfg, out, progress=not args.no_progress).run(max_seconds=max_seconds)
     state = "finished" if result["done"] else "paused (run the same command again to resume)"
     print(f"{state}: step {result['step']}/{cfg.steps}, {result['elapsed_seconds'] / 60:.1f} min of training, in {out}")
 
 
+def _check_run_dir(out, inputs) -> None:
+    """A run folder is resumed, never replaced: refuse an input there, or a folder that is neither empty nor a run."""
+    from pathlib import Path
+
+    from ..cli_types import new_output
+
+    new_output(out, overwrite=True, inputs=inputs, folder=True)
+    path = Path(out)
+    if path.is_dir() and any(path.iterdir()) and not (path / "train_config.json").is_file() \
+            and not (path / "checkpoints").is_dir():
+        raise UserError(f"--out {out} is a folder that is not a ditkit training run (no train_config.json): "
+                        "give a new or empty --out")
+
+
 def cmd_export(args) -> None:
+    from ..cli_types import new_output
+    from ..io.outputs import model_folder
     from ..pipelines import SamplingDefaults
     from ..train.export import export_run
+
+    new_output(args.out, args.overwrite, inputs=[args.run], ditkit_wrote=model_folder, folder=True)
 
     defaults = SamplingDefaults(sampler=args.sampler, steps=args.steps, cfg_scale=args.cfg_scale, shift=args.shift)
     summary = export_run(args.run, args.out, defaults=defaults, dtype=args.dtype, command=args.command_line)
@@ -59,8 +79,11 @@ def cmd_export(args) -> None:
 
 
 def cmd_train_classifier(args) -> None:
+    from ..cli_types import new_output
+    from ..io.outputs import model_folder
     from ..train.classifier import train_classifier
 
+    new_output(args.out, args.overwrite, ditkit_wrote=model_folder, folder=True)
     _threads(args)
     info = train_classifier(args.out, steps=args.steps, seed=args.seed, progress=False if args.no_progress else None)
     print(json.dumps(info.get("metrics", {}), indent=2))
@@ -92,7 +115,9 @@ def register(sub) -> None:
 
     x = sub.add_parser("export", help="write a run's EMA weights as a model folder")
     x.add_argument("--run", type=T.text, required=True, help="training run directory")
-    x.add_argument("--out", type=T.text, required=True, help="model folder to write")
+    x.add_argument("--out", type=T.text, required=True, help="model folder to write (a model folder of ditkit there is replaced "
+                                                "atomically, anything else needs --overwrite; never inside --run)")
+    x.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a ditkit model folder")
     x.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
     x.add_argument("--sampler", default="euler", choices=["euler", "heun", "dpm++2m"], help="default sampler")
     x.add_argument("--steps", type=T.sampler_steps, default=50, help="default sampler steps")
@@ -103,7 +128,9 @@ def register(sub) -> None:
 
     c = sub.add_parser("train-classifier", help="train the shapes classifier used for evaluation")
     c.add_argument("--out", type=T.text, default="classifier", help="classifier folder to write (the bundled one is "
-                                                       "assets/classifier)")
+                                                       "assets/classifier; a classifier folder there is replaced, "
+                                                       "anything else needs --overwrite)")
+    c.add_argument("--overwrite", action="store_true", help="replace --out even if it is not a ditkit model folder")
     c.add_argument("--steps", type=T.train_steps, default=1500, help="training steps")
     c.add_argument("--seed", type=T.seed, default=0, help="random seed")
     c.add_argument("--threads", type=T.threads_arg, default=1, help="torch CPU threads")

@@ -40,7 +40,7 @@ import torch
 
 from ..diffusion.flow import FlowMatching
 from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
-from ..io.checkpoint import CheckpointError, atomic_write, load_json, save_tensors
+from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, save_tensors
 from ..models.dit import DiT
 from ..models.reference import to_reference_state_dict
 from ..pipelines.folder import SamplingDefaults, load_image_pipeline, process_from_info, process_info, save_pipeline
@@ -229,10 +229,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str = "ditkit", 
         extra = {"process": process_info(loaded.process), "class_names": loaded.class_names,
                  "sampling": dataclasses.asdict(loaded.sampling), "ditkit_version": _ditkit_version()}
         _check_destination(dst, overwrite)
-        export_diffusers(model, dst, allow_numerics_change=allow_numerics_change, dtype=dtype, extra=extra)
-        write_model_card(dst, {"format": "diffusers", "config": cfg.to_dict(), "process": extra["process"],
-                               "sampling": extra["sampling"], "class_names": loaded.class_names,
-                               "training": loaded.training, "provenance": provenance, "notes": notes})
+        with atomic_dir(dst) as tmp:  # the folder and its card take the place of dst together
+            export_diffusers(model, tmp, allow_numerics_change=allow_numerics_change, dtype=dtype, extra=extra)
+            write_model_card(tmp, {"format": "diffusers", "config": cfg.to_dict(), "process": extra["process"],
+                                   "sampling": extra["sampling"], "class_names": loaded.class_names,
+                                   "training": loaded.training, "provenance": provenance, "notes": notes})
     elif to == "reference":
         changes = _reference_numerics_changes(cfg)
         if changes and not allow_numerics_change:
@@ -254,10 +255,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str = "ditkit", 
         extra = {"provenance": provenance}
         if loaded.training:
             extra["training"] = loaded.training
-        save_pipeline(dst, model, loaded.process, class_names=loaded.class_names, defaults=loaded.sampling,
-                      dtype=dtype or torch.float32, extra=extra)
-        info = load_json(dst / CONFIG_NAME)
-        write_model_card(dst, {**info, "format": "ditkit", "notes": notes})
+        with atomic_dir(dst) as tmp:  # the folder and its card take the place of dst together
+            save_pipeline(tmp, model, loaded.process, class_names=loaded.class_names, defaults=loaded.sampling,
+                          dtype=dtype or torch.float32, extra=extra)
+            info = load_json(tmp / CONFIG_NAME)
+            write_model_card(tmp, {**info, "format": "ditkit", "notes": notes})
     return {"source_format": src_fmt, "format": to, "dst": str(dst), "parameters": model.num_parameters(),
             "notes": notes}
 

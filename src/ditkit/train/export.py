@@ -18,7 +18,7 @@ import torch
 
 from ..data.latent_cache import cache_class_names
 from ..diffusion.flow import FlowMatching
-from ..io.checkpoint import CheckpointError, atomic_write, load_json, load_tensors
+from ..io.checkpoint import CheckpointError, atomic_dir, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
 from ..pipelines.folder import SamplingDefaults, save_pipeline
 from ..shapes.data import CLASSES
@@ -64,17 +64,17 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
         if trained_with is not None and trained_with != codec_fingerprint(autoencoder):
             raise CheckpointError(f"{run_dir} was trained with a different autoencoder than {autoencoder} holds now")
     common = {"defaults": defaults, "dtype": DTYPES[dtype], "extra": {"training": summary}, "autoencoder": autoencoder}
-    if cfg.video is not None:  # TextToVideo -> a video model folder
-        from ..pipelines.folder import save_video_pipeline
+    with atomic_dir(out_dir) as tmp:  # the folder and its training log take the place of out_dir together
+        if cfg.video is not None:  # TextToVideo -> a video model folder
+            from ..pipelines.folder import save_video_pipeline
 
-        save_video_pipeline(out_dir, model.dit, FlowMatching(cfg.flow), model.encoder, **common)
-    else:
-        text = getattr(cfg.model, "text_dim", None) is not None
-        class_names = [] if text else list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)
-        dit, encoder = (model.dit, model.encoder) if text else (model, None)
-        save_pipeline(out_dir, dit, FlowMatching(cfg.flow), class_names=class_names, text_encoder=encoder, **common)
-    log = run_dir / "train_log.jsonl"
-    if log.is_file():
-        with atomic_write(Path(out_dir) / "train_log.jsonl") as tmp:
-            shutil.copyfile(log, tmp)
+            save_video_pipeline(tmp, model.dit, FlowMatching(cfg.flow), model.encoder, **common)
+        else:
+            text = getattr(cfg.model, "text_dim", None) is not None
+            class_names = [] if text else list(CLASSES) if cfg.dataset == "shapes" else cache_class_names(cfg.dataset)
+            dit, encoder = (model.dit, model.encoder) if text else (model, None)
+            save_pipeline(tmp, dit, FlowMatching(cfg.flow), class_names=class_names, text_encoder=encoder, **common)
+        log = run_dir / "train_log.jsonl"
+        if log.is_file():
+            shutil.copyfile(log, tmp / "train_log.jsonl")
     return summary

@@ -351,10 +351,15 @@ class Trainer:
             (tmp / "state.json").write_text(json.dumps(state, indent=2))
         with atomic_write(self.ckpt_dir / "latest") as tmp:
             tmp.write_text(name + "\n")
-        old = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and p.name != name)
+        self._drop_old_checkpoints(name)
+        return self.ckpt_dir / name
+
+    def _drop_old_checkpoints(self, newest: str) -> None:
+        """Keep ``newest`` and the ``keep_checkpoints - 1`` checkpoints before it (also run on a resume: a kill
+        may have fallen between the pointer and the deletion)."""
+        old = sorted(p for p in self.ckpt_dir.glob("step_*") if p.is_dir() and p.name != newest)
         for p in old[: max(0, len(old) - (self.cfg.keep_checkpoints - 1))]:
             remove_tree(p)  # renamed away first: a kill never leaves half a checkpoint under its name
-        return self.ckpt_dir / name
 
     def load_checkpoint(self, path: Path) -> None:
         state = load_json(path / "state.json")
@@ -450,20 +455,21 @@ class Trainer:
         """Train until cfg.steps (or for `max_seconds` of this call). Resumes from the latest checkpoint."""
         cfg = self.cfg
         self.model.train()
-        resume = self.latest_checkpoint()
         if self.rank == 0:
             for folder in (self.out_dir, self.ckpt_dir, self.out_dir / "snapshots"):
                 tidy_dir(folder)  # what a killed run left: temporary files, half-deleted checkpoints
+        resume = self.latest_checkpoint()
         if resume is not None:
             self.load_checkpoint(resume)
             if self.rank == 0:
                 self.log(f"resumed from {resume} at step {self.step}")
+                self._drop_old_checkpoints(resume.name)
         elif cfg.init_from is not None:
             self._init_from_class_model()
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_write(self.out_dir / "train_config.json") as tmp:
             self._trim_log()
+            with atomic_write(self.out_dir / "train_config.json") as tmp:
                 tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         start, losses, proj_losses = time.time(), [], []
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, desc="train",
