@@ -11,15 +11,18 @@ Memory (bytes) is the sum of
   so the estimate is an upper bound);
 * the request's tensors: noise and samples, ``n x channels x height x width x 4`` each, and decoded images.
 
+* the sampler's schedule: ``steps x 24`` bytes (time grids in float64).
+
 Work is ``samples x steps x (2 with guidance) x MACs per forward``, with MACs per forward
-``tokens x block parameters + 2 x depth x tokens^2 x hidden`` (the matrix products and attention).
+``tokens x block parameters + 2 x depth x tokens^2 x hidden`` (the matrix products and attention), plus a
+fixed cost per model call (`SECONDS_PER_CALL`: kernel launches and Python, which dominate small models).
 
 `check` refuses (`BudgetError`, one line) an estimate whose memory exceeds what the machine has available
 (``MemAvailable`` of /proc/meminfo; ``os.sysconf`` elsewhere) or whose work exceeds a day at an optimistic rate
-(`PEAK_MACS_PER_SECOND`: 10^12 MAC/s on a CPU, 10^15 on a GPU, above what either reaches, so only requests that
-could never finish are refused). Overrides, for the brave: ``DITKIT_MAX_MEMORY_GB`` (a memory limit in GiB used
-instead of the available memory) and ``DITKIT_MAX_HOURS`` (the work limit, in hours at that rate); ``inf``
-disables either check.
+(`PEAK_MACS_PER_SECOND`: 10^12 MAC/s on a CPU, 10^15 on a GPU, above what either reaches, and 0.2 ms / 0.05 ms per
+model call, below what either takes, so only requests that could never finish are refused). Overrides, for the
+brave: ``DITKIT_MAX_MEMORY_GB`` (a memory limit in GiB used instead of the available memory) and
+``DITKIT_MAX_HOURS`` (the work limit, in hours at that rate); ``inf`` disables either check.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from .config import DiTConfig
 
 PEAK_MACS_PER_SECOND = {"cpu": 1e12, "cuda": 1e15}  # optimistic: the work check refuses only what never finishes
+SECONDS_PER_CALL = {"cpu": 2e-4, "cuda": 5e-5}  # the least a model call takes (a forward of a tiny DiT)
 DEFAULT_MAX_HOURS = 24.0
 MEMORY_ENV = "DITKIT_MAX_MEMORY_GB"
 HOURS_ENV = "DITKIT_MAX_HOURS"
@@ -48,11 +52,12 @@ class Estimate:
     what: str  # e.g. "loading assets/x" or "sampling 16 images x 50 steps"
     memory: float
     macs: float = 0.0
+    calls: float = 0.0  # model calls (forwards of a batch)
 
     def hours(self, device: str = "cpu") -> float:
         """The work in hours at the optimistic rate of ``device`` ("cpu", "cuda", "cuda:1", ...)."""
-        kind = str(device).split(":")[0]
-        return self.macs / PEAK_MACS_PER_SECOND.get(kind, PEAK_MACS_PER_SECOND["cuda"]) / 3600
+        kind = "cpu" if str(device).split(":")[0] == "cpu" else "cuda"
+        return (self.macs / PEAK_MACS_PER_SECOND[kind] + self.calls * SECONDS_PER_CALL[kind]) / 3600
 
 
 # ----------------------------------------------------------------------------- model sizes
@@ -63,14 +68,18 @@ def _trunk(config) -> DiTConfig:
 
 
 def block_params(config) -> float:
-    """Parameters of one transformer block: attention 4 D^2, MLP 2 r D^2, adaLN 6 D^2, and cross-attention
-    (text models: 4 D^2) or SD3's second (text) stream (MMDiT: twice the block)."""
+    """Parameters of one transformer block: attention 4 D^2, MLP 2 r D^2, adaLN 6 D^2; PixArt-α's cross-attention
+    block has cross-attention (4 D^2) and shares one adaLN; SD3's MMDiT block has a second (text) stream
+    (twice the block)."""
     cfg = _trunk(config)
     d = float(cfg.hidden_size)
+    arch = getattr(cfg, "arch", None)
+    if arch == "cross":
+        return (4 + 2 * cfg.mlp_ratio + 4) * d * d
     per = (4 + 2 * cfg.mlp_ratio + 6) * d * d
-    if getattr(cfg, "arch", None) == "mmdit":
-        per *= 2
-    elif getattr(cfg, "text_dim", None) is not None or getattr(config, "text_dim", 0):
+    if arch == "mmdit":
+        return 2 * per
+    if getattr(config, "text_dim", 0):  # a video DiT cross-attending to caption tokens
         per += 4 * d * d
     return per
 
@@ -134,9 +143,10 @@ def estimate_sampling(config, n: int, steps: int, batch_size: int, *, guided: bo
     h, w = cfg.hw
     f = 1 if frames is None else frames
     per_sample = cfg.in_channels * h * w * f * 4 * 3 + decoded_pixels * 4 * 2
-    memory = activation_bytes(config, rows, frames) + n * per_sample
+    memory = activation_bytes(config, rows, frames) + n * per_sample + 24.0 * steps
     macs = float(n) * steps * (2 if guided else 1) * forward_macs(config, frames)
-    return Estimate(what or f"sampling {n} x {steps} steps", memory, macs)
+    calls = float(steps) * -(-n // max(1, batch_size))
+    return Estimate(what or f"sampling {n} x {steps} steps", memory, macs, calls)
 
 
 def estimate_training(config, batch_size: int, steps: int, what: str = "") -> Estimate:
@@ -144,7 +154,7 @@ def estimate_training(config, batch_size: int, steps: int, what: str = "") -> Es
     activations kept for the backward pass; work: forward + backward (3 forwards) per sample and step."""
     memory = model_params(config) * 4 * 5 + activation_bytes(config, batch_size, training=True)
     macs = 3.0 * batch_size * steps * forward_macs(config)
-    return Estimate(what or f"training {steps} steps of batch {batch_size}", memory, macs)
+    return Estimate(what or f"training {steps} steps of batch {batch_size}", memory, macs, 3.0 * steps)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -199,10 +209,10 @@ def check(estimate: Estimate, device: str = "cpu") -> Estimate:
                           f"set {MEMORY_ENV} (GiB) to raise the limit")
     hours = hours_limit()
     if estimate.hours(device) > hours:
-        kind = str(device).split(":")[0]
-        rate = PEAK_MACS_PER_SECOND.get(kind, PEAK_MACS_PER_SECOND["cuda"])
-        raise BudgetError(f"{estimate.what} is {estimate.macs:.3g} multiply-accumulates, over {hours:g} h even at "
-                          f"{rate:.0e} per second on {kind}; set {HOURS_ENV} to raise the limit")
+        kind = "cpu" if str(device).split(":")[0] == "cpu" else "cuda"
+        raise BudgetError(f"{estimate.what} would take over {hours:g} h even at {PEAK_MACS_PER_SECOND[kind]:.0e} "
+                          f"multiply-accumulates per second on {kind} ({estimate.macs:.3g} in all); set {HOURS_ENV} "
+                          f"to raise the limit")
     return estimate
 
 

@@ -287,18 +287,29 @@ class VideoPipeline:
 
     def check_budget(self, n: int, opts: VideoOptions) -> None:
         """BudgetError (one line) when ``n`` clips with ``opts`` would exceed the machine's memory or any reasonable
-        time (`ditkit.budget`): the window's attention for a long clip, every frame's for an extrapolated one."""
-        window = self.config.num_frames
-        frames = opts.frames if _mode(opts, window) == "single" else window
-        calls = self._model_calls(n, opts, given=False)
-        steps = opts.steps if calls is None else max(1, calls // max(1, -(-n // opts.batch_size)))
+        time (`ditkit.budget`): a window's attention (all frames' for an extrapolated clip), the model calls of
+        every window, the whole clips' tensors and the step schedule, counted without building any of them."""
+        window, pt = self.config.num_frames, self.config.temporal_patch
+        mode = _mode(opts, window)
+        frames = opts.frames if mode == "single" else window
+        blocks = max(1, -(-frames // pt))
+        iterations = opts.steps + opts.ar_step * (blocks - 1)  # `step_matrix` rows of one window
+        if mode == "single":
+            windows = 1
+        elif mode == "chunked":
+            windows = -(-opts.frames // window)
+        else:
+            windows = 1 + max(0, -(-(opts.frames - window) // max(1, window - opts.overlap)))
         c, h, w = self.frame_shape
-        est = budget.estimate_sampling(self.config, n, steps, opts.batch_size, guided=opts.cfg_scale != 1.0,
-                                       frames=frames, decoded_pixels=c * h * w * opts.frames,
+        est = budget.estimate_sampling(self.config, n, iterations * windows, opts.batch_size,
+                                       guided=opts.cfg_scale != 1.0 or bool(opts.history_guidance), frames=frames,
+                                       decoded_pixels=c * h * w * opts.frames,
                                        what=f"sampling {n} clips of {opts.frames} frames x {opts.steps} steps")
-        # noise, latents and decoded frames of the whole clip, not only the window
-        est = budget.Estimate(est.what, est.memory + n * (opts.frames - frames) * c * h * w * 4 * 3, est.macs)
-        budget.check(est, device=str(self.device))
+        lc, (lh, lw) = self.config.dit.in_channels, self.config.dit.hw
+        whole = n * max(0, opts.frames - frames) * lc * lh * lw * 4 * 3  # the clips beyond one window
+        schedule = (iterations + 1) * blocks * 16.0  # the step matrix
+        budget.check(budget.Estimate(est.what, est.memory + whole + schedule, est.macs, est.calls),
+                     device=str(self.device))
 
     def _first_latents(self, image: torch.Tensor | None, n: int, frames: int) -> torch.Tensor | None:
         """The given first frames (N, 1, C, h, w) of image-to-video from ``image`` (1 or N, 3, H, W) or (3, H, W)."""

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -64,6 +65,7 @@ from tqdm import tqdm
 
 from ..config import DiTConfig, config_from_dict, is_text_config
 from ..data.latent_cache import open_training_cache
+from ..diffusion.finite import NonFiniteError
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.atomic import remove_tree, tidy_dir
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, load_tensors, save_tensors
@@ -449,7 +451,19 @@ class Trainer:
             dist.all_reduce(t)
             total, proj_total = (float(v) / self.world for v in t)
         self.last_proj_loss = proj_total
+        self._check_finite(total)
         return total
+
+    def _check_finite(self, loss: float) -> None:
+        """NonFiniteError naming the step when the loss or the updated weights hold NaN or Inf: the run stops
+        before such weights reach a checkpoint (one reduction over the weights; no random numbers drawn)."""
+        if not math.isfinite(loss):
+            raise NonFiniteError(f"training step {self.step}: the loss is {loss} (a learning rate or scale too large?); "
+                                 f"no checkpoint of this step was written")
+        norms = torch._foreach_norm([p.detach() for p in self.params])
+        if norms and not bool(torch.isfinite(torch.stack(norms)).all()):
+            raise NonFiniteError(f"training step {self.step}: the updated weights hold NaN or Inf (a learning rate too "
+                                 f"large?); no checkpoint of this step was written")
 
     def run(self, max_seconds: float | None = None) -> dict:
         """Train until cfg.steps (or for `max_seconds` of this call). Resumes from the latest checkpoint."""
