@@ -12,7 +12,10 @@ need a model use the tiny one the tests build).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,7 @@ class Case:
     argv: tuple[str, ...]
     out: str | None = None  # a path that must not exist afterwards
     line: str = ""  # a piece of the one error line, where it matters
+    existing: str | None = None  # a user's file (or folder: ending in /) made first, to be found unchanged
 
     @property
     def command(self) -> str:
@@ -297,7 +301,80 @@ def _unwritable_cases() -> list[Case]:
     return [Case(argv, _out_of(argv)) for argv in rows]
 
 
-CASES = _numeric_cases() + _usage_cases() + _conflict_cases() + _path_cases() + _unwritable_cases()
+# model folders whose config.json lies (built from the tiny model by `places`): name -> (dotted key, value)
+HOSTILE = {
+    "nan-cfg": ("sampling.cfg_scale", float("nan")),
+    "inf-cfg": ("sampling.cfg_scale", float("inf")),
+    "negative-cfg": ("sampling.cfg_scale", -3.0),
+    "nan-shift": ("sampling.shift", float("nan")),
+    "huge-steps": ("sampling.steps", 10**9),
+    "unknown-sampler": ("sampling.sampler", "warp"),
+    "zero-heads": ("config.num_heads", 0),
+    "negative-heads": ("config.num_heads", -2),
+    "zero-patch": ("config.patch_size", 0),
+    "float-depth": ("config.depth", 2.5),
+    "null-width": ("config.hidden_size", None),
+    "list-width": ("config.hidden_size", [64]),
+    "negative-mlp": ("config.mlp_ratio", -1.0),
+    "string-rope": ("config.use_rope", "yes"),
+    "huge-width": ("config.hidden_size", 30_720),
+    "string-classes": ("class_names", "circle,square"),
+    "many-classes": ("class_names", [f"c{i}" for i in range(20_000)]),
+    "unknown-process": ("process.type", "teleport"),
+    "unknown-kind": ("kind", "ditkit-banana"),
+    "absolute-autoencoder": ("autoencoder", {"path": "/etc"}),
+    "outside-autoencoder": ("autoencoder", {"path": "../../.."}),
+}
+
+
+def _hostile_cases() -> list[Case]:
+    cases = []
+    for name in HOSTILE:
+        cases.append(Case(("generate", "--model", "{hostile}/" + name, "--n-per-class", "1", "--classes", "0",
+                           "--no-progress", "--out", "{tmp}/o.png"), "{tmp}/o.png"))
+        if name != "huge-steps":  # info samples nothing
+            cases.append(Case(("info", "--model", "{hostile}/" + name)))
+    return cases
+
+
+def _existing_output_cases() -> list[Case]:
+    """A user's file or folder at the output path is never replaced without --overwrite; an output is never an
+    input or inside one."""
+    fast = ("--steps", "1", "--no-progress")
+    rows = [
+        (("generate", "--model", "{tiny}", *fast, "--n-per-class", "1", "--out", "{tmp}/mine.png"), "{tmp}/mine.png"),
+        (("generate", "--video", "--prompt", "a red circle", *fast, "--out", "{tmp}/mine.gif"), "{tmp}/mine.gif"),
+        (("eval", "--model", "{tiny}", *fast, "--num-samples", "2", "--json", "{tmp}/mine.json"), "{tmp}/mine.json"),
+        (("eval", "--model", "{tiny}", *fast, "--num-samples", "2", "--grid", "{tmp}/mine.png"), "{tmp}/mine.png"),
+        (("tune", "--model", "{tiny}", "--budget", "psnr>=30", "--json", "{tmp}/mine.json"), "{tmp}/mine.json"),
+        (("calibrate-teacache", "--model", "{tiny}", "--steps", "2", "--out", "{tmp}/mine.json"), "{tmp}/mine.json"),
+        (("quantize", "--model", "{tiny}", "--calib-samples", "0", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("quantize", "--model", "{tiny}", "--calib-samples", "0", "--out", "{tmp}/q", "--report", "{tmp}/mine.json"),
+         "{tmp}/mine.json"),
+        (("prune", "--model", "{tiny}", "--keep", "1", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("export", "--run", "{tmp}/mine/", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("train-classifier", "--steps", "1", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("bench", "accel", "--model", "{tiny}", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("bench", "compress", "--model", "{tiny}", "--variants", "{tiny}", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("encode", "--data", "shapes", "--vae", "{ae}", "--num", "2", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        (("convert", "{tiny}", "{tmp}/mine/", "--to", "ditkit"), "{tmp}/mine/"),
+        (("train", "--preset", "shapes-tiny", "--steps", "1", "--out", "{tmp}/mine/"), "{tmp}/mine/"),
+        # an output that is an input, or lies inside one
+        (("quantize", "--model", "{tmp}/model", "--calib-samples", "0", "--out", "{tmp}/model", "--overwrite"),
+         "{tmp}/model/"),
+        (("eval", "--model", "{tmp}/model", *fast, "--num-samples", "2", "--json", "{tmp}/model/config.json",
+          "--overwrite"), "{tmp}/model/"),
+        (("generate", "--model", "{tmp}/model", *fast, "--n-per-class", "1", "--out", "{tmp}/model/model.safetensors",
+          "--overwrite"), "{tmp}/model/"),
+        (("prune", "--model", "{tmp}/model", "--keep", "1", "--out", "{tmp}/model", "--overwrite"), "{tmp}/model/"),
+        (("convert", "{tmp}/model", "{tmp}/model", "--to", "ditkit", "--overwrite"), "{tmp}/model/"),
+        (("export", "--run", "{tmp}/model", "--out", "{tmp}/model", "--overwrite"), "{tmp}/model/"),
+    ]
+    return [Case(argv, existing=existing) for argv, existing in rows]
+
+
+CASES = _numeric_cases() + _usage_cases() + _conflict_cases() + _path_cases() + _unwritable_cases() + _hostile_cases()
+CASES += _existing_output_cases()
 
 
 def _id(case: Case) -> str:
@@ -318,8 +395,36 @@ def places(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
         locked = file
     except OSError:
         pass
-    yield {"tiny": str(tiny_model_dir), "file": str(file), "locked": str(locked), "ae": str(assets_dir() / "shapes-ae")}
+    hostile = root / "hostile"
+    for name, (key, value) in HOSTILE.items():
+        shutil.copytree(tiny_model_dir, hostile / name)
+        config = json.loads((hostile / name / "config.json").read_text())
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[last] = value
+        (hostile / name / "config.json").write_text(json.dumps(config))
+    yield {"tiny": str(tiny_model_dir), "file": str(file), "locked": str(locked), "ae": str(assets_dir() / "shapes-ae"),
+           "hostile": str(hostile)}
     (root / "locked").chmod(0o755)
+
+
+def _make_existing(path: Path, tiny: str) -> None:
+    """A user's file, folder (``.../mine/``) or model folder (``.../model/``, a copy of the tiny model)."""
+    if path.name == "model":
+        shutil.copytree(tiny, path)
+    elif str(path).endswith("mine"):
+        path.mkdir()
+        (path / "keep.txt").write_text("the user's own\n")
+    else:
+        path.write_bytes(b"the user's own\n")
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
 
 
 def _expand(text: str, values: dict[str, str]) -> str:
@@ -341,6 +446,10 @@ def test_bad_input_is_one_line_and_exit_2(case, places, tmp_path, capsys, monkey
     argv = [_expand(a, values) for a in case.argv]
     out = Path(_expand(case.out, values)) if case.out else None
     monkeypatch.chdir(tmp_path)  # a default output lands in the case's own folder
+    existing = Path(_expand(case.existing, values)) if case.existing else None
+    if existing is not None:
+        _make_existing(existing, places["tiny"])
+        kept = _snapshot(existing)
     before = sorted(os.listdir(tmp_path))
     try:
         code = main(argv)
@@ -355,3 +464,51 @@ def test_bad_input_is_one_line_and_exit_2(case, places, tmp_path, capsys, monkey
     if out is not None:
         assert not out.exists(), f"{out} was written"
     assert sorted(os.listdir(tmp_path)) == before, "files were left in the working folder"
+    if existing is not None:
+        assert _snapshot(existing) == kept, f"{existing} was changed"
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EEXIST, errno.ENOTDIR, errno.EISDIR,
+                                  errno.ENOENT, errno.ENAMETOOLONG, errno.EPERM, errno.EXDEV])
+def test_what_the_system_refuses_is_one_line_with_the_path(code, capsys, monkeypatch):
+    """Read-only or full disks, no permission, a file where a folder should be: the path and the reason, exit 2."""
+    import ditkit.cli.info
+
+    def refuse(args):
+        raise OSError(code, os.strerror(code), "/data/out/samples.png")
+
+    monkeypatch.setattr(ditkit.cli.info, "cmd_info", refuse)
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"ditkit info: error: /data/out/samples.png: {os.strerror(code)}"]
+
+
+def test_a_failed_rename_names_both_paths_and_a_bug_is_exit_1(capsys, monkeypatch):
+    import ditkit.cli.info
+
+    def rename(args):
+        os.rename("/nonexistent/a", "/nonexistent/b")
+
+    monkeypatch.setattr(ditkit.cli.info, "cmd_info", rename)
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"ditkit info: error: /nonexistent/a -> /nonexistent/b: {os.strerror(errno.ENOENT)}"]
+
+    def bug(args):
+        raise RuntimeError("an index went wrong")
+
+    monkeypatch.setattr(ditkit.cli.info, "cmd_info", bug)
+    monkeypatch.delenv("DITKIT_DEBUG", raising=False)
+    assert main(["info"]) == 1  # exit 1 is ditkit's own bug, never bad input
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("ditkit info: internal error: RuntimeError: an index went wrong")
+
+
+def test_help_alone_prints_the_usage_block(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("usage: ditkit generate")
+    assert main(["generate", "--steps", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert "usage:" not in err and err.splitlines() == [
+        "ditkit generate: error: argument --steps: expected a positive integer (at most 10,000), got -3 "
+        "(see ditkit generate --help)"]
