@@ -67,23 +67,29 @@ def fast_sampling(monkeypatch, tmp_path):
     # the reference checkpoint snippet: a DiT-S/8 in the reference's file format stands in for the download
     torch.manual_seed(0)
     torch.save(to_reference_state_dict(DiT(ditkit.get_preset("DiT-S/8"))), tmp_path / "DiT-XL-2-256x256.pt")
-    try:  # and a tiny random diffusers AutoencoderKL (SD-VAE layout: 4 latent channels, 8x down) for the SD-VAE folder
-        from diffusers import AutoencoderKL
-    except ImportError:
-        pass  # the snippet's `if vae_dir.exists()` then skips decoding
-    else:
-        AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                      block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
-                      sample_size=32).save_pretrained(tmp_path / "sd-vae-ft-ema")
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     return tmp_path
 
 
+def tiny_sd_vae(folder: Path) -> None:
+    """A tiny random diffusers AutoencoderKL in the SD-VAE layout (4 latent channels, 8x down) stands in for the
+    SD-VAE download; without diffusers there is none, and the snippet's `if vae_dir.exists()` skips decoding."""
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        return
+    AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+                  sample_size=32).save_pretrained(folder)
+
+
 @pytest.mark.parametrize("index", range(len(python_blocks(README.read_text(encoding="utf-8")))))
 def test_readme_snippet_runs(index: int, fast_sampling: Path, capsys):
     code = python_blocks(README.read_text(encoding="utf-8"))[index]
+    if '"sd-vae-ft-ema"' in code:
+        tiny_sd_vae(fast_sampling / "sd-vae-ft-ema")
     before = set(fast_sampling.iterdir())
     exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
     written = set(fast_sampling.iterdir()) - before
