@@ -149,6 +149,14 @@ def _cases(m, tc, run):
                         ["bench", "accel", *bench, "--out", "b"]),
         "tune": (["tune.json"], ["tune", *bench, "--budget", "psnr>=1", "--json", "tune.json"],
                  ["tune", *bench, "--budget", "psnr>=0", "--json", "tune.json"]),
+        "eval": (["e.json"], ["eval", "--model", m, "--num-samples", "4", "--reference-samples", "8", "--steps", "1",
+                              "--seed", "1", "--json", "e.json", "--no-progress"],
+                 ["eval", "--model", m, "--num-samples", "4", "--reference-samples", "8", "--steps", "1",
+                  "--json", "e.json", "--no-progress"]),
+        "bench compress": (["bc"], ["bench", "compress", "--model", m, "--variants", m, "--num-samples", "2", *SMALL,
+                                    "--no-classifier", "--seed", "1", "--out", "bc"],
+                           ["bench", "compress", "--model", m, "--variants", m, "--num-samples", "2", *SMALL,
+                            "--no-classifier", "--out", "bc"]),
         "prune": (["p"], ["prune", "--model", m, "--keep", "1", "--method", "importance", "--calib-batches", "1",
                           "--batch-size", "2", "--out", "p"],
                   ["prune", "--model", m, "--keep", "2", "--method", "importance", "--calib-batches", "1",
@@ -160,7 +168,8 @@ def _cases(m, tc, run):
 
 # train-classifier writes its folder with the same `save_model` as quantize and prune; one run renders 40,000
 # images (half a minute), too slow to repeat at every kill point
-CASES = ["generate", "calibrate-teacache", "quantize", "convert", "bench accel", "tune", "prune", "export"]
+CASES = ["generate", "calibrate-teacache", "quantize", "convert", "bench accel", "tune", "prune", "export", "eval",
+         "bench compress"]
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +189,4 @@ def test_every_writing_command_killed_anywhere_keeps_old_or_new(name, tiny_model
     outs = [tmp_path / o for o in outs]
     points = _check_every_kill(outs, cli(old_argv), cli(new_argv), tmp_path)
     assert points >= 1
+    print(f"{name}: killed at each of its {points} renames, writes and deletes")
