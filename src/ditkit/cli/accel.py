@@ -219,7 +219,7 @@ def add_bench_accel(bench_subparsers) -> argparse.ArgumentParser:
     p = bench_subparsers.add_parser("accel", help="full compute vs caching/forecasting/RAS on identical seeds")
     common_args(p, num_samples=100)
     _quality_args(p)
-    p.add_argument("--out", default="bench-accel", help="folder for bench.json, bench.md, bench.png (replaced as a "
+    p.add_argument("--out", type=T.text, default="bench-accel", help="folder for bench.json, bench.md, bench.png (replaced as a "
                                                         "whole; an existing folder not from ditkit bench needs "
                                                         "--overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out even if ditkit bench did not write it")

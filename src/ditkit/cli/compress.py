@@ -176,9 +176,11 @@ def add_bench_compress(bench_subparsers) -> argparse.ArgumentParser:
                    help="float model's samples: loaded from FILE when it holds this very setting's, else "
                         "computed and written there (lets benchmarks of other variants run side by side; "
                         "needs --timing-samples)")
-    p.add_argument("--out", default="bench-compress", help="folder for bench.json, bench.md, bench.png (replaced as a "
-                                                           "whole; an existing folder not from ditkit bench needs "
-                                                           "--overwrite)")
+    p.requires("--full-samples", "--timing-samples", "--timing-samples (without it the timed run over all samples "
+                                                   "computes the full-compute samples anyway)")
+    p.add_argument("--out", type=T.text, default="bench-compress",
+                   help="folder for bench.json, bench.md, bench.png (replaced as a "
+                        "whole; an existing folder not from ditkit bench needs --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace --out even if ditkit bench did not write it")
     p.set_defaults(func=cmd_bench_compress)
     return p

@@ -25,11 +25,13 @@ def common_args(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def image_args(p: argparse.ArgumentParser) -> None:
+def image_args(p: Parser) -> None:
     """The sampler options of image models."""
     p.add_argument("--sampler", choices=IMAGE_SAMPLERS, help="default: the model's")
     p.add_argument("--guidance-interval", type=T.interval, help="LO,HI network time where guidance applies")
     p.add_argument("--shift", type=T.shift, help="flow timestep shift at sampling (default: the model's)")
+    p.check(lambda a, given: "--guidance-interval needs guidance: a --cfg-scale other than 1"
+            if "--guidance-interval" in given and a.cfg_scale == 1.0 else None)
 
 
 def video_args(p: Parser) -> None:
