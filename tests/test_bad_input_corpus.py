@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -520,3 +521,49 @@ def test_help_alone_prints_the_usage_block(capsys):
     assert "usage:" not in err and err.splitlines() == [
         "ditkit generate: error: argument --steps: expected a positive integer (at most 10,000), got -3 "
         "(see ditkit generate --help)"]
+
+
+def _draw(rng: random.Random) -> str:
+    """A value a careless or hostile user might type for a number."""
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.choice(["nan", "NaN", "-nan", "inf", "+inf", "-Infinity", "1e309", "-1e309", "0x10", "1_000", " 7 ",
+                           "", " ", "1,2", "٣", "1e-400", "--", "None", "true"])
+    if kind == 1:
+        return str(rng.randint(-10**15, 10**15))
+    if kind == 2:
+        return str(rng.randint(-3, 300))
+    if kind == 3:
+        return repr(rng.uniform(-2, 2) * 10 ** rng.randint(-12, 14))
+    if kind == 4:
+        return f"{rng.uniform(-5, 1500):.3g},{rng.uniform(-5, 1500):.3g}"
+    return "".join(rng.choice("0123456789.-+eE,") for _ in range(rng.randint(1, 6)))
+
+
+def test_random_option_values_parse_finite_and_bounded_or_are_refused_in_one_line():
+    """Seeded fuzz over every numeric option of every subcommand: a value is either refused (one line, no traceback)
+    or parsed to finite numbers no larger than the sane ceilings of `ditkit.cli_types`."""
+    import math
+
+    from ditkit.cli import build_parser
+    from ditkit.cli.parser import UsageError
+
+    rng = random.Random(46)
+    options = [(prefix, option) for prefix, _, opts in COMMANDS.values() for option in opts]
+    dummies = {"tmp": "/nonexistent/ditkit-fuzz", "tiny": "tiny", "ae": "ae"}
+    refused = accepted = 0
+    for _ in range(400):
+        prefix, option = rng.choice(options)
+        value = _draw(rng)
+        argv = [_expand(a, dummies) for a in prefix] + [option, value]
+        try:
+            args = build_parser().parse_args(argv)
+        except UsageError as e:
+            refused += 1
+            assert "\n" not in str(e) and option in str(e), (argv, str(e))
+            continue
+        accepted += 1
+        parsed = getattr(args, option.lstrip("-").replace("-", "_"))
+        numbers = list(parsed) if isinstance(parsed, (list, tuple)) else [parsed]
+        assert all(isinstance(v, (int, float)) and math.isfinite(v) and abs(v) <= 2**32 for v in numbers), (argv, parsed)
+    assert refused > 100 and accepted > 20  # both sides of the boundary are exercised
