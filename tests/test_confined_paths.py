@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from video_tiny import tiny_video
 
 from ditkit import FlowMatching, get_preset
 from ditkit.data.latent_cache import LatentCacheDataset
@@ -15,7 +16,6 @@ from ditkit.io.confined import confined_path, read_pointer
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, save_autoencoder
 from ditkit.models.dit import DiT
 from ditkit.pipelines import load_pipeline, load_video_pipeline, save_pipeline, save_video_pipeline
-from video_tiny import tiny_video
 
 TINY_AE = AutoencoderConfig(downsample=4, latent_channels=4, widths=(8, 8, 8), groups=4)
 LATENT_DIT = get_preset("shapes-tiny").replace(input_size=8, patch_size=1, in_channels=4, hidden_size=32)

@@ -9,13 +9,13 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from video_tiny import tiny_video
 
 from ditkit.io.checkpoint import CheckpointError
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder, save_autoencoder
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder, load_text_encoder, save_text_encoder
 from ditkit.pipelines import load_pipeline, load_video_pipeline, save_video_pipeline
 from ditkit.pipelines.schema import check_fields, read_folder_spec
-from video_tiny import tiny_video
 
 
 def _copy(src, dst, change=None):
@@ -131,7 +131,7 @@ def test_weights_are_checked_from_the_header_before_any_tensor_is_read(tiny_mode
 def test_nan_and_inf_weights_are_refused(tiny_model_dir, tmp_path):
     for bad in (math.nan, math.inf):
         folder = _copy(tiny_model_dir, tmp_path / f"m{bad}")
-        _rewrite_weights(folder, lambda s: s["final_layer.linear.weight"].view(-1).__setitem__(0, bad))
+        _rewrite_weights(folder, lambda s, bad=bad: s["final_layer.linear.weight"].view(-1).__setitem__(0, bad))
         with pytest.raises(CheckpointError, match="final_layer.linear.weight holds NaN or Inf"):
             load_pipeline(folder)
 
@@ -177,5 +177,6 @@ def test_text_encoder_and_autoencoder_configs_are_checked(tmp_path):
 def test_check_fields_names_nested_fields():
     from ditkit.models.video_dit import VideoDiTConfig
 
-    with pytest.raises(CheckpointError, match=r"^f.json: config.dit.use_rope must be true or false \(a JSON boolean\), got 'yes'$"):
+    words = r"^f.json: config.dit.use_rope must be true or false \(a JSON boolean\), got 'yes'$"
+    with pytest.raises(CheckpointError, match=words):
         check_fields(VideoDiTConfig, {"dit": {"use_rope": "yes"}}, "f.json")

@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from video_tiny import PROMPTS, tiny_video
 
 from ditkit.diffusion.finite import NonFiniteError
 from ditkit.pipelines import load_pipeline
-from video_tiny import PROMPTS, tiny_video
 
 
 @pytest.mark.parametrize("scale", [math.nan, math.inf, 1e308])

@@ -213,8 +213,9 @@ class HFTextEncoder(nn.Module):
             cls = getattr(tf, classes.get(config.model_type, "AutoModel"))
             self.model = cls.from_pretrained(model_dir, local_files_only=True)
             self.tokenizer = tf.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"cannot load a Hugging Face text encoder from {path}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # noqa: BLE001 - transformers raises many types (a refused pickle too): all mean "cannot load"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"cannot load a Hugging Face text encoder from {path}: {first[:200]}") from None
         self.model.eval().requires_grad_(False)
         self.hidden_layer = hidden_layer
         limit = getattr(self.model.config, "max_position_embeddings", None) or 120

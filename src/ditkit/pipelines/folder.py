@@ -191,6 +191,14 @@ def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
 # ----------------------------------------------------------------------------- writers
 
 
+def check_before_writing(info: dict, folder: str | Path) -> None:
+    """ValueError (one line naming the field) unless ``info`` passes the schema its loader will check
+    (`ditkit.pipelines.schema`): a writer never leaves a folder that fails later (NaN guidance, a bad size)."""
+    from .schema import read_folder_spec
+
+    read_folder_spec(info, Path(folder) / "config.json")
+
+
 def save_pipeline(folder: str | Path, model, process, *, class_names=None, defaults: SamplingDefaults | None = None,
                   dtype: torch.dtype = torch.float32, extra: dict | None = None, autoencoder: str | Path | None = None,
                   copy_autoencoder: bool = True, text_encoder: TextEncoder | None = None) -> None:
@@ -217,6 +225,9 @@ def save_pipeline(folder: str | Path, model, process, *, class_names=None, defau
         info["autoencoder"] = ae_info
     if (text_encoder is None) != (getattr(model.config, "text_dim", None) is None):
         raise ValueError("a text-conditioned model is saved with its text encoder (and only such a model)")
+    if text_encoder is not None:
+        info["text_encoder"] = {"path": "text_encoder", "type": type(text_encoder).__name__}
+    check_before_writing(info, folder)
     with tempfile.TemporaryDirectory() as tmp:
         if text_encoder is not None:
             if text_encoder.text_dim != model.config.text_dim:
@@ -224,7 +235,6 @@ def save_pipeline(folder: str | Path, model, process, *, class_names=None, defau
                                  f"{model.config.text_dim}")
             save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
             subfolders["text_encoder"] = Path(tmp) / "text_encoder"
-            info["text_encoder"] = {"path": "text_encoder", "type": type(text_encoder).__name__}
         save_model(folder, state, info, subfolders=subfolders)
 
 
@@ -247,6 +257,7 @@ def save_video_pipeline(folder: str | Path, model, process: FlowMatching, text_e
     }
     if ae_info is not None:
         info["autoencoder"] = ae_info
+    check_before_writing(info, folder)
     with tempfile.TemporaryDirectory() as tmp:
         save_text_encoder(text_encoder, Path(tmp) / "text_encoder")
         subfolders["text_encoder"] = Path(tmp) / "text_encoder"

@@ -35,7 +35,8 @@ from .folder import IMAGE_KIND, QUANTIZED_KIND, VIDEO_KIND, SamplingDefaults
 
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # what a float folder's tensors may be stored as
 _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32",
+                       "U64": "uint64", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
 
 
 # ----------------------------------------------------------------------------- rules
