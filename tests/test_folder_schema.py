@@ -180,3 +180,17 @@ def test_check_fields_names_nested_fields():
     words = r"^f.json: config.dit.use_rope must be true or false \(a JSON boolean\), got 'yes'$"
     with pytest.raises(CheckpointError, match=words):
         check_fields(VideoDiTConfig, {"dit": {"use_rope": "yes"}}, "f.json")
+
+
+def test_writers_refuse_what_the_loader_would_refuse(tmp_path):
+    from ditkit import DiT, FlowMatching, get_preset
+    from ditkit.pipelines import SamplingDefaults, save_pipeline
+
+    model = DiT(get_preset("shapes-tiny"))
+    for defaults, words in ((SamplingDefaults(cfg_scale=math.nan), "sampling.cfg_scale"),
+                            (SamplingDefaults(shift=-1.0), "sampling.shift"), (SamplingDefaults(steps=0), "sampling.steps")):
+        with pytest.raises(CheckpointError, match=words):
+            save_pipeline(tmp_path / "m", model, FlowMatching(), defaults=defaults)
+        assert not (tmp_path / "m").exists()
+    with pytest.raises(CheckpointError, match="class_names must be unique"):
+        save_pipeline(tmp_path / "m", model, FlowMatching(), class_names=["a", "a"])
