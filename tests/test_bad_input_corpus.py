@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,8 @@ class Case:
     out: str | None = None  # a path that must not exist afterwards
     line: str = ""  # a piece of the one error line, where it matters
     existing: str | None = None  # a user's file (or folder: ending in /) made first, to be found unchanged
+    seconds: float | None = None  # refused within this time (requests beyond the machine)
+    pending: str = ""  # not refused yet: why (an expected failure, not run: it would run until time or memory ends)
 
     @property
     def command(self) -> str:
@@ -385,6 +388,35 @@ def _existing_output_cases() -> list[Case]:
 CASES = _numeric_cases() + _usage_cases() + _conflict_cases() + _path_cases() + _unwritable_cases() + _hostile_cases()
 CASES += _existing_output_cases()
 
+_NO_TIME_BUDGET = "the time of samples x steps of a small model is not estimated and refused up front yet"
+_NO_ENCODE_BUDGET = "encode's memory for its image size and batch is not estimated and refused up front yet"
+
+
+def _resource_cases() -> list[Case]:
+    """Requests beyond the machine, each option within its own range: refused before the work, in seconds."""
+    rows = [
+        (("generate", "--n-per-class", "10000", "--steps", "10000", "--out", "{tmp}/o.png"), ""),
+        (("generate", "--video", "--frames", "4096", "--n-per-class", "10000", "--prompt",
+          "a small red circle moving left on a blue background", "--no-progress", "--out", "{tmp}/o.gif"), ""),
+        (("eval", "--num-samples", "100000", "--steps", "10000", "--json", "{tmp}/r.json"), ""),
+        (("generate", "--model", "{tiny}", "--n-per-class", "10000", "--steps", "10000", "--out", "{tmp}/o.png"),
+         _NO_TIME_BUDGET),
+        (("quantize", "--model", "{tiny}", "--calib-samples", "100000", "--calib-steps", "10000", "--out", "{tmp}/q"),
+         _NO_TIME_BUDGET),
+        (("bench", "accel", "--model", "{tiny}", "--num-samples", "100000", "--steps", "10000", "--out", "{tmp}/b"),
+         _NO_TIME_BUDGET),
+        (("tune", "--model", "{tiny}", "--budget", "psnr>=30", "--num-samples", "100000", "--steps", "10000",
+          "--json", "{tmp}/t.json"), _NO_TIME_BUDGET),
+        (("calibrate-teacache", "--model", "{tiny}", "--num-samples", "100000", "--steps", "10000",
+          "--out", "{tmp}/t.json"), _NO_TIME_BUDGET),
+        (("encode", "--data", "shapes", "--vae", "{ae}", "--image-size", "4096", "--batch-size", "65536",
+          "--out", "{tmp}/c"), _NO_ENCODE_BUDGET),
+    ]
+    return [Case(argv, _out_of(argv), seconds=20.0, pending=pending) for argv, pending in rows]
+
+
+CASES += _resource_cases()
+
 
 def _id(case: Case) -> str:
     return " ".join(a if a else "''" for a in case.argv)[:120]
@@ -449,7 +481,12 @@ def test_the_corpus_is_large_and_covers_every_subcommand():
             "bench accel", "bench compress", "encode", "quantize", "prune", "info"} <= commands
 
 
-@pytest.mark.parametrize("case", CASES, ids=_id)
+def _params(cases: list[Case]) -> list:
+    return [pytest.param(c, id=_id(c), marks=[pytest.mark.xfail(strict=True, run=False, reason=c.pending)]
+                         if c.pending else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(CASES))
 def test_bad_input_is_one_line_and_exit_2(case, places, tmp_path, capsys, monkeypatch):
     values = {**places, "tmp": str(tmp_path)}
     argv = [_expand(a, values) for a in case.argv]
@@ -460,6 +497,7 @@ def test_bad_input_is_one_line_and_exit_2(case, places, tmp_path, capsys, monkey
         _make_existing(existing, places["tiny"])
         kept = _snapshot(existing)
     before = sorted(os.listdir(tmp_path))
+    start = time.perf_counter()
     try:
         code = main(argv)
     except SystemExit as e:  # --help and --version only; anything else is a failure here
@@ -470,6 +508,8 @@ def test_bad_input_is_one_line_and_exit_2(case, places, tmp_path, capsys, monkey
     assert len(lines) == 1, err
     assert "Traceback" not in err and "internal error" not in err
     assert case.line in lines[0], lines[0]
+    if case.seconds is not None:
+        assert time.perf_counter() - start < case.seconds, "refused too late"
     if out is not None:
         assert not out.exists(), f"{out} was written"
     assert sorted(os.listdir(tmp_path)) == before, "files were left in the working folder"
