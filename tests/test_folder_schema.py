@@ -194,3 +194,22 @@ def test_writers_refuse_what_the_loader_would_refuse(tmp_path):
         assert not (tmp_path / "m").exists()
     with pytest.raises(CheckpointError, match="class_names must be unique"):
         save_pipeline(tmp_path / "m", model, FlowMatching(), class_names=["a", "a"])
+
+
+def test_a_pickled_text_encoder_is_one_error_and_never_runs(tmp_path):
+    import os
+    import pickle
+
+    pytest.importorskip("transformers")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "ran"),))
+
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "config.json").write_text(json.dumps(
+        {"model_type": "t5", "d_model": 8, "num_layers": 1, "num_heads": 1, "d_kv": 8, "d_ff": 8, "vocab_size": 10}))
+    (tmp_path / "enc" / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Payload()}))
+    with pytest.raises(CheckpointError, match="cannot load a Hugging Face text encoder"):
+        load_text_encoder(tmp_path / "enc")
+    assert not (tmp_path / "ran").exists()
