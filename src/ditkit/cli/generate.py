@@ -190,6 +190,8 @@ def _video_parser(v: argparse.ArgumentParser) -> None:
                                                         "--image, not both")
     v.requires("--i2v-guidance", "--image", "--image (it is the guidance of image-to-video)")
     v.requires("--ultravico-alpha", lambda a: a.long_mode == "extrapolate", "--long-mode extrapolate")
+    for option in ("--overlap", "--context-noise", "--history-guidance"):  # what a rollout's windows share
+        v.requires(option, lambda a: a.long_mode == "rollout", "--long-mode rollout (the default)")
     v.set_defaults(func=cmd_generate_video)
 
 
