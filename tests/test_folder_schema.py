@@ -213,3 +213,19 @@ def test_a_pickled_text_encoder_is_one_error_and_never_runs(tmp_path):
     with pytest.raises(CheckpointError, match="cannot load a Hugging Face text encoder"):
         load_text_encoder(tmp_path / "enc")
     assert not (tmp_path / "ran").exists()
+
+
+def test_quantized_layer_specs_are_checked(tmp_path):
+    from ditkit import DiT, FlowMatching, get_preset
+    from ditkit.compress import quantize_model
+    from ditkit.compress.files import save_quantized
+
+    qmodel, _ = quantize_model(DiT(get_preset("shapes-tiny")).eval(), "w8a16")
+    save_quantized(tmp_path / "q", qmodel, FlowMatching())
+    assert load_pipeline(tmp_path / "q").info["kind"] == "ditkit-dit-quantized"
+    layer = next(iter(json.loads((tmp_path / "q" / "config.json").read_text())["quantization"]["layers"]))
+    for field, value in (("in_features", 2.5), ("bias", "yes"), ("type", "w2a2")):
+        _copy(tmp_path / "q", tmp_path / field,
+              lambda info, f=field, v=value: info["quantization"]["layers"][layer].update({f: v}))
+        with pytest.raises(CheckpointError, match=f"quantization.layers.{layer}.{field} must be".replace(".", r"\.")):
+            load_pipeline(tmp_path / field)

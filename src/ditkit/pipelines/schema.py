@@ -213,6 +213,8 @@ def read_folder_spec(info, source: str | Path) -> FolderSpec:
     if dtype is not None and dtype not in WEIGHT_DTYPES:
         raise CheckpointError(f"{source}: weights_dtype must be one of {', '.join(WEIGHT_DTYPES)}, got {_show(dtype)}")
     text = getattr(dit, "text_dim", None) is not None or kind == VIDEO_KIND
+    if kind == QUANTIZED_KIND:
+        _quantization(info.get("quantization"), source)
     return FolderSpec(kind, config, process, defaults, class_names, _autoencoder(info.get("autoencoder"), source),
                       _text_encoder(info.get("text_encoder"), text, source), dtype)
 
@@ -228,6 +230,32 @@ def read_model_folder(path: str | Path) -> tuple[Path, dict, FolderSpec]:
         raise CheckpointError(f"{folder} is not a ditkit model folder (needs model.safetensors and config.json)")
     info = load_json(folder / "config.json")
     return folder, info, read_folder_spec(info, folder / "config.json")
+
+
+_LAYER = {"type": choice("w8a8", "w8a16", "w4a8", "w4a16", "vq", "fp"), "in_features": POSITIVE_INT,
+          "out_features": POSITIVE_INT, "bias": BOOL, "groups": POSITIVE_INT, "smooth": BOOL, "rotate": POSITIVE_INT,
+          "group_size": POSITIVE_INT, "codebook_size": POSITIVE_INT, "dim": POSITIVE_INT, "fmt": STRING,
+          "act_format": optional(STRING)}
+_QUANTIZATION = {"alpha": optional(FINITE), "group_size": optional(POSITIVE_INT), "rotate": COUNT,
+                 "scheme": STRING, "timestep_bounds": Rule(lambda v: isinstance(v, list) and all(map(_is_number, v)),
+                                                           "a list of finite numbers")}
+
+
+def _quantization(qinfo, source) -> None:
+    """A quantized folder's ``quantization`` entry: the scheme's settings and one spec per quantized layer (the
+    constructor arguments of `ditkit.compress.files.layer_from_spec`); other keys are kept as they are."""
+    if not isinstance(qinfo, dict) or not isinstance(qinfo.get("layers"), dict):
+        raise CheckpointError(f"{source}: quantization must be a JSON object with a layers object")
+    for name, rule in _QUANTIZATION.items():
+        if name in qinfo and not rule.ok(qinfo[name]):
+            raise CheckpointError(f"{source}: quantization.{name} must be {rule.need}, got {_show(qinfo[name])}")
+    for layer, spec in qinfo["layers"].items():
+        if not isinstance(spec, dict):
+            raise CheckpointError(f"{source}: quantization.layers.{layer} must be a JSON object, got {_show(spec)}")
+        for name, rule in _LAYER.items():
+            if (name in spec or name in ("type", "in_features", "out_features", "bias")) and not rule.ok(spec.get(name)):
+                raise CheckpointError(f"{source}: quantization.layers.{layer}.{name} must be {rule.need}, "
+                                      f"got {_show(spec.get(name))}")
 
 
 def _process(proc, source) -> FlowMatching | GaussianDiffusion:
