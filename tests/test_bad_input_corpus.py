@@ -277,6 +277,18 @@ def _path_cases() -> list[Case]:
         ("generate", "--model", "{tiny}", "--vae", "{tmp}/nope", *fast, "--out", "{tmp}/o.png"),
         ("train", "--preset", "no-such-recipe", "--out", "{tmp}/run"),
         ("info", "--preset", "DiT-Q/7"),
+        # files that are not what they claim (read without executing anything)
+        ("convert", "{junk}/random.pt", "{tmp}/c", "--to", "ditkit"),
+        ("convert", "{junk}/zip.pt", "{tmp}/c", "--to", "ditkit"),
+        ("convert", "{junk}/header.safetensors", "{tmp}/c", "--to", "ditkit"),
+        ("convert", "{junk}/text.safetensors", "{tmp}/c", "--to", "ditkit"),
+        ("convert", "{junk}/zip.pt", "{tmp}/c", "--to", "diffusers", "--source-format", "reference"),
+        ("convert", "{junk}", "{tmp}/c", "--to", "ditkit"),
+        ("generate", "--model", "{junk}", "--out", "{tmp}/o.png"),
+        ("info", "--model", "{junk}"),
+        ("generate", "--video", "--model", "{tiny}", "--prompt", "a red circle", "--out", "{tmp}/o.gif"),
+        ("generate", "--video", "--image", "{junk}/random.pt", "--prompt", "a small red circle moving left on a blue "
+         "background", "--out", "{tmp}/o.gif"),
         # a regular file where a folder is expected
         ("generate", "--model", "{file}", "--out", "{tmp}/o.png"),
         ("eval", "--model", "{file}", "--json", "{tmp}/r.json"),
@@ -439,6 +451,12 @@ def places(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
         locked = file
     except OSError:
         pass
+    junk = root / "junk"
+    junk.mkdir()
+    (junk / "random.pt").write_bytes(bytes(range(256)) * 4)
+    (junk / "zip.pt").write_bytes(b"PK\x03\x04not a zip archive")
+    (junk / "header.safetensors").write_bytes(b"{}")
+    (junk / "text.safetensors").write_bytes(b"\xff" * 8 + b"not json")
     hostile = root / "hostile"
     for name, (key, value) in HOSTILE.items():
         shutil.copytree(tiny_model_dir, hostile / name)
@@ -450,7 +468,7 @@ def places(tmp_path_factory, tiny_model_dir) -> dict[str, str]:
         node[last] = value
         (hostile / name / "config.json").write_text(json.dumps(config))
     yield {"tiny": str(tiny_model_dir), "file": str(file), "locked": str(locked), "ae": str(assets_dir() / "shapes-ae"),
-           "hostile": str(hostile)}
+           "hostile": str(hostile), "junk": str(junk)}
     (root / "locked").chmod(0o755)
 
 
