@@ -19,8 +19,9 @@ fixed cost per model call (`SECONDS_PER_CALL`: kernel launches and Python, which
 
 `check` refuses (`BudgetError`, one line) an estimate whose memory exceeds what the machine has available
 (``MemAvailable`` of /proc/meminfo; ``os.sysconf`` elsewhere) or whose work exceeds a day at an optimistic rate
-(`PEAK_MACS_PER_SECOND`: 10^12 MAC/s on a CPU, 10^15 on a GPU, above what either reaches, and 0.2 ms / 0.05 ms per
-model call, below what either takes, so only requests that could never finish are refused). Overrides, for the
+(`PEAK_MACS_PER_SECOND`: 10^11 MAC/s per CPU core torch computes on (two 512-bit FMA units at 3 GHz, the peak of
+the fastest cores, which PyTorch does not reach on a DiT), 10^15 on a GPU, above what it reaches, and 0.2 ms /
+0.05 ms per model call, below what either takes, so only requests that could never finish are refused). Overrides, for the
 brave: ``DITKIT_MAX_MEMORY_GB`` (a memory limit in GiB used instead of the available memory) and
 ``DITKIT_MAX_HOURS`` (the work limit, in hours at that rate); ``inf`` disables either check.
 """
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 from .config import DiTConfig
 
-PEAK_MACS_PER_SECOND = {"cpu": 1e12, "cuda": 1e15}  # optimistic: the work check refuses only what never finishes
+PEAK_MACS_PER_SECOND = {"cpu": 1e11, "cuda": 1e15}  # per CPU core, per GPU; optimistic: only what never finishes
 SECONDS_PER_CALL = {"cpu": 2e-4, "cuda": 5e-5}  # the least a model call takes (a forward of a tiny DiT)
 DEFAULT_MAX_HOURS = 24.0
 MEMORY_ENV = "DITKIT_MAX_MEMORY_GB"
@@ -56,8 +57,32 @@ class Estimate:
 
     def hours(self, device: str = "cpu") -> float:
         """The work in hours at the optimistic rate of ``device`` ("cpu", "cuda", "cuda:1", ...)."""
-        kind = "cpu" if str(device).split(":")[0] == "cpu" else "cuda"
-        return (self.macs / PEAK_MACS_PER_SECOND[kind] + self.calls * SECONDS_PER_CALL[kind]) / 3600
+        return (self.macs / peak_rate(device) + self.calls * SECONDS_PER_CALL[_kind(device)]) / 3600
+
+
+def _kind(device) -> str:
+    return "cpu" if str(device).split(":")[0] == "cpu" else "cuda"
+
+
+def cpu_cores() -> int:
+    """The CPU cores a forward computes on: torch's thread count (``--threads``), at most the cores this process
+    may run on."""
+    import sys
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    torch = sys.modules.get("torch")  # set by --threads; never imported here just to ask
+    if torch is not None:
+        cores = min(cores, max(1, torch.get_num_threads()))
+    return max(1, cores)
+
+
+def peak_rate(device: str = "cpu") -> float:
+    """Multiply-accumulates per second that ``device`` could never exceed: per core times `cpu_cores` on a CPU."""
+    kind = _kind(device)
+    return PEAK_MACS_PER_SECOND[kind] * (cpu_cores() if kind == "cpu" else 1)
 
 
 # ----------------------------------------------------------------------------- model sizes
@@ -209,9 +234,10 @@ def check(estimate: Estimate, device: str = "cpu") -> Estimate:
                           f"set {MEMORY_ENV} (GiB) to raise the limit")
     hours = hours_limit()
     if estimate.hours(device) > hours:
-        kind = "cpu" if str(device).split(":")[0] == "cpu" else "cuda"
-        raise BudgetError(f"{estimate.what} would take over {hours:g} h even at {PEAK_MACS_PER_SECOND[kind]:.0e} "
-                          f"multiply-accumulates per second on {kind} ({estimate.macs:.3g} in all); set {HOURS_ENV} "
+        kind = _kind(device)
+        where = f"{cpu_cores()} CPU cores" if kind == "cpu" else kind
+        raise BudgetError(f"{estimate.what} would take over {hours:g} h even at {peak_rate(device):.0e} "
+                          f"multiply-accumulates per second on {where} ({estimate.macs:.3g} in all); set {HOURS_ENV} "
                           f"to raise the limit")
     return estimate
 

@@ -82,6 +82,18 @@ def bench_setup(args):
     return pipe, setting, folder
 
 
+def check_budget(pipe, setting, what: str, samples: int | None = None) -> None:
+    """Refuse (`ditkit.budget.BudgetError`, one line) before any sampling a benchmark whose runs at full compute
+    alone (``samples`` in all, default the setting's) exceed the machine's memory or any reasonable time."""
+    from .. import budget
+
+    n = setting.num_samples if samples is None else samples
+    pixels = 3 * pipe.image_shape[1] * pipe.image_shape[2] if pipe.codec is not None else 0
+    budget.check(budget.estimate_sampling(pipe.config, n, setting.steps, setting.batch_size,
+                                          guided=setting.cfg_scale != 1.0, decoded_pixels=pixels,
+                                          what=f"{what} of {n} samples x {setting.steps} steps"))
+
+
 def judge(args, pipe):
     """(classifier, reference images) unless --no-classifier or the model is not a shapes model."""
     if args.no_classifier:
@@ -144,6 +156,7 @@ def cmd_bench_accel(args) -> None:
 
     new_output(args.out, args.overwrite, inputs=_inputs(args), ditkit_wrote=bench_folder, folder=True)
     pipe, setting, folder = bench_setup(args)
+    check_budget(pipe, setting, "benchmarking (full compute alone)")
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
     result = run_bench(pipe.model, process=pipe.process, setting=setting, methods=methods, classifier=clf,
@@ -172,6 +185,8 @@ def cmd_tune(args) -> None:
     out = new_output(args.json, args.overwrite, inputs=_inputs(args), ditkit_wrote=json_with("budget", "message"),
                      flag="--json", folder=False) if args.json else None
     pipe, setting, folder = bench_setup(args)
+    check_budget(pipe, setting, "tuning (full compute alone, calibration and held-out runs)",
+                 setting.num_samples + (args.holdout_samples or setting.num_samples))
     methods = _methods(args, pipe, setting, folder, _say)
     clf, ref = judge(args, pipe)
     needs = {b.metric for b in budgets} & {"accuracy", "agreement", "fd", "accuracy_drop", "fd_increase"}
@@ -205,6 +220,7 @@ def cmd_calibrate_teacache(args) -> None:
                      folder=False)
     pipe, setting, folder = bench_setup(args)
     seeds = args.seeds
+    check_budget(pipe, setting, f"fitting TeaCache on {len(seeds)} seeds", setting.num_samples * len(seeds))
     labels = torch.arange(args.num_samples) % max(pipe.config.num_classes, 1)
     fit = fit_teacache(pipe.model, labels, process=pipe.process, sampler=setting.sampler, steps=setting.steps,
                        seeds=seeds, cfg_scale=setting.cfg_scale, shift=setting.shift, degree=args.degree,

@@ -51,6 +51,7 @@ def cmd_quantize(args) -> None:
     cfg = pipe.config
     calib = None
     if args.calib_samples > 0:
+        _check_calibration(pipe, args.calib_samples, args.calib_steps)
         labels = torch.arange(args.calib_samples) % max(cfg.num_classes, 1)
         d = pipe.defaults
         calib = collect_calibration(pipe.model, pipe.process, labels, steps=args.calib_steps,
@@ -89,6 +90,21 @@ def cmd_quantize(args) -> None:
     if report_path is not None:
         with atomic_write(report_path) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _check_calibration(pipe, samples: int, steps: int) -> None:
+    """Refuse (`ditkit.budget.BudgetError`, one line) before sampling a calibration run beyond the machine: its
+    sampling, and the inputs of every model call it records (``rows x channels x height x width`` floats each)."""
+    from .. import budget
+    from ..compress.calibrate import CALIBRATION_BATCH
+
+    cfg = pipe.config
+    guided = pipe.defaults.cfg_scale != 1.0
+    est = budget.estimate_sampling(cfg, samples, steps, CALIBRATION_BATCH, guided=guided,
+                                   what=f"calibrating on {samples} samples x {steps} steps")
+    h, w = cfg.hw
+    recorded = float(samples) * steps * (2 if guided else 1) * (cfg.in_channels * h * w * 4 + 16)
+    budget.check(budget.Estimate(est.what, est.memory + recorded, est.macs, est.calls))
 
 
 def cmd_prune(args) -> None:

@@ -20,7 +20,9 @@ encoding. Layout of a cache folder::
 Never half-written: each shard is written atomically (temp file + rename) and tagged with the
 cache's *key* (a hash of VAE fingerprint, source data and shard size); ``manifest.json`` is written
 last, atomically. A folder without a manifest is an unfinished cache that readers refuse; running
-the same command again keeps the shards that carry the same key and encodes only the rest.
+the same command again keeps the shards that carry the same key and encodes only the rest. A finished
+cache replaced with ``overwrite`` stays whole until the new one is complete: the new cache is written
+in a temporary folder beside it and swapped in (`ditkit.io.atomic.atomic_dir`).
 `LatentCacheDataset` reads a finished cache (all latents in memory: 50k shapes latents 8x8x4 are
 51 MB) and yields ``(latent (C, h, w), label)`` like the image datasets yield images.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ..io import atomic
 from ..io.checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors
 from ..io.confined import confined_path
 
@@ -99,6 +102,28 @@ def _source(cfg: EncodeConfig):
                      "files_sha256": listing.hexdigest()[:16]}
 
 
+def _full_res_width(codec) -> int:
+    """Channels of the autoencoder's full-resolution layers (its widest activations per pixel)."""
+    config = getattr(codec, "config", None)
+    for name in ("widths", "block_out_channels"):  # ditkit's autoencoder, a diffusers AutoencoderKL
+        widths = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        if widths:
+            return int(widths[0])
+    return 128  # an SD-VAE's
+
+
+def check_budget(cfg: EncodeConfig, codec) -> None:
+    """Refuse (`ditkit.budget.BudgetError`, one line) a batch beyond the machine's memory before any work: the
+    batch's images (``batch x 3 x size^2`` floats, twice: the rendered items and their stack) and the encoder's
+    live activations at full resolution (three ``batch x width x size^2`` tensors: input, output, residual)."""
+    from .. import budget
+
+    pixels = float(min(cfg.batch_size, cfg.num or cfg.batch_size)) * cfg.image_size ** 2
+    memory = pixels * 3 * 4 * 2 + pixels * _full_res_width(codec) * 4 * 3
+    budget.check(budget.Estimate(f"encoding batches of {cfg.batch_size} images of {cfg.image_size}x{cfg.image_size}",
+                                 memory))
+
+
 def _shard_key(path: Path) -> str | None:
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -123,6 +148,7 @@ def encode_dataset(cfg: EncodeConfig, log=print) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(codec, torch.nn.Module):
         codec.to(device).eval()
+    check_budget(cfg, codec)  # before a single image is rendered or read
     dataset, num, source = _source(cfg)
     latent_shape = list(codec.latent_shape((cfg.image_size, cfg.image_size)))  # ValueError if not divisible
     plan = {
@@ -135,6 +161,7 @@ def encode_dataset(cfg: EncodeConfig, log=print) -> dict:
 
     out = Path(cfg.out)
     manifest_path = out / MANIFEST
+    atomic.tidy(out)  # what a killed replacement left beside the folder
     if manifest_path.is_file():
         old = load_json(manifest_path)
         if old.get("key") == key:
@@ -143,18 +170,27 @@ def encode_dataset(cfg: EncodeConfig, log=print) -> dict:
         if not cfg.overwrite:
             raise ValueError(f"{out} already holds a latent cache of other data or another VAE "
                              f"({old.get('vae', {}).get('name')}); use another --out or --overwrite")
-        manifest_path.unlink()  # from here on the folder is an unfinished cache, which readers refuse
-    elif out.exists() and (not out.is_dir() or any(p.name != MANIFEST and not p.match(SHARD_GLOB) and
-                                                   not p.name.startswith(".") for p in out.iterdir())):
+        with atomic.atomic_dir(out) as new:  # the finished cache stays until the new one takes its place
+            return _write_cache(new, out, cfg, codec, dataset, num, source, plan, key, log)
+    if out.exists() and (not out.is_dir() or any(p.name != MANIFEST and not p.match(SHARD_GLOB) and
+                                                 not p.name.startswith(".") for p in out.iterdir())):
         raise ValueError(f"{out} exists and is not a latent cache folder; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
+    atomic.tidy_dir(out)  # temporary shards of a killed run
+    return _write_cache(out, out, cfg, codec, dataset, num, source, plan, key, log)
 
+
+def _write_cache(folder: Path, out: Path, cfg: EncodeConfig, codec, dataset, num: int, source: dict, plan: dict,
+                 key: str, log) -> dict:
+    """Encode the shards into ``folder`` (``out`` itself, or the new folder that replaces it), keeping those a
+    killed run of the same cache left there, then write the manifest; returns it."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where encode_dataset put the codec
     start, shards, reused = time.time(), [], 0
     for k, lo in enumerate(range(0, num, cfg.shard_size)):
         hi = min(num, lo + cfg.shard_size)
         name = f"latents-{k:05d}.safetensors"
         shards.append({"file": name, "start": lo, "count": hi - lo})
-        if _shard_key(out / name) == key:  # written by an earlier, interrupted run of this command
+        if _shard_key(folder / name) == key:  # written by an earlier, interrupted run of this command
             reused += 1
             continue
         zs, ys = [], []
@@ -163,18 +199,18 @@ def encode_dataset(cfg: EncodeConfig, log=print) -> dict:
             x = torch.stack([it[0] for it in items]).to(device)  # (B, 3, H, W) in [-1, 1]
             zs.append(codec.encode(x).float().cpu())  # (B, C, h, w), normalised
             ys.extend(int(it[1]) for it in items)
-        save_tensors(out / name, {"latents": torch.cat(zs), "labels": torch.tensor(ys, dtype=torch.long)},
+        save_tensors(folder / name, {"latents": torch.cat(zs), "labels": torch.tensor(ys, dtype=torch.long)},
                      metadata={"key": key, "start": str(lo), "count": str(hi - lo)})
         log(f"shard {k + 1}/{-(-num // cfg.shard_size)}: latents {lo}-{hi - 1} ({time.time() - start:.0f}s)")
     keep = {s["file"] for s in shards}
-    for stale in out.glob(SHARD_GLOB):  # shards of an earlier, larger cache in the same folder
+    for stale in folder.glob(SHARD_GLOB):  # shards of an earlier, larger cache in the same folder
         if stale.name not in keep:
             stale.unlink()
     manifest = {"kind": KIND, "format": FORMAT, "key": key, **plan, "shards": shards,
                 "class_names": source["class_names"], "seconds": round(time.time() - start, 1),
                 "reused_shards": reused}
-    save_json(manifest_path, manifest)  # last: its presence marks the cache finished
-    log(f"wrote {num} latents {'x'.join(map(str, latent_shape))} to {out}"
+    save_json(folder / MANIFEST, manifest)  # last: its presence marks the cache finished
+    log(f"wrote {num} latents {'x'.join(map(str, plan['latent_shape']))} to {out}"
         + (f" ({reused} shards kept from an earlier run)" if reused else ""))
     return manifest
 
