@@ -16,6 +16,7 @@ import pytest
 import torch
 from kill_points import KILLED, cli, fingerprint, killed_at, leftovers
 
+from ditkit.assets import assets_dir
 from ditkit.io import atomic
 from ditkit.io.checkpoint import atomic_dir, atomic_write
 
@@ -126,6 +127,8 @@ SMALL = ["--steps", "2", "--batch-size", "2"]
 def _cases(m, tc, run):
     """name -> (outputs, argv of the old output, argv of the new one), relative to the working directory."""
     bench = ["--model", m, "--num-samples", "2", *SMALL, "--no-classifier", "--teacache", tc, "--methods", "FORA N=2"]
+    encode = ["encode", "--data", "shapes", "--vae", assets_dir() / "shapes-ae", "--num", "8", "--shard-size", "4",
+              "--batch-size", "4", "--quiet"]
     return {
         "generate": (["g.png", "g.png.json"],
                      ["generate", "--model", m, "--steps", "1", "--classes", "0", "--n-per-class", "1", "--seed", "1",
@@ -163,13 +166,14 @@ def _cases(m, tc, run):
                    "--batch-size", "2", "--out", "p"]),
         "export": (["e"], ["export", "--run", run, "--steps", "10", "--out", "e"],
                    ["export", "--run", run, "--steps", "20", "--out", "e"]),
+        "encode": (["lc"], [*encode, "--seed", "1", "--out", "lc"], [*encode, "--out", "lc", "--overwrite"]),
     }
 
 
 # train-classifier writes its folder with the same `save_model` as quantize and prune; one run renders 40,000
 # images (half a minute), too slow to repeat at every kill point
 CASES = ["generate", "calibrate-teacache", "quantize", "convert", "bench accel", "tune", "prune", "export", "eval",
-         "bench compress"]
+         "bench compress", "encode"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ encoding. Layout of a cache folder::
 
     manifest.json                 kind, VAE (path, name, weights fingerprint, scale factor), latent
                                   shape, image size, source data, number of latents, shard list, key
-    latents-00000.safetensors     {"latents": float32 (n, C, h, w), "labels": int64 (n,)}; metadata: key, start, count
+    latents-00000.safetensors     {"latents": float32 (n, C, h, w), "labels": int64 (n,)}; metadata: key
 
 Never half-written: each shard is written atomically (temp file + rename) and tagged with the
 cache's *key* (a hash of VAE fingerprint, source data and shard size); ``manifest.json`` is written
@@ -200,7 +200,7 @@ def _write_cache(folder: Path, out: Path, cfg: EncodeConfig, codec, dataset, num
             zs.append(codec.encode(x).float().cpu())  # (B, C, h, w), normalised
             ys.extend(int(it[1]) for it in items)
         save_tensors(folder / name, {"latents": torch.cat(zs), "labels": torch.tensor(ys, dtype=torch.long)},
-                     metadata={"key": key, "start": str(lo), "count": str(hi - lo)})
+                     metadata={"key": key})  # one entry: safetensors writes several in a random order
         log(f"shard {k + 1}/{-(-num // cfg.shard_size)}: latents {lo}-{hi - 1} ({time.time() - start:.0f}s)")
     keep = {s["file"] for s in shards}
     for stale in folder.glob(SHARD_GLOB):  # shards of an earlier, larger cache in the same folder
