@@ -129,6 +129,7 @@ def main() -> None:
                                                    i2v=False, context_noise=0.1)["long_video"]
         if a.local:
             from ditkit.train.video import FrameLocalBias
+            # evaluate_video passes no attention core to generate: the model's default core is set around it
             pipe.model.attention_core = FrameLocalBias(1e4)
             r["text_to_video_frame_local"] = evaluate_video(pipe, clf, num_clips=a.num_samples, long_clips=0,
                                                             i2v=False)["text_to_video"]

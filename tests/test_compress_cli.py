@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ditkit.cli import main
-from ditkit.compress.files import load_quantized
+from ditkit.pipelines import load_quantized
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

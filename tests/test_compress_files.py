@@ -10,8 +10,9 @@ from torch import nn
 
 from ditkit import DiT, FlowMatching, get_preset, load_pipeline, save_pipeline
 from ditkit.compress import collect_calibration, kernel_calls, quantize_model
-from ditkit.compress.files import KIND, load_quantized, save_quantized
+from ditkit.compress.files import KIND, save_quantized
 from ditkit.io.checkpoint import CheckpointError
+from ditkit.pipelines import load_quantized
 
 SMALL_HEADS = {"adaLN_modulation": "w8a16", "final_layer": "w8a16"}
 

@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from ditkit import DiT, FlowMatching, get_preset
-from ditkit.compress import kernel_calls, load_quantized, quantize_model, save_quantized
+from ditkit.compress import kernel_calls, quantize_model, save_quantized
 from ditkit.compress.fp import E2M1_MAGNITUDES, FPLinear, _e2m1_groups, e2m1_decode, e2m1_encode
+from ditkit.pipelines import load_quantized
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

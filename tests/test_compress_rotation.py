@@ -5,8 +5,9 @@ import torch
 from torch import nn
 
 from ditkit import DiT, FlowMatching, get_preset
-from ditkit.compress import Int8Linear, W4A8Linear, load_quantized, quantize_model, save_quantized
+from ditkit.compress import Int8Linear, W4A8Linear, quantize_model, save_quantized
 from ditkit.compress.rotation import block_size_for, hadamard_matrix, rotate
+from ditkit.pipelines import load_quantized
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

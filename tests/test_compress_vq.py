@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from ditkit import DiT, FlowMatching, get_preset
-from ditkit.compress import load_quantized, quantize_model, save_quantized
+from ditkit.compress import quantize_model, save_quantized
 from ditkit.compress.vq import VQLinear, kmeans, pack_codes, unpack_codes
 from ditkit.compress.vq_calibrate import SoftVQLinear, calibrate_vq
+from ditkit.pipelines import load_quantized
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

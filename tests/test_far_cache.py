@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from ditkit.accel.far_cache import FarCachedAttention, RefreshSchedule, merge
 from ditkit.config import DiTConfig
 from ditkit.diffusion.flow import FlowConfig, FlowMatching
-from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention, with_attention
+from ditkit.models.video_attention import Pattern, SparsePlan, VideoAttention
 
 GRID = (4, 4, 6)  # 96 tokens, 24 per frame
 FRAME_LOCAL = Pattern("sta", tile=(1, 4, 6), window=(1, 1, 1))  # a frame's tokens attend to their frame only
@@ -111,4 +111,3 @@ def test_pipeline_generate_takes_the_core_and_its_schedule(tiny_video_pipeline):
     cached = pipe.generate(["a red circle moving left"], steps=6, latents=True, attention=core)
     assert core.calls["local"] > 0 and not torch.allclose(cached, dense, atol=1e-4)
     assert pipe.model.attention_core is None  # restored after the call
-    with_attention(pipe.model, None)

@@ -116,10 +116,11 @@ def test_integer_weights_are_refused_not_cast(tiny_model_dir, tmp_path):
 
 
 def test_weights_are_checked_from_the_header_before_any_tensor_is_read(tiny_model_dir, tmp_path, monkeypatch):
+    import ditkit.pipelines.folder as folder_format  # reads the weights (read_weights)
     import ditkit.pipelines.image as image
 
     folder = _copy(tiny_model_dir, tmp_path / "m", _set("config.hidden_size", 128))
-    monkeypatch.setattr(image, "load_tensors", lambda *a: pytest.fail("tensors read before the header check"))
+    monkeypatch.setattr(folder_format, "load_tensors", lambda *a: pytest.fail("tensors read before the header check"))
     built = []
     real = image.build_model
     monkeypatch.setattr(image, "build_model", lambda cfg: built.append(torch.empty(0).device.type) or real(cfg))

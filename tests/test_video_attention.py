@@ -18,7 +18,6 @@ from ditkit.models.video_attention import (
     head_mask_mod,
     make_layout,
     tile_order,
-    with_attention,
 )
 from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
 
@@ -154,16 +153,16 @@ def test_model_with_cores():
     model = tiny_model()
     x, t, y = torch.randn(1, 4, 2, 8, 8), torch.tensor([500.0]), torch.tensor([1])
     ref = model(x, t, y)
-    with_attention(model, VideoAttention(SparsePlan({0: [Pattern()] * 2, 1: [Pattern()] * 2})))
-    assert torch.equal(model(x, t, y), ref)  # an all-full plan is the baseline
+    full = VideoAttention(SparsePlan({0: [Pattern()] * 2, 1: [Pattern()] * 2}))
+    assert torch.equal(model(x, t, y, attention=full), ref)  # an all-full plan is the baseline
     plan = SparsePlan({1: [Pattern("diagonal", 16), Pattern("sta", tile=(1, 2, 2), window=(1, 3, 3))]}, tile=(1, 2, 2))
-    flex = with_attention(model, VideoAttention(plan, block_size=16))(x, t, y)
-    dense = with_attention(model, VideoAttention(plan, backend="dense"))(x, t, y)
+    flex = model(x, t, y, attention=VideoAttention(plan, block_size=16))
+    dense = model(x, t, y, attention=VideoAttention(plan, backend="dense"))
     torch.testing.assert_close(flex, dense, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(flex, ref, atol=1e-4)
     long = torch.randn(1, 8, 2, 8, 8)  # twice the training window
-    plain = with_attention(model, None)(long, t, y)
-    uv = with_attention(model, VideoAttention(ultravico=UltraViCoConfig(4)))(long, t, y)
+    plain = model(long, t, y)
+    uv = model(long, t, y, attention=VideoAttention(ultravico=UltraViCoConfig(4)))
     assert not torch.allclose(uv, plain, atol=1e-4)
 
 

@@ -13,7 +13,7 @@ from ditkit.diffusion.forcing import ForcingConfig, forcing_loss, rollout
 from ditkit.diffusion.guidance import cfg
 from ditkit.io.media import save_video
 from ditkit.models.dit import DiT
-from ditkit.models.video_attention import UltraViCoConfig, VideoAttention, with_attention
+from ditkit.models.video_attention import UltraViCoConfig, VideoAttention
 from ditkit.models.video_dit import VideoDiT, VideoDiTConfig
 from ditkit.models.video_init import init_from_image
 from ditkit.shapes.moving import MovingShapesDataset, track_motion
@@ -63,12 +63,9 @@ def test_rollout_makes_the_whole_clip(run):
 
 
 def test_ultravico_attention_runs_past_the_training_window(run):
-    with_attention(run.video, VideoAttention(ultravico=UltraViCoConfig(train_frames=4)))
-    try:
-        with torch.no_grad():
-            extrapolated = run.video(torch.randn(1, 8, 3, 16, 16), torch.tensor([500.0]), torch.tensor([1]))
-    finally:
-        with_attention(run.video, None)  # the model keeps its plain attention for the other tests
+    core = VideoAttention(ultravico=UltraViCoConfig(train_frames=4))
+    with torch.no_grad():  # the core of this call only: the model keeps its plain attention
+        extrapolated = run.video(torch.randn(1, 8, 3, 16, 16), torch.tensor([500.0]), torch.tensor([1]), attention=core)
     assert extrapolated.shape == (1, 8, 3, 16, 16)
 
 

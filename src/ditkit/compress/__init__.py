@@ -9,7 +9,7 @@ and vector quantization "vq2" / "vq3" (k-means codebooks; refine with `calibrate
     calib = collect_calibration(model, process, labels=range(10), steps=10)
     qmodel, report = quantize_model(model, "w8a8", calib=calib)   # model itself is untouched
     save_quantized("out/shapes-w8a8", qmodel, process)            # packed safetensors + config.json
-    pipe = load_quantized("out/shapes-w8a8")                      # no re-calibration
+    pipe = ditkit.load_pipeline("out/shapes-w8a8")                # no re-calibration
 
 Every quantized layer states how it computes (``report["kernels"]``): a real integer kernel, or a
 dequantize-then-float-matmul labelled as such.
@@ -20,7 +20,7 @@ Depth pruning (TinyFusion learned k-of-n masks, an importance baseline, distilla
 
 from .calibrate import TimestepRouter, collect_calibration
 from .distill import distill
-from .files import load_quantized, save_quantized
+from .files import save_quantized
 from .fp import FPLinear
 from .int8 import Int8Linear, Int8WeightOnlyLinear
 from .prune import build_pruned, importance_prune, learn_prune
@@ -32,5 +32,5 @@ from .w4 import W4A8Linear, W4A16Linear
 __all__ = [
     "DEFAULT_KEEP_FP", "FPLinear", "Int8Linear", "Int8WeightOnlyLinear", "SCHEMES", "TimestepRouter", "VQLinear",
     "W4A8Linear", "W4A16Linear", "build_pruned", "calibrate_vq", "collect_calibration", "distill", "importance_prune",
-    "kernel_calls", "learn_prune", "load_quantized", "quantize_model", "save_quantized", "weight_bytes",
+    "kernel_calls", "learn_prune", "quantize_model", "save_quantized", "weight_bytes",
 ]

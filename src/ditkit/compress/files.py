@@ -10,9 +10,9 @@ in float, and whose ``config.json`` has ``"kind": "ditkit-dit-quantized"`` plus
 
 Loading rebuilds the DiT from its config, swaps in empty quantized layers from the per-layer
 specs and fills them from the file: no calibration, no float weights for quantized layers
-(`quantized_network`, the builder `ditkit.pipelines.folder.NETWORKS` names for this kind, so that
-`ditkit.load_pipeline` reads these folders too). The folder is written atomically as a whole
-(`io.checkpoint.atomic_dir`).
+(`quantized_network`, which `ditkit.pipelines.load_pipeline` calls for this kind, so that it reads
+these folders too). The folder is checked against the schema before it is written, and written
+atomically as a whole (`io.checkpoint.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ import torch
 from torch import nn
 
 from ..config import DiTConfig
-from ..io.checkpoint import CheckpointError, check_state_dict, load_model_files, save_model
+from ..io.checkpoint import CheckpointError, check_state_dict, save_model
 from ..models.dit import DiT
 from ..pipelines.folder import (
     QUANTIZED_KIND,
     SamplingDefaults,
     autoencoder_entry,
-    folder_kind,
-    load_image_pipeline,
+    check_before_writing,
     process_info,
 )
 from .calibrate import TimestepRouter
@@ -114,6 +113,7 @@ def save_quantized(folder: str | Path, model: DiT, process, *, class_names=None,
     }
     if ae_info is not None:
         info["autoencoder"] = ae_info
+    check_before_writing(info, folder)
     save_model(folder, model.state_dict(), info, subfolders=subfolders)
 
 
@@ -147,11 +147,3 @@ def quantized_network(state: dict[str, torch.Tensor], info: dict, path: str | Pa
     model.load_state_dict(state)
     return model
 
-
-def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_int8: bool = False):
-    """Load a quantized model folder as a `ditkit.pipelines.Pipeline`. Raises CheckpointError (one line) on any
-    problem."""
-    if folder_kind(path) != KIND:
-        kind = load_model_files(path)[1].get("kind")  # a clear error for a folder that is not a model folder
-        raise CheckpointError(f"{path} is not a quantized ditkit folder (kind={kind!r})")
-    return load_image_pipeline(path, device=device, cache_int8=cache_int8)

@@ -27,7 +27,8 @@ import torch
 
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..io.checkpoint import atomic_dir
-from ..pipelines.folder import load_image_pipeline, save_pipeline, source_autoencoder
+from ..pipelines.folder import IMAGE_KIND, codec_from_info, folder_kind, load_float_network, save_pipeline, source_autoencoder
+from ..pipelines.schema import FolderSpec
 from .distill import DistillConfig, distill
 from .prune import (
     METRICS,
@@ -131,16 +132,20 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
     folder = folder.parent if folder.suffix == ".safetensors" else folder
     if Path(out_dir).resolve() == folder.resolve():
         raise ValueError("--out must differ from --model")
-    pipe = load_image_pipeline(folder, device=job.device)
-    if pipe.info.get("kind") != "ditkit-dit":
-        raise ValueError(f"{folder} is a {pipe.info.get('kind')!r} folder; prune a float model folder")
-    model, process, cfg = pipe.model, pipe.process, pipe.config
+    kind = folder_kind(folder)
+    if kind is not None and kind != IMAGE_KIND:
+        raise ValueError(f"{folder} is a {kind!r} folder; prune a float model folder")
+    model, info, spec = load_float_network(folder, device=job.device)
+    process, cfg = spec.process, model.config
+    codec = codec_from_info(folder, info)
+    if isinstance(codec, torch.nn.Module):
+        codec.to(job.device).eval()
     k_of_n = job.check(cfg.depth)
-    f = 1 if pipe.codec is None else pipe.codec.downsample
+    f = 1 if codec is None else codec.downsample
     size = (cfg.hw[0] * f, cfg.hw[1] * f)  # the images whose latents the model sees
-    data_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed, size), batch_size=job.batch_size, seed=job.seed,
+    data_fn = make_data_fn(cfg, codec, data=images(job.seed, size), batch_size=job.batch_size, seed=job.seed,
                            device=job.device)
-    eval_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed + 1, size), batch_size=job.batch_size,
+    eval_fn = make_data_fn(cfg, codec, data=images(job.seed + 1, size), batch_size=job.batch_size,
                            seed=job.seed + 1, label_drop=0.0, device=job.device)
     losses = {"teacher": diffusion_loss(model, process, eval_fn, batches=job.eval_batches, seed=job.seed)}
 
@@ -157,12 +162,12 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
 
     finetune = None
     if job.finetune_minutes > 0 or job.finetune_steps is not None:
-        ft_fn = make_data_fn(cfg, pipe.codec, data=images(job.seed + 2, size), batch_size=job.batch_size,
+        ft_fn = make_data_fn(cfg, codec, data=images(job.seed + 2, size), batch_size=job.batch_size,
                              seed=job.seed + 2, device=job.device)
         dcfg = DistillConfig(steps=job.finetune_steps, max_seconds=job.finetune_minutes * 60 or None,
                              lr=job.finetune_lr, schedule=job.lr_schedule, ema_decay=job.ema_decay, fm_weight=job.fm_weight,
                              hidden_weight=job.hidden_weight, guided_weight=job.guided_weight,
-                             guidance_scale=pipe.defaults.cfg_scale, seed=job.seed)
+                             guidance_scale=spec.defaults.cfg_scale, seed=job.seed)
         layer_map = hidden_layer_map(result.kept, cfg.depth, job.hidden_align)
         finetune = distill(student, model, _kd_process(process, job.kd_time), ft_fn, dcfg, layer_map=layer_map,
                            progress=progress)
@@ -182,7 +187,7 @@ def prune_folder(model_dir: str | Path, out_dir: str | Path, job: PruneJob, log=
                     "total": round(time.perf_counter() - t0, 2)},
         "threads": torch.get_num_threads(), "job": dataclasses.asdict(job),
     }
-    _save(out_dir, folder, pipe, student.cpu(), record)
+    _save(out_dir, folder, info, spec, student.cpu(), record)
     return record
 
 
@@ -230,13 +235,13 @@ def _describe(result, k_of_n) -> str:
     return f"learned {k_of_n[0]}:{k_of_n[1]} ({result.steps} search steps, {result.update} update)"
 
 
-def _save(out_dir, folder: Path, pipe, student, record: dict) -> None:
-    ae_src, copy_ae = source_autoencoder(folder, pipe.info)
-    dtype = getattr(torch, str(pipe.info.get("weights_dtype", "float32")), torch.float32)
+def _save(out_dir, folder: Path, info: dict, spec: FolderSpec, student, record: dict) -> None:
+    ae_src, copy_ae = source_autoencoder(folder, info)
+    dtype = getattr(torch, str(info.get("weights_dtype", "float32")), torch.float32)
     summary = {k: record[k] for k in ("source", "method", "depth", "kept", "seconds")}
-    if pipe.info.get("training") is not None:
-        summary["source_training"] = pipe.info["training"]
+    if info.get("training") is not None:
+        summary["source_training"] = info["training"]
     with atomic_dir(out_dir) as tmp:  # the folder and its record take the place of out_dir together
-        save_pipeline(tmp, student, pipe.process, class_names=pipe.class_names, defaults=pipe.defaults, dtype=dtype,
+        save_pipeline(tmp, student, spec.process, class_names=spec.class_names, defaults=spec.defaults, dtype=dtype,
                       extra={"pruning": summary}, autoencoder=ae_src, copy_autoencoder=copy_ae)
         (tmp / "prune.json").write_text(json.dumps(record, indent=2) + "\n")

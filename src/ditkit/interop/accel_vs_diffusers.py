@@ -34,9 +34,11 @@ from ..accel import TeaCacheFit, UnsupportedCombination, accelerate, calls_per_g
 from ..accel.bench import default_methods, select_methods
 from ..accel.steps import GenerationClock
 from ..diffusion.flow import FlowMatching
+from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.sample import sample
 from ..eval.metrics import psnr
-from ..pipelines.folder import load_image_pipeline
+from ..pipelines.folder import codec_from_info, load_float_network
+from ..pipelines.schema import SamplingDefaults
 from .parity import diffusers_twin
 
 PSNR_CAP = 100.0
@@ -142,6 +144,37 @@ def hooked_modules(transformer: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Source:
+    """A float model folder as the benchmark reads it (`ditkit.pipelines.folder.load_float_network`)."""
+
+    model: nn.Module
+    process: FlowMatching | GaussianDiffusion  # compare runs flow models only
+    defaults: SamplingDefaults
+    codec: nn.Module | None  # latent models: decodes samples to images
+
+    @classmethod
+    def read(cls, folder: Path, device: str) -> Source:
+        model, info, spec = load_float_network(folder, device=device)
+        codec = codec_from_info(folder, info)
+        if isinstance(codec, nn.Module):
+            codec.to(device).eval()
+        return cls(model, spec.process, spec.defaults, codec)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def decode(self, samples: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Samples (N, C, h, w) -> images in [-1, 1] on the CPU (decoded for a latent model)."""
+        if self.codec is None:
+            return samples
+        device = next(self.codec.parameters()).device if isinstance(self.codec, nn.Module) else "cpu"
+        with torch.inference_mode():
+            return torch.cat([self.codec.decode(samples[i:i + batch_size].to(device)).float().clamp(-1, 1).cpu()
+                              for i in range(0, len(samples), batch_size)])
 
 
 class Side:
@@ -269,7 +302,7 @@ def compare(folder: str | Path, setting: Setting = Setting(), say=lambda s: None
         raise ValueError("this benchmark needs diffusers (pip install diffusers)") from None
     diffusers.utils.logging.set_verbosity_error()  # its dtype advice on .to() is noise here
     folder = Path(folder)
-    pipe = load_image_pipeline(folder, device=setting.device)
+    pipe = Source.read(folder, setting.device)
     if not isinstance(pipe.process, FlowMatching):
         raise ValueError(f"{folder} is not a flow-matching model; this benchmark runs the Euler flow sampler")
     cfg = pipe.config

@@ -43,7 +43,7 @@ from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from ..io.checkpoint import CheckpointError, atomic_dir, atomic_write, load_json, save_tensors
 from ..models.dit import DiT
 from ..models.reference import to_reference_state_dict
-from ..pipelines.folder import SamplingDefaults, load_image_pipeline, process_from_info, process_info, save_pipeline
+from ..pipelines.folder import SamplingDefaults, load_float_network, process_from_info, process_info, save_pipeline
 from .diffusers_dit import diffusers_config, model_from_diffusers_state, numerics_changes
 from .diffusers_folder import CONFIG_NAME, WEIGHTS_NAME, export_diffusers, read_diffusers_folder, resolve_diffusers_folder
 from .model_card import _ditkit_version, write_model_card
@@ -127,8 +127,8 @@ def _scheduler_process(root: Path, learn_sigma: bool) -> GaussianDiffusion | Non
 
 
 def _read_ditkit(path: Path) -> Loaded:
-    pipe = load_image_pipeline(path)
-    return Loaded(pipe.model, pipe.process, list(pipe.class_names), pipe.defaults, pipe.info.get("training"))
+    model, info, spec = load_float_network(path)
+    return Loaded(model, spec.process, list(spec.class_names), spec.defaults, info.get("training"))
 
 
 def _read_diffusers(path: Path) -> Loaded:

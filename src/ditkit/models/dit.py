@@ -10,7 +10,7 @@ selection, quantization) can drive the trunk without editing the model:
     out = model.final(tokens, c, ctx)       # final adaLN layer + unpatchify (N, C_out, H, W)
 
 `TokenContext` carries the token grid and positions (and rotary tables), so the trunk works
-on any token sequence with positions — images (row, col) today, video (frame, row, col) later.
+on any token sequence with positions: images (row, col) here, video (frame, row, col) in `VideoDiT`.
 The network knows nothing of the noise process: t is whatever the process feeds it.
 """
 

@@ -399,18 +399,7 @@ def masked_attention(q, k, v, mask: torch.Tensor | None, score_mod=None) -> tupl
     return out.to(q.dtype), (z.log() + top).squeeze(-1)
 
 
-def with_attention(model, core) -> object:
-    """Set ``model.attention_core``, the core of every call that passes none (None restores SDPA); returns the
-    model. Resets a core's cached masks. For one sampling run pass the core instead (``model(..., attention=core)``,
-    `ditkit.accel.attention.WithAttention`, ``VideoPipeline.generate(attention=core)``), which leaves the model as it is."""
-    if core is not None and hasattr(core, "reset"):
-        core.reset()
-    model.attention_core = core
-    return model
-
-
 __all__ = [
     "FULL", "PATTERN_KINDS", "Layout", "Pattern", "SparsePlan", "UltraViCoConfig", "VideoAttention",
     "attention_flops", "dense_mask", "head_mask_mod", "make_layout", "masked_attention", "tile_order", "ultravico_score_mod",
-    "with_attention",
 ]

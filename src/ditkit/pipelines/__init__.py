@@ -4,8 +4,9 @@
 * `VideoPipeline` (`video.py`): text-to-video, image-to-video and long videos; `load_video_pipeline`.
 * `options.py`: what both ``generate`` methods take, `ImageOptions` and `VideoOptions` (shared fields with
   the same names: sampler, steps, cfg_scale, shift, seed, batch_size, progress).
-* `folder.py`: the model-folder format — kinds, config.json entries, the writers `save_pipeline` and
-  `save_video_pipeline`, and `load`, which reads any kind.
+* `folder.py`: the model-folder format — kinds, config.json and weight helpers, the writers `save_pipeline`
+  and `save_video_pipeline`.
+* `loader.py`: `load`, which reads any kind as a pipeline (the kind -> loader table `LOADERS`).
 
 Both loaders take ``device=``; both ``generate(inputs, options=None, **overrides)`` keep the options
 they resolved (the folder's defaults filled in) as ``pipe.last_options``:
@@ -15,12 +16,13 @@ they resolved (the folder's defaults filled in) as ``pipe.last_options``:
     pipe.last_options.as_dict()                         # {"sampler": "euler", "steps": 20, "seed": 3, ...}
 """
 
-from .folder import SamplingDefaults, is_video_folder, load, save_pipeline, save_video_pipeline
-from .image import Pipeline, load_pipeline
+from .folder import SamplingDefaults, is_video_folder, save_pipeline, save_video_pipeline
+from .image import Pipeline, load_pipeline, load_quantized
+from .loader import load
 from .options import ImageOptions, SamplingOptions, VideoOptions
 from .video import VideoPipeline, load_video_pipeline
 
 __all__ = [
     "ImageOptions", "Pipeline", "SamplingDefaults", "SamplingOptions", "VideoOptions", "VideoPipeline",
-    "is_video_folder", "load", "load_pipeline", "load_video_pipeline", "save_pipeline", "save_video_pipeline",
+    "is_video_folder", "load", "load_pipeline", "load_quantized", "load_video_pipeline", "save_pipeline", "save_video_pipeline",
 ]

@@ -1,4 +1,4 @@
-"""The model-folder format: folder kinds, the config.json helpers, writers, and which loader reads each kind.
+"""The model-folder format: folder kinds, the config.json and weight helpers, and the writers.
 
 A ditkit model folder holds ``model.safetensors`` and ``config.json``::
 
@@ -18,55 +18,47 @@ relative to the folder and must stay inside it (`ditkit.io.confined`); a model t
 autoencoder kept elsewhere names it with ``"path": null`` and is given it by the caller
 (``Pipeline.use_vae``, ``--vae DIR``). The fields and their checks are in `ditkit.pipelines.schema`.
 
-`LOADERS` names the function that loads each kind as a pipeline and `NETWORKS` the one that builds an
-image folder's network, as ``"module:function"`` strings resolved on use (`resolve`): this module
-sits below the pipelines and compress, which register their loaders here, so compress and interop
-read and write folders through it without importing the pipelines.
+The kinds and `SamplingDefaults` are defined with the schema and re-exported here. This module names
+nothing above it (no pipeline, no compress): `ditkit.pipelines.load` reads any kind as a pipeline;
+compress and interop read a float folder's network with `load_float_network`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from .. import budget
 from ..config import DiTConfig, config_from_dict
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
-from ..io.checkpoint import CheckpointError, load_json, save_model
+from ..io.checkpoint import CheckpointError, check_state_dict, load_json, load_tensors, save_model
+from ..models.autoencoder import LatentCodec, check_codec_fits, load_codec, resolve_codec_path
+from ..models.text_dit import build_model
 from ..models.text_encoder import TextEncoder, save_text_encoder
 from ..models.text_video import check_text_dims
+from .schema import (
+    IMAGE_KIND,
+    QUANTIZED_KIND,
+    VIDEO_KIND,
+    FolderSpec,
+    SamplingDefaults,
+    check_finite,
+    check_weights_header,
+    expected_state,
+    read_folder_spec,
+    read_model_folder,
+)
 
-if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
-    from ..models.autoencoder import LatentCodec
-
-IMAGE_KIND = "ditkit-dit"
-QUANTIZED_KIND = "ditkit-dit-quantized"
-VIDEO_KIND = "ditkit-video-dit"
-
-# kind -> the loader of a folder of that kind, (path, device="cpu", **options) -> pipeline
-LOADERS: dict[str, str] = {
-    IMAGE_KIND: "ditkit.pipelines.image:load_pipeline",
-    QUANTIZED_KIND: "ditkit.pipelines.image:load_pipeline",
-    VIDEO_KIND: "ditkit.pipelines.video:load_video_pipeline",
-}
-# image kind -> the builder of its network, (state, info, path, **options) -> model (weights loaded, CPU)
-NETWORKS: dict[str, str] = {
-    IMAGE_KIND: "ditkit.pipelines.image:float_network",
-    QUANTIZED_KIND: "ditkit.compress.files:quantized_network",
-}
-
-
-def resolve(ref: str) -> Callable:
-    """The function a ``"module:function"`` string names."""
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+__all__ = [
+    "IMAGE_KIND", "QUANTIZED_KIND", "VIDEO_KIND", "SamplingDefaults", "autoencoder_entry", "check_before_writing",
+    "codec_from_info", "float_network", "folder_kind", "folder_of", "is_video_folder", "load_float_network",
+    "process_from_info", "process_info", "read_weights", "save_pipeline", "save_video_pipeline", "source_autoencoder",
+]
 
 
 def folder_of(path: str | Path) -> Path:
@@ -89,32 +81,47 @@ def is_video_folder(path: str | Path) -> bool:
     return folder_kind(path) == VIDEO_KIND
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", **options):
-    """The pipeline of the model folder at ``path``, by its kind (`LOADERS`): a `Pipeline` for the image
-    kinds, a `VideoPipeline` for a video folder. Raises CheckpointError (one clear line) on any problem."""
-    kind = folder_kind(path)
-    if kind not in LOADERS:
-        if not (folder_of(path) / "config.json").is_file():
-            raise CheckpointError(f"{path} is not a ditkit model folder (needs model.safetensors and config.json)")
-        raise CheckpointError(f"{path} is not a ditkit model folder this version reads (kind={kind!r})")
-    return resolve(LOADERS[kind])(path, device=device, **options)
+# ----------------------------------------------------------------------------- weights
 
 
-def load_image_pipeline(path: str | Path, device: str | torch.device = "cpu", **options):
-    """The image pipeline of the folder at ``path`` (`ditkit.pipelines.image.load_pipeline`: any image kind,
-    CheckpointError for any other folder), for the modules below the pipelines."""
-    return resolve(LOADERS[IMAGE_KIND])(path, device=device, **options)
+def read_weights(folder: Path, spec: FolderSpec, skeleton: Callable[[], torch.nn.Module], *,
+                 float_weights: bool = True) -> dict[str, torch.Tensor]:
+    """The checked tensors of ``folder/model.safetensors``: the model's memory is estimated first (`ditkit.budget`),
+    the file's header is checked against the network ``skeleton()`` builds (on the meta device, `expected_state`)
+    before any tensor is read, and the tensors read are checked to be finite."""
+    weights = folder / "model.safetensors"
+    budget.check(budget.estimate_load(spec.config, f"loading {folder}", weights.stat().st_size))
+    check_weights_header(weights, expected_state(skeleton), float_weights=float_weights)
+    state = load_tensors(weights)
+    check_finite(state, weights)
+    return state
+
+
+def float_network(state: dict[str, torch.Tensor], info: dict, path: str | Path) -> torch.nn.Module:
+    """The float network (`DiT`, `CrossDiT` or `MMDiT`) of an image folder's config.json ``info``, weights from ``state``."""
+    try:
+        config = config_from_dict(info["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"bad model config in {path}: {e}") from None
+    model = build_model(config)
+    check_state_dict(state, model.state_dict(), path)
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model
+
+
+def load_float_network(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, FolderSpec]:
+    """(the float network in eval mode on ``device``, config.json, its checked `FolderSpec`) of the float image
+    folder at ``path`` (kind ``"ditkit-dit"``), checked as `ditkit.pipelines.load_pipeline` checks it; for the
+    modules that work on a folder's network (pruning, conversion) without its pipeline. The autoencoder is
+    `codec_from_info`. CheckpointError (one line) on any problem or another kind."""
+    folder, info, spec = read_model_folder(path)
+    if spec.kind != IMAGE_KIND:
+        raise CheckpointError(f"{path} is a {spec.kind!r} folder; this needs a float model folder ({IMAGE_KIND!r})")
+    state = read_weights(folder, spec, lambda: build_model(spec.config))
+    return float_network(state, info, path).to(device).eval(), info, spec
 
 
 # ----------------------------------------------------------------------------- config.json entries
-
-
-@dataclass
-class SamplingDefaults:
-    sampler: str = "euler"
-    steps: int = 50
-    cfg_scale: float = 1.0
-    shift: float = 1.0  # flow timestep shift at sampling (SD3); 1 = none
 
 
 def process_from_info(info: dict) -> FlowMatching | GaussianDiffusion:
@@ -144,8 +151,6 @@ def autoencoder_entry(config: DiTConfig, autoencoder: str | Path | dict | None,
         return None, {}
     if isinstance(autoencoder, dict):
         return dict(autoencoder), {}
-    from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
-
     src = resolve_codec_path(autoencoder)
     codec = load_codec(src)
     f = codec.downsample
@@ -165,15 +170,11 @@ def source_autoencoder(path: str | Path, info: dict) -> tuple[Path | dict | None
         return None, True
     if ae.get("path") is None:
         return dict(ae), False
-    from ..models.autoencoder import resolve_codec_path
-
     return resolve_codec_path(ae["path"], base=folder_of(path)), True
 
 
 def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
     """The autoencoder named in a model folder's config.json (None for a pixel model), checked against the DiT."""
-    from ..models.autoencoder import check_codec_fits, load_codec, resolve_codec_path
-
     ae = info.get("autoencoder")
     if not ae or ae.get("path") is None:  # a pixel model, or one whose caller gives the autoencoder
         return None
@@ -194,8 +195,6 @@ def codec_from_info(path: str | Path, info: dict) -> LatentCodec | None:
 def check_before_writing(info: dict, folder: str | Path) -> None:
     """ValueError (one line naming the field) unless ``info`` passes the schema its loader will check
     (`ditkit.pipelines.schema`): a writer never leaves a folder that fails later (NaN guidance, a bad size)."""
-    from .schema import read_folder_spec
-
     read_folder_spec(info, Path(folder) / "config.json")
 
 

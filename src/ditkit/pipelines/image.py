@@ -18,27 +18,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from .. import budget
-from ..config import DiTConfig, config_from_dict
+from ..compress.files import build_quantized, quantized_network
+from ..config import DiTConfig
 from ..diffusion.flow import FlowMatching
 from ..diffusion.gaussian import GaussianDiffusion
 from ..diffusion.sample import sample
-from ..io.checkpoint import CheckpointError, check_state_dict, load_tensors
+from ..io.checkpoint import CheckpointError, load_model_files
 from ..io.confined import confined_path
+from ..models.autoencoder import LatentCodec, load_codec, resolve_codec_path
 from ..models.dit import DiT
 from ..models.text_dit import build_model
 from ..models.text_encoder import TextEncoder, load_text_encoder
-from .folder import IMAGE_KIND, NETWORKS, QUANTIZED_KIND, SamplingDefaults, codec_from_info, resolve
+from .folder import IMAGE_KIND, QUANTIZED_KIND, SamplingDefaults, codec_from_info, float_network, folder_kind, read_weights
 from .options import ImageOptions
 from .options import resolve as resolve_options
-from .schema import FolderSpec, check_finite, check_weights_header, expected_state, read_model_folder
-
-if TYPE_CHECKING:  # imported lazily below, so `python -m ditkit.models.autoencoder` runs cleanly
-    from ..models.autoencoder import LatentCodec
+from .schema import FolderSpec, read_model_folder
 
 
 @dataclass
@@ -122,8 +120,6 @@ class Pipeline:
     def use_vae(self, path: str | Path) -> None:
         """Decode with the autoencoder folder `path` (e.g. a diffusers AutoencoderKL in the sd-vae-ft-ema
         layout, or a ditkit autoencoder) instead of the model folder's own; ValueError if it does not fit."""
-        from ..models.autoencoder import load_codec, resolve_codec_path
-
         codec = load_codec(resolve_codec_path(path))
         n = self.config.in_channels
         if codec.latent_channels != n:
@@ -157,35 +153,24 @@ class Pipeline:
 # ----------------------------------------------------------------------------- loading
 
 
-def float_network(state: dict[str, torch.Tensor], info: dict, path: str | Path) -> torch.nn.Module:
-    """The float network (`DiT`, `CrossDiT` or `MMDiT`) of an image folder's config.json ``info``, weights from ``state``."""
-    try:
-        config = config_from_dict(info["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"bad model config in {path}: {e}") from None
-    model = build_model(config)
-    check_state_dict(state, model.state_dict(), path)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
-    return model
-
-
 def load_pipeline(path: str | Path, device: str | torch.device = "cpu", **options) -> Pipeline:
-    """Load an image model folder, float or quantized (`ditkit.pipelines.folder.NETWORKS`; ``options`` go to
-    the network's builder, e.g. ``cache_int8`` of a quantized one). Raises CheckpointError (one clear line)
-    on any problem, BudgetError when the model would not fit in memory.
+    """Load an image model folder, float (`ditkit.pipelines.folder.float_network`) or quantized
+    (`ditkit.compress.files.quantized_network`; ``options`` go to the network's builder, e.g. ``cache_int8``
+    of a quantized one). Raises CheckpointError (one clear line) on any problem, BudgetError when the model
+    would not fit in memory.
 
     Before any tensor is read: config.json is checked (`ditkit.pipelines.schema`), the model's memory is
     estimated (`ditkit.budget`) and the weights' shapes and dtypes are checked against the config from the
-    safetensors header; the weights read are checked to be finite."""
+    safetensors header; the weights read are checked to be finite (`ditkit.pipelines.folder.read_weights`)."""
     folder, info, spec = read_model_folder(path)
-    if spec.kind not in NETWORKS:
+    if spec.kind == IMAGE_KIND:
+        state = read_weights(folder, spec, lambda: build_model(spec.config))
+        model = float_network(state, info, path, **options)
+    elif spec.kind == QUANTIZED_KIND:
+        state = read_weights(folder, spec, lambda: _quantized_skeleton(spec, info, folder), float_weights=False)
+        model = quantized_network(state, info, path, **options)
+    else:
         raise CheckpointError(f"{path} is not a ditkit DiT folder (kind={spec.kind!r})")
-    weights = folder / "model.safetensors"
-    budget.check(budget.estimate_load(spec.config, f"loading {folder}", weights.stat().st_size))
-    check_weights_header(weights, expected_state(lambda: _skeleton(spec, info, folder)), float_weights=spec.kind == IMAGE_KIND)
-    state = load_tensors(weights)
-    check_finite(state, weights)
-    model = resolve(NETWORKS[spec.kind])(state, info, path, **options)
     model.to(device).eval()
     config = model.config
     codec = codec_from_info(path, info)
@@ -201,11 +186,18 @@ def load_pipeline(path: str | Path, device: str | torch.device = "cpu", **option
     return Pipeline(model, spec.process, spec.class_names, spec.defaults, info, codec, text_encoder)
 
 
-def _skeleton(spec: FolderSpec, info: dict, folder: Path) -> torch.nn.Module:
-    """The network a folder's weights must fit (built on the meta device by `expected_state`)."""
-    if spec.kind == QUANTIZED_KIND:
-        qinfo = info.get("quantization")
-        if not isinstance(qinfo, dict) or not isinstance(qinfo.get("layers", {}), dict):
-            raise CheckpointError(f"{folder / 'config.json'}: quantization must be a JSON object with layers")
-        return resolve("ditkit.compress.files:build_quantized")(spec.config, qinfo)
-    return build_model(spec.config)
+def load_quantized(path: str | Path, device: str | torch.device = "cpu", cache_int8: bool = False) -> Pipeline:
+    """`load_pipeline` for a quantized model folder only (`ditkit.compress.files`): CheckpointError (one line)
+    for any other folder."""
+    if folder_kind(path) != QUANTIZED_KIND:
+        kind = load_model_files(path)[1].get("kind")  # a clear error for a folder that is not a model folder
+        raise CheckpointError(f"{path} is not a quantized ditkit folder (kind={kind!r})")
+    return load_pipeline(path, device=device, cache_int8=cache_int8)
+
+
+def _quantized_skeleton(spec: FolderSpec, info: dict, folder: Path) -> torch.nn.Module:
+    """The quantized network a folder's weights must fit (built on the meta device by `expected_state`)."""
+    qinfo = info.get("quantization")
+    if not isinstance(qinfo, dict) or not isinstance(qinfo.get("layers", {}), dict):
+        raise CheckpointError(f"{folder / 'config.json'}: quantization must be a JSON object with layers")
+    return build_quantized(spec.config, qinfo)

@@ -31,7 +31,21 @@ from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from ..diffusion.samplers import SAMPLERS
 from ..io.checkpoint import CheckpointError, load_json
 from ..models.video_dit import VideoDiTConfig
-from .folder import IMAGE_KIND, QUANTIZED_KIND, VIDEO_KIND, SamplingDefaults
+
+IMAGE_KIND = "ditkit-dit"  # a class- or text-conditional image model (`ditkit.pipelines.image`)
+QUANTIZED_KIND = "ditkit-dit-quantized"  # the same with packed low-bit layers (`ditkit.compress.files`)
+VIDEO_KIND = "ditkit-video-dit"  # text-to-video (`ditkit.pipelines.video`)
+
+
+@dataclass
+class SamplingDefaults:
+    """config.json's ``"sampling"``: how the model is sampled unless the caller says otherwise."""
+
+    sampler: str = "euler"
+    steps: int = 50
+    cfg_scale: float = 1.0
+    shift: float = 1.0  # flow timestep shift at sampling (SD3); 1 = none
+
 
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")  # what a float folder's tensors may be stored as
 _SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",

@@ -51,19 +51,19 @@ from ..accel.attention import WithAttention
 from ..diffusion.flow import FlowMatching
 from ..diffusion.forcing import chunked_sample, forcing_sample, rollout, step_matrix
 from ..diffusion.guidance import cfg as cfg_wrapper
-from ..diffusion.image_expert import image_expert_guidance
 from ..diffusion.noise import randn, sample_generators
 from ..diffusion.sample import progress_bar
-from ..io.checkpoint import CheckpointError, check_state_dict, load_tensors
+from ..io.checkpoint import CheckpointError, check_state_dict
 from ..io.confined import confined_path
 from ..models.text_encoder import TextEncoder, load_text_encoder
 from ..models.text_video import check_text_dims, null_labels, text_conditioning
 from ..models.video_attention import UltraViCoConfig, VideoAttention
 from ..models.video_dit import VideoDiT, VideoDiTConfig
-from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info
+from .folder import VIDEO_KIND, SamplingDefaults, codec_from_info, read_weights
+from .image_models import expert_guidance, first_frames, image_captions, redraw_first_frames
 from .options import VideoOptions
 from .options import resolve as resolve_options
-from .schema import check_finite, check_weights_header, expected_state, read_model_folder
+from .schema import read_model_folder
 
 
 @dataclass
@@ -259,16 +259,17 @@ class VideoPipeline:
         expert = image_expert is not None and opts.image_expert_scale != 0
         captions = None  # the image model's captions (first-frame model, image expert), one per clip
         if first_frame_model is not None or expert:
-            captions = _image_captions(prompts if image_prompts is None else image_prompts, n, caption_for_image)
+            captions = image_captions(prompts if image_prompts is None else image_prompts, n, caption_for_image)
         total = self._progress_total(n, opts, image is not None, first_frame_model)
         with progress_bar(total, opts.progress, "video") if bar is None else contextlib.nullcontext(bar) as bar:
             if first_frame_model is not None:
-                image = self._first_frames(first_frame_model, captions, opts.seed, opts.batch_size, bar)
+                image = first_frames(first_frame_model, self.frame_shape, captions, opts.seed, opts.batch_size, bar)
                 if opts.first_frame_redraws:
-                    image = self._redraw_first_frames(first_frame_model, image, captions, list(prompts), opts.seed,
-                                                      opts.batch_size, opts.first_frame_redraws, first_frame_check, bar)
+                    image = redraw_first_frames(first_frame_model, self.frame_shape, image, captions, list(prompts),
+                                                opts.seed, opts.batch_size, opts.first_frame_redraws,
+                                                first_frame_check, bar)
             first = self._first_latents(image, n, opts.frames)
-            guide = self._image_expert(image_expert, opts, captions, text) if expert else None
+            guide = expert_guidance(self, image_expert, opts, captions, text) if expert else None
             fns = self._model_functions(opts, null, first is not None, attention, guide, bar)
             out = torch.cat(self._sample(fns, text, n, first, opts))  # (N, frames, C, h, w)
             return out.cpu() if opts.latents else self.decode(out)
@@ -375,57 +376,6 @@ class VideoPipeline:
             return None
         return -(-n // opts.batch_size) * per_batch
 
-    def _first_frames(self, pipe, captions: list[str], seed: int, batch_size: int, bar=None) -> torch.Tensor:
-        """Each clip's first frame (N, 3, H, W) drawn by a text-to-image pipeline from the clip's image caption;
-        each of its sampler steps moves ``bar`` by one."""
-        if getattr(pipe, "text_encoder", None) is None:
-            raise ValueError("the first-frame model must be a text-to-image model folder")
-        tick = None if bar is None else (lambda *_: bar.update(1))
-        frames = pipe.generate(prompts=captions, seed=seed, batch_size=batch_size, progress=False, callback=tick)
-        if tuple(frames.shape[1:]) != tuple(self.frame_shape):
-            raise ValueError(f"the first-frame model draws {'x'.join(map(str, frames.shape[1:]))} images, this "
-                             f"video model's frames are {'x'.join(map(str, self.frame_shape))}")
-        return frames.float().clamp(-1, 1)
-
-    def _redraw_first_frames(self, pipe, image: torch.Tensor, captions: list[str], prompts: list[str], seed: int,
-                             batch_size: int, rounds: int, check, bar=None) -> torch.Tensor:
-        """``image`` (N, 3, H, W) with each frame that fails ``check(frame, prompt)`` drawn again (seed + r in
-        round r, only the failing clips' captions), up to ``rounds`` times; each redraw adds its steps to ``bar``."""
-        image = image.clone()
-        for r in range(1, rounds + 1):
-            bad = [i for i in range(len(image)) if not check(image[i], prompts[i])]
-            if not bad:
-                break
-            if bar is not None and bar.total is not None:
-                bar.total += -(-len(bad) // batch_size) * pipe.defaults.steps
-                bar.refresh()
-            image[bad] = self._first_frames(pipe, [captions[i] for i in bad], seed + r, batch_size, bar)
-        return image
-
-    def _image_expert(self, pipe, opts: VideoOptions, captions: list[str], text: dict):
-        """Check a text-to-image pipeline against this model, put its encoded ``captions`` (one per clip) into
-        ``text`` (as ``image_text`` / ``image_text_mask``, N rows) and return ``fn -> guided fn``."""
-        if getattr(pipe, "text_encoder", None) is None:
-            raise ValueError("the image expert must be a text-to-image model folder")
-        icfg = pipe.config
-        if (icfg.in_channels, tuple(icfg.hw)) != (self.config.dit.in_channels, tuple(self.config.dit.hw)):
-            raise ValueError(f"the image expert takes {icfg.in_channels}x{icfg.hw[0]}x{icfg.hw[1]} latents, this "
-                             f"video model {self.config.dit.in_channels}x{self.config.dit.hw[0]}x{self.config.dit.hw[1]}")
-        mine, theirs = (None if c is None else c.state_dict() for c in (self.codec, pipe.codec))
-        same = (mine is None and theirs is None) or (
-            mine is not None and theirs is not None and mine.keys() == theirs.keys()
-            and all(mine[k].shape == theirs[k].shape and torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine))
-        if not same:
-            raise ValueError("the image expert was trained on another autoencoder: its latents are not this model's")
-        (tokens, mask), (null_tokens, null_mask) = pipe.encode_prompts(captions)
-        dev = self.device
-        text["image_text"], text["image_text_mask"] = tokens.to(dev), mask.to(dev)
-        pipe.model.eval()
-        model = pipe.model.to(dev)
-        return lambda fn: image_expert_guidance(fn, model, opts.image_expert_scale, null_text=null_tokens.to(dev),
-                                                null_mask=null_mask.to(dev), video_process=self.process,
-                                                image_process=pipe.process, interval=opts.image_expert_interval)
-
     def _sample(self, fns: _ModelFunctions, text: dict, n: int, first: torch.Tensor | None,
                 opts: VideoOptions) -> list[torch.Tensor]:
         """Latent clips per batch, by `_mode`: "single" (one pass over all frames), "chunked" or "rollout".
@@ -492,16 +442,6 @@ def _check_parts(opts: VideoOptions, window: int, image, first_frame_model, firs
         raise ValueError("extrapolate sets its own attention (UltraViCo); pass no attention core with it")
 
 
-def _image_captions(image_prompts, n: int, caption_for_image: Callable[[str], str] | None = None) -> list[str]:
-    """One image caption per clip for a text-to-image model, ``caption_for_image(p)`` of each prompt (the prompt
-    itself without one); ValueError unless there are ``n`` prompts, all strings."""
-    if isinstance(image_prompts, str) or len(image_prompts) != n:
-        raise ValueError(f"give one image prompt per prompt ({n})")
-    if not all(isinstance(p, str) for p in image_prompts):
-        raise ValueError("give the image prompts as a list of strings")
-    return [p if caption_for_image is None else caption_for_image(p) for p in image_prompts]
-
-
 def _counted(fn, bar):
     """``fn`` moving ``bar`` by one after every call."""
     def counted(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -537,11 +477,7 @@ def load_video_pipeline(path: str | Path, device: str | torch.device = "cpu") ->
     if spec.kind != VIDEO_KIND:
         raise CheckpointError(f"{path} is not a ditkit video model folder (kind={spec.kind!r})")
     config = spec.config
-    weights = folder / "model.safetensors"
-    budget.check(budget.estimate_load(config, f"loading {folder}", weights.stat().st_size))
-    check_weights_header(weights, expected_state(lambda: VideoDiT(config)))
-    state = load_tensors(weights)
-    check_finite(state, weights)
+    state = read_weights(folder, spec, lambda: VideoDiT(config))  # memory, header and finite values checked
     model = VideoDiT(config)
     check_state_dict(state, model.state_dict(), path)
     model.load_state_dict({k: v.float() for k, v in state.items()})
