@@ -10,7 +10,8 @@ Every failure is a `CheckpointError` of one line naming the file and the field::
 
 Types follow the dataclass annotations (an ``int`` is a JSON integer, never a float or a boolean; a ``bool``
 is a JSON boolean, never ``"yes"``; a ``float`` is a finite number); ranges and choices are in `RULES`.
-Unknown keys are refused.
+Unknown keys are refused. The folder kinds and `SamplingDefaults` (config.json's ``"sampling"``) are defined
+here, below every reader and writer of the format (`ditkit.pipelines.folder` re-exports them).
 """
 
 from __future__ import annotations

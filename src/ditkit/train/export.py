@@ -20,7 +20,7 @@ from ..data.latent_cache import cache_class_names
 from ..diffusion.flow import FlowMatching
 from ..io.checkpoint import CheckpointError, atomic_dir, load_json, load_tensors
 from ..models.autoencoder import codec_fingerprint, resolve_codec_path
-from ..pipelines.folder import SamplingDefaults, save_pipeline
+from ..pipelines.folder import SamplingDefaults, save_pipeline, save_video_pipeline
 from ..shapes.data import CLASSES
 from .trainer import TrainConfig, build_run_model
 
@@ -66,8 +66,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, defaults: SamplingDe
     common = {"defaults": defaults, "dtype": DTYPES[dtype], "extra": {"training": summary}, "autoencoder": autoencoder}
     with atomic_dir(out_dir) as tmp:  # the folder and its training log take the place of out_dir together
         if cfg.video is not None:  # TextToVideo -> a video model folder
-            from ..pipelines.folder import save_video_pipeline
-
             save_video_pipeline(tmp, model.dit, FlowMatching(cfg.flow), model.encoder, **common)
         else:
             text = getattr(cfg.model, "text_dim", None) is not None
