@@ -13,9 +13,9 @@ from video_tiny import PROMPTS, tiny_video
 from ditkit import budget
 from ditkit.budget import BudgetError
 from ditkit.config import PRESETS
+from ditkit.io.fields import expected_state
 from ditkit.models.text_dit import build_model
 from ditkit.pipelines import load_pipeline, load_video_pipeline, save_video_pipeline
-from ditkit.pipelines.schema import expected_state
 
 
 @pytest.mark.parametrize("name", ["shapes-tiny", "shapes-latent-mix", "shapes-t2i", "shapes-t2i-mmdit", "DiT-XL/2"])

@@ -3,7 +3,7 @@
 * ``atomic_write(path)`` / ``atomic_dir(path)`` (from `ditkit.io.atomic`) — a temporary file or
   folder beside ``path`` that takes its place only when complete, so a reader never sees a
   half-written output and an old one stays at the path until the new one is there.
-* ``save_model`` / ``load_model_files`` — a model folder: ``model.safetensors`` (weights) and
+* ``save_model`` / ``load_model_files`` / ``model_folder`` — a model folder: ``model.safetensors`` (weights) and
   ``config.json`` (``{"kind": ..., "config": {...}, ...}``).
 * ``load_torch_file`` — reads reference ``.pt`` files with ``weights_only=True`` only.
 
@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_dir, atomic_write, usual_mode
 
 __all__ = ["CheckpointError", "atomic_dir", "atomic_write", "usual_mode", "save_json", "load_json", "save_tensors",
-           "load_tensors", "check_state_dict", "save_model", "load_model_files", "load_torch_file"]
+           "load_tensors", "check_state_dict", "save_model", "model_folder", "load_model_files", "load_torch_file"]
 
 
 class CheckpointError(ValueError):
@@ -92,14 +92,21 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], i
             shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns(".*"))
 
 
-def load_model_files(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a model folder (or the ``model.safetensors`` inside one): (state_dict, info)."""
+def model_folder(path: str | os.PathLike) -> Path:
+    """The model folder at ``path`` (or holding the ``model.safetensors`` at ``path``); CheckpointError unless it
+    exists and holds both ``model.safetensors`` and ``config.json``."""
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     if not folder.exists():
         raise CheckpointError(f"no such checkpoint: {path}")
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise CheckpointError(f"{folder} is not a ditkit model folder (needs model.safetensors and config.json)")
+    return folder
+
+
+def load_model_files(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a model folder (or the ``model.safetensors`` inside one): (state_dict, info)."""
+    folder = model_folder(path)
     info = load_json(folder / "config.json")
     return load_tensors(folder / "model.safetensors"), info
 

@@ -46,6 +46,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io.checkpoint import CheckpointError, load_json, load_model_files, save_model
+from ..io.fields import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE_INT,
+    RuleTable,
+    build_config,
+    check_finite,
+    check_weights_header,
+    choice,
+    expected_state,
+    int_list,
+)
 
 KIND = "ditkit-autoencoder"
 
@@ -105,6 +117,14 @@ class AutoencoderConfig:
     @classmethod
     def from_dict(cls, d: dict) -> AutoencoderConfig:
         return cls(**{**d, "widths": tuple(d["widths"])})
+
+
+# config.json's ranges and choices (`ditkit.io.fields.build_config`); other fields are checked by their type
+CONFIG_RULES: RuleTable = {
+    "AutoencoderConfig": {"downsample": choice(2, 4, 8, 16), "latent_channels": POSITIVE_INT, "widths": int_list(),
+                          "num_res_blocks": COUNT, "groups": POSITIVE_INT, "image_channels": POSITIVE_INT,
+                          "latent_l2": NON_NEGATIVE},
+}
 
 
 # ----------------------------------------------------------------------------- network
@@ -231,15 +251,13 @@ def save_autoencoder(folder, model: Autoencoder, extra: dict | None = None) -> N
 
 def load_autoencoder(path) -> Autoencoder:
     """Load an autoencoder folder written by `save_autoencoder` (eval mode, frozen, CPU)."""
-    from ..pipelines.schema import build_config, check_finite, check_weights_header, expected_state
-
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
     info = load_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     if not isinstance(info, dict) or info.get("kind") != KIND:
         kind = info.get("kind") if isinstance(info, dict) else None
         raise CheckpointError(f"{path} holds a {kind!r} model, not a {KIND!r}")
-    config = build_config(AutoencoderConfig, info.get("config"), folder / "config.json")
+    config = build_config(AutoencoderConfig, info.get("config"), folder / "config.json", rules=CONFIG_RULES)
     if (folder / "model.safetensors").is_file():
         check_weights_header(folder / "model.safetensors", expected_state(lambda: Autoencoder(config)))
     state, info = load_model_files(path)

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..io.checkpoint import CheckpointError, check_state_dict, load_json, load_tensors, save_tensors
+from ..io.fields import COUNT, POSITIVE, POSITIVE_INT, RuleTable, build_config, check_finite, check_weights_header, expected_state
 from .layers import Attention, Mlp
 from .text_common import key_padding_mask
 
@@ -106,6 +107,13 @@ class WordEncoderConfig:
         if unknown:
             raise ValueError(f"unknown WordEncoderConfig keys: {', '.join(unknown)}")
         return cls(**d)
+
+
+# config.json's ranges (`ditkit.io.fields.build_config`); other fields are checked by their type
+CONFIG_RULES: RuleTable = {
+    "WordEncoderConfig": {"dim": POSITIVE_INT, "depth": COUNT, "num_heads": POSITIVE_INT, "mlp_ratio": POSITIVE,
+                          "max_length": POSITIVE_INT},
+}
 
 
 class EncoderLayer(nn.Module):
@@ -297,15 +305,13 @@ def save_text_encoder(encoder: TextEncoder, folder: str | Path) -> None:
 
 def load_text_encoder(folder: str | Path) -> TextEncoder:
     """A word encoder or a Hugging Face encoder, by what the folder holds. CheckpointError on any problem."""
-    from ..pipelines.schema import build_config, check_finite, check_weights_header, expected_state
-
     folder = Path(folder)
     info = load_json(folder / "config.json")
     if not isinstance(info, dict):
         raise CheckpointError(f"{folder / 'config.json'} must hold a JSON object")
     if info.get("kind") == "ditkit-word-encoder":
         vocab = load_json_list(folder / "vocab.json")
-        config = build_config(WordEncoderConfig, info.get("config"), folder / "config.json")
+        config = build_config(WordEncoderConfig, info.get("config"), folder / "config.json", rules=CONFIG_RULES)
         try:
             WordTokenizer(vocab, config.max_length)
         except ValueError as e:

@@ -37,6 +37,7 @@ from ..config import DiTConfig, config_from_dict
 from ..diffusion.flow import FlowConfig, FlowMatching
 from ..diffusion.gaussian import GaussianConfig, GaussianDiffusion
 from ..io.checkpoint import CheckpointError, check_state_dict, load_json, load_tensors, save_model
+from ..io.fields import check_finite, check_weights_header, expected_state
 from ..models.autoencoder import LatentCodec, check_codec_fits, load_codec, resolve_codec_path
 from ..models.text_dit import build_model
 from ..models.text_encoder import TextEncoder, save_text_encoder
@@ -47,9 +48,6 @@ from .schema import (
     VIDEO_KIND,
     FolderSpec,
     SamplingDefaults,
-    check_finite,
-    check_weights_header,
-    expected_state,
     read_folder_spec,
     read_model_folder,
 )
