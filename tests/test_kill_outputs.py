@@ -170,8 +170,6 @@ def _cases(m, tc, run):
     }
 
 
-# train-classifier writes its folder with the same `save_model` as quantize and prune; one run renders 40,000
-# images (half a minute), too slow to repeat at every kill point
 CASES = ["generate", "calibrate-teacache", "quantize", "convert", "bench accel", "tune", "prune", "export", "eval",
          "bench compress", "encode"]
 
@@ -194,3 +192,43 @@ def test_every_writing_command_killed_anywhere_keeps_old_or_new(name, tiny_model
     points = _check_every_kill(outs, cli(old_argv), cli(new_argv), tmp_path)
     assert points >= 1
     print(f"{name}: killed at each of its {points} renames, writes and deletes")
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory):
+    from video_tiny import tiny_video
+
+    from ditkit.pipelines import save_video_pipeline
+
+    pipe = tiny_video()
+    path = tmp_path_factory.mktemp("video") / "v"
+    save_video_pipeline(path, pipe.model, pipe.process, pipe.text_encoder)
+    return path
+
+
+def test_generate_video_killed_anywhere_keeps_old_or_new(video_dir, tmp_path, monkeypatch):
+    from video_tiny import PROMPTS
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "--video", "--model", video_dir, "--prompt", PROMPTS[0], "--steps", "1", "--n-per-class", "1",
+            "--out", "v.gif", "--no-progress"]
+    outs = [tmp_path / "v.gif", tmp_path / "v.gif.json"]
+    points = _check_every_kill(outs, cli([*argv, "--seed", "1"]), cli([*argv, "--seed", "0"]), tmp_path)
+    assert points >= 1
+    print(f"generate --video: killed at each of its {points} renames, writes and deletes")
+
+
+def test_train_classifier_killed_anywhere_keeps_old_or_new(tmp_path, monkeypatch):
+    import functools
+
+    import ditkit.train.classifier as classifier
+
+    # a run renders 40,000 training images whatever --steps is: a few dozen keep each run well under a second
+    # (the CLI looks `train_classifier` up when it runs, and the forked children inherit the patch)
+    monkeypatch.setattr(classifier, "train_classifier",
+                        functools.partial(classifier.train_classifier, num_train=64, num_eval=16))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train-classifier", "--steps", "2", "--out", "cls", "--no-progress"]
+    points = _check_every_kill([tmp_path / "cls"], cli([*argv, "--seed", "1"]), cli([*argv, "--seed", "0"]), tmp_path)
+    assert points >= 1
+    print(f"train-classifier: killed at each of its {points} renames, writes and deletes")
