@@ -9,12 +9,12 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from video_tiny import tiny_video
+from video_tiny import save_tiny_video
 
 from ditkit.io.checkpoint import CheckpointError
 from ditkit.models.autoencoder import Autoencoder, AutoencoderConfig, load_autoencoder, save_autoencoder
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder, load_text_encoder, save_text_encoder
-from ditkit.pipelines import load_pipeline, load_video_pipeline, save_video_pipeline
+from ditkit.pipelines import load_pipeline, load_video_pipeline
 from ditkit.pipelines.schema import check_fields, read_folder_spec
 
 
@@ -139,9 +139,8 @@ def test_nan_and_inf_weights_are_refused(tiny_model_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory):
-    pipe = tiny_video()
     path = tmp_path_factory.mktemp("video") / "v"
-    save_video_pipeline(path, pipe.model, pipe.process, pipe.text_encoder)
+    save_tiny_video(path)
     return path
 
 

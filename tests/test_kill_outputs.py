@@ -196,13 +196,10 @@ def test_every_writing_command_killed_anywhere_keeps_old_or_new(name, tiny_model
 
 @pytest.fixture(scope="module")
 def video_dir(tmp_path_factory):
-    from video_tiny import tiny_video
+    from video_tiny import save_tiny_video
 
-    from ditkit.pipelines import save_video_pipeline
-
-    pipe = tiny_video()
     path = tmp_path_factory.mktemp("video") / "v"
-    save_video_pipeline(path, pipe.model, pipe.process, pipe.text_encoder)
+    save_tiny_video(path)
     return path
 
 

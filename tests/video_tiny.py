@@ -8,7 +8,7 @@ from ditkit.diffusion.flow import FlowMatching
 from ditkit.models.cross_dit import CrossDiT
 from ditkit.models.text_encoder import WordEncoderConfig, WordTextEncoder
 from ditkit.models.video_dit import VideoDiT
-from ditkit.pipelines import Pipeline, VideoPipeline
+from ditkit.pipelines import Pipeline, VideoPipeline, save_video_pipeline
 from ditkit.shapes.prompts import shapes_vocabulary, video_vocabulary
 from ditkit.train.video import VideoTrainConfig
 
@@ -29,6 +29,12 @@ def tiny_video(hw: int = 16) -> VideoPipeline:
     model = jiggle(VideoDiT(VideoTrainConfig(frames=4, text_dim=16, cross_attention=True).video_model(trunk)), 0)
     return VideoPipeline(model, FlowMatching(), WordTextEncoder(WordEncoderConfig(dim=16, depth=1, num_heads=2),
                                                                 video_vocabulary()))
+
+
+def save_tiny_video(path) -> None:
+    """Write `tiny_video()` as a video model folder at ``path``."""
+    pipe = tiny_video()
+    save_video_pipeline(path, pipe.model, pipe.process, pipe.text_encoder)
 
 
 def tiny_text_image(hw: int = 16) -> Pipeline:
